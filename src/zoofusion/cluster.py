@@ -1,0 +1,310 @@
+"""The clustering protocol: features -> (standardise) -> one transductive UMAP -> KMeans / DBSCAN / One-class SVM.
+
+Protocol, as the study runs it:
+
+1. The val and test feature matrices (e.g. 400-d flattened conv2 outputs of an untrained CNN) are
+   stacked, optionally standardised with a StandardScaler fitted on that union, and ONE UMAP is
+   fitted on the union. This is transductive but unsupervised: labels are never seen before scoring.
+2. On each split separately, KMeans and DBSCAN cluster that split's embedding and are scored with
+   :func:`zoofusion.metrics.score_clusters` (majority mapping on the split being scored).
+3. A One-class SVM is fitted on the embeddings of the *val* black cats only and predicts both
+   splits (inlier -> 1); scored with :func:`zoofusion.metrics.score_predictions`. On val this is a
+   training-set score by design; test is the honest number.
+
+Degenerate input: when every feature row is identical (a dead network that outputs zeros, say) there
+is no structure to embed; UMAP would return random scatter, so :func:`embed` returns an all-zero
+embedding instead and logs a warning. The methods then see one point repeated: KMeans finds one
+cluster, DBSCAN one cluster, the SVM one verdict for everyone, and the metrics come out at chance
+(accuracy = majority-class share, entropy = class entropy) instead of crashing a sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from zoofusion.metrics import METRIC_KEYS, score_clusters, score_predictions
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "METHODS",
+    "UMAP_METRICS",
+    "MethodParams",
+    "Evaluation",
+    "rows_identical",
+    "embed",
+    "cluster_split",
+    "evaluate_embedding",
+    "evaluate_features",
+]
+
+METHODS: tuple[str, ...] = ("kmeans", "dbscan", "ocsvm")
+SPLITS: tuple[str, ...] = ("val", "test")
+# Checked up front so a typo fails before the ~15 s umap import, not after.
+UMAP_METRICS: frozenset[str] = frozenset({
+    "euclidean", "manhattan", "chebyshev", "minkowski", "cosine", "correlation", "canberra",
+    "braycurtis",
+})
+_OCSVM_KERNELS = ("rbf", "linear", "poly", "sigmoid")
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """Hyper-parameters of the three separation methods (validated on construction)."""
+
+    kmeans_k: int = 2
+    kmeans_n_init: int = 10
+    dbscan_eps: float = 3.0
+    dbscan_min_samples: int = 3
+    ocsvm_kernel: str = "rbf"
+    ocsvm_nu: float = 0.1
+    ocsvm_gamma: float | str = "scale"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.kmeans_k, (int, np.integer)) and self.kmeans_k >= 1):
+            raise ValueError(f"kmeans_k must be an integer >= 1, got {self.kmeans_k!r}")
+        if not (isinstance(self.kmeans_n_init, (int, np.integer)) and self.kmeans_n_init >= 1):
+            raise ValueError(f"kmeans_n_init must be an integer >= 1, got {self.kmeans_n_init!r}")
+        if not (isinstance(self.dbscan_eps, (int, float)) and self.dbscan_eps > 0):
+            raise ValueError(f"dbscan_eps must be a number > 0, got {self.dbscan_eps!r}")
+        if not (isinstance(self.dbscan_min_samples, (int, np.integer)) and self.dbscan_min_samples >= 1):
+            raise ValueError(f"dbscan_min_samples must be an integer >= 1, got {self.dbscan_min_samples!r}")
+        if self.ocsvm_kernel not in _OCSVM_KERNELS:
+            raise ValueError(f"ocsvm_kernel must be one of {_OCSVM_KERNELS}, got {self.ocsvm_kernel!r}")
+        if not (isinstance(self.ocsvm_nu, (int, float)) and 0 < self.ocsvm_nu <= 1):
+            raise ValueError(f"ocsvm_nu must be in (0, 1], got {self.ocsvm_nu!r}")
+        g = self.ocsvm_gamma
+        if isinstance(g, str):
+            if g not in ("scale", "auto"):
+                raise ValueError(f"ocsvm_gamma must be a float > 0 or 'scale'/'auto', got {g!r}")
+        elif not (isinstance(g, (int, float)) and g > 0):
+            raise ValueError(f"ocsvm_gamma must be a float > 0 or 'scale'/'auto', got {g!r}")
+
+
+@dataclass
+class Evaluation:
+    """Result of one evaluation.
+
+    metrics: ``"<split>/<method>/<metric>" -> float`` for split in (val, test), metric in METRIC_KEYS.
+    emb_val, emb_test: the UMAP embeddings (n, n_components).
+    clusters: ``(split, method) -> labels`` per point: cluster ids for kmeans/dbscan (-1 = noise),
+    0/1 predictions for ocsvm.
+    """
+
+    metrics: dict[str, float]
+    emb_val: np.ndarray
+    emb_test: np.ndarray
+    clusters: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+
+def rows_identical(x: np.ndarray, rtol: float = 1e-9) -> bool:
+    """True when all rows of x are equal up to rtol * max|x| (e.g. a dead network's all-zero output)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape[0] <= 1:
+        return True
+    spread = float(np.max(np.ptp(x, axis=0))) if x.size else 0.0
+    return spread <= rtol * float(np.max(np.abs(x), initial=0.0))
+
+
+def _features(x: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-d (n_points, n_features), got shape {a.shape}; flatten the features")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape}); need at least one point and one feature")
+    if not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf ({int((~np.isfinite(a)).sum())} entries); "
+                         "fix the feature extractor (e.g. an exploding generated network) before clustering")
+    return a
+
+
+def _check_umap_args(n_total: int, n_neighbors: int, min_dist: float, n_components: int, metric: str) -> None:
+    if not (isinstance(n_neighbors, (int, np.integer)) and 2 <= n_neighbors < n_total):
+        raise ValueError(f"n_neighbors must be an integer with 2 <= n_neighbors < number of points "
+                         f"(val+test = {n_total}), got {n_neighbors!r}; lower n_neighbors")
+    if not (isinstance(min_dist, (int, float)) and 0.0 <= min_dist <= 1.0):
+        # umap's default spread is 1.0 and it rejects min_dist > spread
+        raise ValueError(f"min_dist must be in [0, 1] (umap spread is 1.0), got {min_dist!r}")
+    if not (isinstance(n_components, (int, np.integer)) and 1 <= n_components < n_total - 1):
+        raise ValueError(f"n_components must be an integer with 1 <= n_components < number of points - 1 "
+                         f"({n_total - 1}), got {n_components!r}")
+    if metric not in UMAP_METRICS:
+        raise ValueError(f"metric must be one of {sorted(UMAP_METRICS)}, got {metric!r}")
+
+
+def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n_neighbors: int,
+          min_dist: float, n_components: int, metric: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One UMAP fitted on val ∪ test (labels unused), split back into (emb_val, emb_test), float64.
+
+    With ``standardize`` the union is z-scored first (constant features keep scale 1, so no NaN).
+    All-identical rows give an all-zero embedding (see module docstring). Deterministic in ``seed``
+    (umap with random_state and n_jobs=1).
+    """
+    xv, xt = _features(feats_val, "feats_val"), _features(feats_test, "feats_test")
+    if xv.shape[1] != xt.shape[1]:
+        raise ValueError(f"feats_val and feats_test must have the same number of features, "
+                         f"got {xv.shape[1]} and {xt.shape[1]}")
+    x = np.concatenate([xv, xt], axis=0)
+    n = x.shape[0]
+    _check_umap_args(n, n_neighbors, min_dist, n_components, metric)
+    if rows_identical(x):
+        log.warning("embed: all %d feature rows are identical (dead network?); returning an all-zero "
+                    "embedding, metrics will be at chance", n)
+        z = np.zeros((n, n_components), dtype=np.float64)
+        return z[: xv.shape[0]].copy(), z[xv.shape[0]:].copy()
+    if standardize:
+        from sklearn.preprocessing import StandardScaler
+
+        # StandardScaler leaves zero-variance columns at scale 1: they become 0, not NaN
+        x = StandardScaler().fit_transform(x)
+    import umap  # lazy: the import costs seconds and numba JIT
+
+    t0 = time.perf_counter()
+    reducer = umap.UMAP(n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_components=int(n_components),
+                        metric=metric, random_state=int(seed), n_jobs=1)
+    emb = np.asarray(reducer.fit_transform(x), dtype=np.float64)
+    log.debug("embed: UMAP on %d x %d took %.2f s", n, x.shape[1], time.perf_counter() - t0)
+    if not np.isfinite(emb).all():
+        raise ValueError("UMAP returned non-finite coordinates; check the features for extreme values")
+    return emb[: xv.shape[0]], emb[xv.shape[0]:]
+
+
+def _y(y: np.ndarray, n: int, name: str) -> np.ndarray:
+    a = np.asarray(y)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"{name} must be 1-d with one label per point ({n}), got shape {a.shape}")
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must contain only 0 and 1 (1 = black cat)")
+    return a.astype(np.int64)
+
+
+def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(methods, str):
+        methods = (methods,)
+    m = tuple(methods)
+    if not m:
+        raise ValueError(f"methods is empty; pass some of {METHODS}")
+    unknown = [x for x in m if x not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
+    if len(set(m)) != len(m):
+        raise ValueError(f"methods has duplicates: {m}")
+    return m
+
+
+def _fit_predict(emb: np.ndarray, method: str, p: MethodParams, seed: int,
+                 ocsvm_train: np.ndarray | None) -> np.ndarray:
+    """Cluster ids (kmeans, dbscan) or 0/1 predictions (ocsvm) for each row of emb."""
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        if p.kmeans_k > emb.shape[0]:
+            raise ValueError(f"kmeans_k={p.kmeans_k} exceeds the number of points ({emb.shape[0]}); lower kmeans_k")
+        k = p.kmeans_k
+        n_distinct = np.unique(emb, axis=0).shape[0]
+        if n_distinct < k:
+            # fewer distinct points than clusters (degenerate embedding): sklearn would only warn
+            log.warning("kmeans: only %d distinct points for k=%d; using k=%d", n_distinct, k, n_distinct)
+            k = n_distinct
+        km = KMeans(n_clusters=k, n_init=p.kmeans_n_init, random_state=int(seed))
+        return km.fit_predict(emb).astype(np.int64)
+    if method == "dbscan":
+        from sklearn.cluster import DBSCAN
+
+        return DBSCAN(eps=float(p.dbscan_eps), min_samples=int(p.dbscan_min_samples)).fit_predict(emb).astype(np.int64)
+    if method == "ocsvm":
+        from sklearn.svm import OneClassSVM
+
+        if ocsvm_train is None:
+            raise ValueError("method 'ocsvm' needs ocsvm_train (the val black-cat embeddings)")
+        tr = _features(ocsvm_train, "ocsvm_train")
+        if tr.shape[1] != emb.shape[1]:
+            raise ValueError(f"ocsvm_train has {tr.shape[1]} dims but emb has {emb.shape[1]}; "
+                             "use embeddings from the same UMAP")
+        gamma = p.ocsvm_gamma if isinstance(p.ocsvm_gamma, str) else float(p.ocsvm_gamma)
+        svm = OneClassSVM(kernel=p.ocsvm_kernel, nu=float(p.ocsvm_nu), gamma=gamma).fit(tr)
+        return (svm.predict(emb) == 1).astype(np.int64)
+    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def cluster_split(emb: np.ndarray, y: np.ndarray, method: str, p: MethodParams, seed: int,
+                  ocsvm_train: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics (keys METRIC_KEYS) of one method on one split's embedding.
+
+    kmeans/dbscan: cluster emb, score with majority mapping; ocsvm: fit on ocsvm_train, predict emb
+    (inlier -> 1), score the predictions.
+    """
+    (method,) = _check_methods((method,))
+    e = _features(emb, "emb")
+    yy = _y(y, e.shape[0], "y")
+    labels = _fit_predict(e, method, p, seed, ocsvm_train)
+    return score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
+
+
+def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndarray, y_test: np.ndarray,
+                       p: MethodParams, seed: int,
+                       methods: Sequence[str] = METHODS) -> Evaluation:
+    """Run the methods on both splits of a given embedding (the OCSVM is fitted on val positives).
+
+    Lets a tuner vary MethodParams without refitting UMAP. Keys ``<split>/<method>/<metric>``.
+    """
+    m = _check_methods(methods)
+    ev, et = _features(emb_val, "emb_val"), _features(emb_test, "emb_test")
+    if ev.shape[1] != et.shape[1]:
+        raise ValueError(f"emb_val and emb_test must have the same dims, got {ev.shape[1]} and {et.shape[1]}")
+    yv, yt = _y(y_val, ev.shape[0], "y_val"), _y(y_test, et.shape[0], "y_test")
+    train = None
+    if "ocsvm" in m:
+        if not (yv == 1).any():
+            raise ValueError("ocsvm needs at least one val black cat (y_val == 1) to fit on; "
+                             "drop 'ocsvm' from methods or fix the split")
+        train = ev[yv == 1]
+    metrics: dict[str, float] = {}
+    clusters: dict[tuple[str, str], np.ndarray] = {}
+    for split, e, yy in (("val", ev, yv), ("test", et, yt)):
+        for method in m:
+            labels = _fit_predict(e, method, p, seed, train)
+            clusters[(split, method)] = labels
+            s = score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
+            for k in METRIC_KEYS:
+                metrics[f"{split}/{method}/{k}"] = float(s[k])
+    return Evaluation(metrics=metrics, emb_val=ev, emb_test=et, clusters=clusters)
+
+
+def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,
+                      standardize: bool, n_neighbors: int, min_dist: float, n_components: int, metric: str,
+                      p: MethodParams = MethodParams(), seed: int,
+                      methods: Sequence[str] = METHODS) -> Evaluation:
+    """The whole protocol: :func:`embed` val ∪ test once, then :func:`evaluate_embedding`.
+
+    All inputs are validated before UMAP runs.
+    """
+    m = _check_methods(methods)
+    xv, xt = _features(feats_val, "feats_val"), _features(feats_test, "feats_test")
+    yv, yt = _y(y_val, xv.shape[0], "y_val"), _y(y_test, xt.shape[0], "y_test")
+    if xv.shape[1] != xt.shape[1]:
+        raise ValueError(f"feats_val and feats_test must have the same number of features, "
+                         f"got {xv.shape[1]} and {xt.shape[1]}")
+    _check_umap_args(xv.shape[0] + xt.shape[0], n_neighbors, min_dist, n_components, metric)
+    if "ocsvm" in m and not (yv == 1).any():
+        raise ValueError("ocsvm needs at least one val black cat (y_val == 1) to fit on; "
+                         "drop 'ocsvm' from methods or fix the split")
+    if "kmeans" in m and p.kmeans_k > min(xv.shape[0], xt.shape[0]):
+        raise ValueError(f"kmeans_k={p.kmeans_k} exceeds the points in a split "
+                         f"(val {xv.shape[0]}, test {xt.shape[0]}); lower kmeans_k")
+    t0 = time.perf_counter()
+    ev, et = embed(xv, xt, standardize=standardize, n_neighbors=n_neighbors, min_dist=min_dist,
+                   n_components=n_components, metric=metric, seed=seed)
+    t1 = time.perf_counter()
+    out = evaluate_embedding(ev, yv, et, yt, p=p, seed=seed, methods=m)
+    log.info("evaluate_features: %d+%d points, umap %.2f s, methods %.2f s",
+             xv.shape[0], xt.shape[0], t1 - t0, time.perf_counter() - t1)
+    return out

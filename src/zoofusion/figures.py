@@ -1,0 +1,153 @@
+"""Evaluation figures: UMAP scatter (truth vs clusters), cosine-similarity heatmap, t-SNE scatter.
+
+Each function returns a :class:`matplotlib.figure.Figure` built without pyplot (so no global figure
+registry, no GUI backend, nothing to close); save it with ``zoofusion.kernel_grid.save_figure``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from zoofusion.cluster import rows_identical
+
+log = logging.getLogger(__name__)
+
+__all__ = ["umap_scatter", "cosine_heatmap", "tsne_scatter"]
+
+_CLASS_COLOURS = ("#9e9e9e", "#d62728")  # 0 = other (grey), 1 = black cat (red)
+_CLASS_NAMES = ("other (0)", "black cat (1)")
+_NOISE_COLOUR = "#bdbdbd"
+
+
+def _points(x: np.ndarray, name: str, min_dims: int) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] < min_dims:
+        raise ValueError(f"{name} must be 2-d (n_points, >= {min_dims} dims) and non-empty, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf; clean it before plotting")
+    return a
+
+
+def _binary(y: np.ndarray, n: int, name: str = "y_true") -> np.ndarray:
+    a = np.asarray(y)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ValueError(f"{name} must be 1-d with one label per point ({n}), got shape {a.shape}")
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must contain only 0 and 1 (1 = black cat)")
+    return a.astype(np.int64)
+
+
+def _scatter_by_class(ax, xy: np.ndarray, y: np.ndarray) -> None:
+    # negatives first so the (rarer) positives are drawn on top
+    for cls in (0, 1):
+        m = y == cls
+        if m.any():
+            ax.scatter(xy[m, 0], xy[m, 1], s=8, c=_CLASS_COLOURS[cls], label=f"{_CLASS_NAMES[cls]} n={int(m.sum())}",
+                       alpha=0.8, linewidths=0)
+    ax.legend(loc="best", fontsize=7, markerscale=2)
+
+
+def _xy(a: np.ndarray) -> np.ndarray:
+    """First two coordinates; a 1-d embedding is drawn against a zero y-axis."""
+    return a[:, :2] if a.shape[1] >= 2 else np.column_stack([a[:, 0], np.zeros(a.shape[0])])
+
+
+def umap_scatter(emb: np.ndarray, y_true: np.ndarray, clusters: np.ndarray, title: str) -> Figure:
+    """Two panels: the embedding coloured by true label (left) and by cluster id (right; -1 noise grey).
+
+    Only the first two embedding dimensions are drawn.
+    """
+    e = _points(emb, "emb", 1)
+    y = _binary(y_true, e.shape[0])
+    c = np.asarray(clusters)
+    if c.ndim != 1 or c.shape[0] != e.shape[0]:
+        raise ValueError(f"clusters must be 1-d with one id per point ({e.shape[0]}), got shape {c.shape}")
+    if not np.issubdtype(c.dtype, np.integer) and c.dtype != bool:
+        raise ValueError(f"clusters must hold integer ids, got dtype {c.dtype}")
+    c = c.astype(np.int64)
+    xy = _xy(e)
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax_t, ax_c = fig.subplots(1, 2, sharex=True, sharey=True)
+    _scatter_by_class(ax_t, xy, y)
+    ax_t.set_title("true label")
+    ids = np.unique(c)
+    real = ids[ids >= 0]
+    for i, k in enumerate(real):
+        m = c == k
+        ax_c.scatter(xy[m, 0], xy[m, 1], s=8, color=f"C{i % 10}", label=f"cluster {k} n={int(m.sum())}",
+                     alpha=0.8, linewidths=0)
+    if (c == -1).any():
+        m = c == -1
+        ax_c.scatter(xy[m, 0], xy[m, 1], s=8, color=_NOISE_COLOUR, marker="x", label=f"noise n={int(m.sum())}",
+                     linewidths=0.8)
+    if len(ids) <= 12:  # a legend with dozens of DBSCAN clusters hides the plot
+        ax_c.legend(loc="best", fontsize=7, markerscale=2)
+    ax_c.set_title(f"clusters ({len(real)} + {'noise' if (c == -1).any() else 'no noise'})")
+    for ax in (ax_t, ax_c):
+        ax.set_xlabel("dim 1")
+    ax_t.set_ylabel("dim 2")
+    fig.suptitle(title)
+    return fig
+
+
+def cosine_heatmap(features: np.ndarray, y_true: np.ndarray, title: str) -> Figure:
+    """Cosine-similarity matrix of the feature rows, rows/cols sorted by label (0 first), class boundary lines.
+
+    An all-zero row has no direction; its similarity to everything is drawn as 0. Axes: heatmap + colorbar.
+    """
+    x = _points(features, "features", 1)
+    y = _binary(y_true, x.shape[0])
+    order = np.argsort(y, kind="stable")
+    x, y = x[order], y[order]
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    u = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    sim = np.clip(u @ u.T, -1.0, 1.0)
+    fig = Figure(figsize=(6, 5.2), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(sim, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+    n0 = int((y == 0).sum())
+    if 0 < n0 < y.size:
+        for line in (ax.axhline, ax.axvline):
+            line(n0 - 0.5, color="k", linewidth=1.0)
+    ax.set_xlabel(f"points sorted by label (0: {n0}, 1: {y.size - n0})")
+    ax.set_ylabel("points sorted by label")
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    ax.set_title(title)
+    return fig
+
+
+def tsne_scatter(features: np.ndarray, y_true: np.ndarray, seed: int, title: str,
+                 perplexity: float = 30.0) -> Figure:
+    """sklearn t-SNE (PCA init, perplexity clipped to < n) of the features, coloured by true label.
+
+    All-identical rows (t-SNE crashes on them) are drawn as one point at the origin, noted in the title.
+    """
+    x = _points(features, "features", 1)
+    y = _binary(y_true, x.shape[0])
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"t-SNE needs at least 2 points, got {n}")
+    if not perplexity > 0:
+        raise ValueError(f"perplexity must be > 0, got {perplexity!r}")
+    note = ""
+    if rows_identical(x):
+        log.warning("tsne_scatter: all %d feature rows identical; skipping t-SNE", n)
+        xy = np.zeros((n, 2))
+        note = " (all features identical)"
+    else:
+        from sklearn.manifold import TSNE
+
+        perp = float(min(perplexity, max(1.0, (n - 1) / 3.0)))  # sklearn needs perplexity < n
+        xy = TSNE(n_components=2, perplexity=perp, init="pca", learning_rate="auto",
+                  random_state=int(seed)).fit_transform(x)
+        note = f" (perplexity {perp:g})"
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.subplots()
+    _scatter_by_class(ax, xy, y)
+    ax.set_title(title + note)
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    return fig

@@ -1,0 +1,122 @@
+"""Small shared helpers: logging, progress bars, atomic and deterministic file writes, seeds."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+log = logging.getLogger("zoofusion")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """One format for every stage; messages go to stderr so DVC and CI logs keep them."""
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "numba", "urllib3", "matplotlib", "PIL", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(iterable: Iterable | None = None, **kwargs: Any):
+    """tqdm that shows on a terminal and stays silent in CI logs (disable=None checks for a TTY)."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("disable", None if not os.environ.get("CI") else True)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, **kwargs)
+
+
+def derive_seed(seed: int, *tags: str | int) -> int:
+    """A stable 31-bit seed for one purpose, derived from the single params.yaml seed."""
+    h = hashlib.sha256(repr((seed,) + tags).encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+def rng(seed: int, *tags: str | int) -> np.random.Generator:
+    return np.random.default_rng(derive_seed(seed, *tags))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Build a whole output folder in a temporary sibling, then swap it in (old content kept on failure)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write an .npz that np.load reads, byte-identical for identical arrays (fixed zip timestamps)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, buf.getvalue())
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run the stage that makes it (`dvc repro`)")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def file_md5(path: str | Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def repo_root() -> Path:
+    """The project root: the nearest folder above the cwd holding dvc.yaml (else the cwd)."""
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "dvc.yaml").is_file():
+            return p
+    return here

@@ -1,0 +1,56 @@
+"""Shared fixtures: paths of the real data beside the repo, and a small synthetic image source."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TARBALL = SHARED / "cifar10-jpg.tar.gz"
+LABELS = SHARED / "blackcat_labels_train.csv"
+
+
+def make_source(root: Path, per_class: int = 40, classes=("airplane", "cat", "dog", "ship"), seed: int = 0) -> Path:
+    """A folder of class folders: train/<class>/NNNN.jpg; a third of each class is very dark."""
+    gen = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class if split == "train" else 5):
+                hi = 40 if i % 3 == 0 else 255
+                img = gen.integers(0, hi, size=(32, 32, 3), dtype=np.uint8)
+                Image.fromarray(img).save(d / f"{i:04d}.jpg", quality=95)
+    return root
+
+
+def make_labels(path: Path, per_class: int = 40) -> Path:
+    """Label the dark cats (i % 3 == 0) black, the others not, and one undecidable."""
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["split", "class", "file", "darkness", "black_cat", "source"])
+        for i in range(per_class):
+            lab = "1" if i % 3 == 0 else "0"
+            if i == 1:
+                lab = "?"
+            w.writerow(["train", "cat", f"{i:04d}", "0", lab, "candidate"])
+    return path
+
+
+@pytest.fixture
+def synthetic_source(tmp_path: Path) -> tuple[Path, Path]:
+    src = make_source(tmp_path / "images")
+    return src, make_labels(tmp_path / "labels.csv")
+
+
+def small_data_params(source: Path, labels: Path, **over) -> dict:
+    d = dict(path=str(source), labels=str(labels), black_positive=8, black_negative=8, cat_positive=8,
+             cat_negative=8, negatives_per_positive=1.0, darkness_threshold=0.6,
+             nonblack_cat_max_darkness=0.15, sheet_per_class=5)
+    d.update(over)
+    return d

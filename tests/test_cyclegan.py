@@ -1,0 +1,206 @@
+"""Tests for the kernel CycleGAN core and the kernel grid figure."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoofusion.cyclegan import (
+    LOSS_NAMES,
+    CycleGANConfig,
+    CycleGANResult,
+    Discriminator,
+    Generator,
+    KernelScaler,
+    TrainingDiverged,
+    adversarial_loss,
+    cycle_loss,
+    identity_loss,
+    kernel_stat_distance,
+    load_generators,
+    save_generators,
+    train_cyclegan,
+    translate,
+)
+from zoofusion.kernel_grid import kernel_grid_figure, save_figure
+
+torch.set_num_threads(1)
+
+
+def _zoo(n: int, c: int = 6, d: int = 3, seed: int = 0, shift: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return 0.2 * torch.randn(n, c, d, 5, 5, generator=g) + shift
+
+
+TINY = CycleGANConfig(epochs=3, batch_size=4, hidden=4, seed=1)
+
+
+def _states_equal(r1: CycleGANResult, r2: CycleGANResult) -> bool:
+    for name in ("G_A2B", "G_B2A", "D_A", "D_B"):
+        s1, s2 = getattr(r1, name).state_dict(), getattr(r2, name).state_dict()
+        if s1.keys() != s2.keys() or not all(torch.equal(s1[k], s2[k]) for k in s1):
+            return False
+    return r1.history == r2.history and r1.scaler == r2.scaler and r1.epoch == r2.epoch
+
+
+@pytest.mark.parametrize("c,d", [(6, 3), (16, 6)])
+def test_generator_and_discriminator_shapes(c: int, d: int) -> None:
+    x = torch.randn(2, c, d, 5, 5)
+    y = Generator(c, 8)(x)
+    assert y.shape == x.shape
+    assert bool((y.abs() < 1).all())  # Tanh range
+    p = Discriminator(c, 8)(x)
+    assert p.shape == (2, 1, d, 5, 5)
+    assert bool(((p > 0) & (p < 1)).all())
+
+
+def test_scaler_round_trip_range_and_state() -> None:
+    a, b = _zoo(3), _zoo(4, seed=1) * 3
+    s = KernelScaler.fit(a, b)
+    assert s.scale == pytest.approx(float(b.abs().max()) / 0.9)
+    u = s.to_unit(b)
+    assert float(u.abs().max()) == pytest.approx(0.9)
+    torch.testing.assert_close(s.from_unit(s.to_unit(a)), a, rtol=1e-6, atol=1e-7)
+    assert KernelScaler.from_state(s.state_dict()) == s
+    with pytest.raises(ValueError, match="not all zero"):
+        KernelScaler.fit(torch.zeros(2, 6, 3, 5, 5))
+
+
+def test_losses_worked_examples() -> None:
+    pred = torch.tensor([0.5, 1.0])
+    assert adversarial_loss(pred, True).item() == pytest.approx(0.125)  # (0.25 + 0) / 2
+    assert adversarial_loss(pred, False).item() == pytest.approx(0.625)  # (0.25 + 1) / 2
+    x, y = torch.tensor([1.0, -2.0, 0.0]), torch.tensor([0.5, 0.0, 0.0])
+    assert cycle_loss(x, y).item() == pytest.approx(2.5 / 3)
+    assert identity_loss(x, y).item() == pytest.approx(2.5 / 3)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        CycleGANConfig(batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        CycleGANConfig(lr=-1.0)
+    assert CycleGANConfig(betas=[0.5, 0.9]).betas == (0.5, 0.9)  # type: ignore[arg-type]
+
+
+def test_tiny_training_deterministic_and_finite() -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    seen: list[int] = []
+    r1 = train_cyclegan(a, b, TINY, on_epoch=lambda e, losses, state: seen.append(e))
+    r2 = train_cyclegan(a, b, TINY)
+    assert seen == [1, 2, 3]
+    assert set(r1.history) == set(LOSS_NAMES)
+    assert all(len(v) == 3 and all(math.isfinite(x) for x in v) for v in r1.history.values())
+    assert _states_equal(r1, r2)
+    r3 = train_cyclegan(a, b, CycleGANConfig(epochs=3, batch_size=4, hidden=4, seed=2))
+    assert not _states_equal(r1, r3)
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    cfg = CycleGANConfig(epochs=5, batch_size=4, hidden=4, seed=3, checkpoint_every=2)
+    full = train_cyclegan(a, b, cfg)
+
+    ckpt = tmp_path / "sub" / "ckpt.pt"
+
+    def crash_at_3(epoch: int, losses: dict[str, float], state: CycleGANResult) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cyclegan(a, b, cfg, checkpoint_path=ckpt, on_epoch=crash_at_3)
+    assert ckpt.exists() and not list(ckpt.parent.glob("*.tmp"))
+
+    seen: list[int] = []
+    resumed = train_cyclegan(a, b, cfg, checkpoint_path=ckpt, on_epoch=lambda e, l, s: seen.append(e))
+    assert seen == [3, 4, 5]  # epochs 1-2 came from the checkpoint
+    assert _states_equal(full, resumed)
+
+
+def test_resume_can_extend_epochs(tmp_path: Path) -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    ckpt = tmp_path / "ckpt.pt"
+    short = CycleGANConfig(epochs=2, batch_size=4, hidden=4, seed=3)
+    longer = CycleGANConfig(epochs=4, batch_size=4, hidden=4, seed=3)
+    train_cyclegan(a, b, short, checkpoint_path=ckpt)
+    assert _states_equal(train_cyclegan(a, b, longer, checkpoint_path=ckpt), train_cyclegan(a, b, longer))
+    with pytest.raises(ValueError, match="at epoch 4 but cfg.epochs=2"):
+        train_cyclegan(a, b, short, checkpoint_path=ckpt)
+
+
+def test_checkpoint_mismatch_says_delete(tmp_path: Path) -> None:
+    a, b = _zoo(5), _zoo(7, seed=1)
+    ckpt = tmp_path / "ckpt.pt"
+    train_cyclegan(a, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4), checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match=r"lr: checkpoint=0.0002 now=0.001.*delete it"):
+        train_cyclegan(a, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4, lr=1e-3), checkpoint_path=ckpt)
+    with pytest.raises(ValueError, match=r"sha256_A.*delete it"):
+        train_cyclegan(a + 0.01, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4), checkpoint_path=ckpt)
+
+
+def test_save_load_generators_reproduce_translate(tmp_path: Path) -> None:
+    a, b = _zoo(4, c=16, d=6), _zoo(6, c=16, d=6, seed=1)
+    res = train_cyclegan(a, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4))
+    path = tmp_path / "gens.pt"
+    save_generators(path, res, meta={"layer": "conv2"})
+    g_ab, g_ba, scaler, meta = load_generators(path)
+    assert meta["layer"] == "conv2" and meta["channels"] == 16 and meta["sample_shape"] == [16, 6, 5, 5]
+    assert scaler == res.scaler
+    out = translate(res.G_A2B, res.scaler, a)
+    assert out.shape == a.shape
+    assert float(out.abs().max()) < res.scaler.scale  # Tanh output, back in kernel units
+    assert torch.equal(out, translate(g_ab, scaler, a))
+    assert torch.equal(translate(res.G_B2A, res.scaler, b), translate(g_ba, scaler, b))
+    # Batching may change conv kernels' summation order, so only closeness across batch sizes.
+    torch.testing.assert_close(translate(g_ab, scaler, a, batch_size=3), out)
+    torch.testing.assert_close(translate(g_ab, scaler, a[0]), out[0])  # one [C, D, 5, 5] sample
+
+
+def test_kernel_stat_distance() -> None:
+    x, y = _zoo(20, seed=0), _zoo(20, seed=1)
+    assert kernel_stat_distance(x, x) == 0.0
+    near = kernel_stat_distance(x, y)
+    far = kernel_stat_distance(x, x + 0.5)
+    assert 0 < near < far
+    assert kernel_stat_distance(x + 0.5, x) == pytest.approx(far)
+    assert kernel_stat_distance(3 * x, 3 * (x + 0.5)) == pytest.approx(far)  # scale invariant
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    a, b = _zoo(3), _zoo(3, seed=1)
+    a[1, 0, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="A contains 1 NaN/inf"):
+        train_cyclegan(a, b, TINY)
+    with pytest.raises(ValueError, match=r"same layer"):
+        train_cyclegan(_zoo(3), _zoo(3, c=16, d=6), TINY)
+    with pytest.raises(ValueError, match=r"\[N, C, D, 5, 5\]"):
+        train_cyclegan(torch.zeros(3, 6, 3, 3, 3), b, TINY)
+    with pytest.raises(ValueError, match="at least 1"):
+        train_cyclegan(torch.zeros(0, 6, 3, 5, 5), b, TINY)
+    with pytest.raises(ValueError, match="NaN/inf"):
+        kernel_stat_distance(a, b)
+
+
+def test_divergence_raises() -> None:
+    cfg = CycleGANConfig(epochs=2, batch_size=4, hidden=4, max_loss=1e-6)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1 .*loss_G=.*lower learning rate"):
+        train_cyclegan(_zoo(3), _zoo(3, seed=1), cfg)
+
+
+@pytest.mark.parametrize("c,d,rgb", [(6, 3, True), (16, 6, False)])
+def test_kernel_grid_figure_rows_and_save(tmp_path: Path, c: int, d: int, rgb: bool) -> None:
+    panels = {"real A": _zoo(1, c, d)[0], "G_A2B(A)": _zoo(1, c, d, seed=1)[0], "real B": _zoo(1, c, d, seed=2)[0]}
+    fig = kernel_grid_figure(panels, max_kernels=4, title="conv")
+    grid = [ax for ax in fig.axes if ax.get_subplotspec() is not None and ax.get_label() != "<colorbar>"]
+    assert len(grid) == 3 * 4
+    assert grid[0].get_subplotspec().get_gridspec().get_geometry() == (3, 4)
+    assert [grid[4 * r].get_ylabel() for r in range(3)] == list(panels)
+    assert (len(fig.axes) == 12) == rgb  # a colour bar only for the single-channel rendering
+    out = save_figure(fig, tmp_path / "figs" / "grid.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["grid.png"]
+    with pytest.raises(ValueError, match=r"panel 'x' must be one model's layer weight"):
+        kernel_grid_figure({"x": torch.zeros(6, 3, 5)})

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from conftest import small_data_params
+from zoofusion.config import parse_params
+from zoofusion.data import run as run_data
+from zoofusion.images import ImageSourceError
+from zoofusion.testset import run
+from zoofusion.util import load_npz
+
+
+@pytest.fixture
+def prepared(synthetic_source, tmp_path):
+    src, labels = synthetic_source
+    run_data(parse_params({"data": small_data_params(src, labels)}).data, seed=1, out=tmp_path / "prepared")
+    return src, labels, tmp_path / "prepared"
+
+
+def _params(src, labels, manifest=""):
+    return parse_params({"data": small_data_params(src, labels), "testset": {"manifest": str(manifest)}})
+
+
+def test_default_is_the_built_split(prepared, tmp_path):
+    src, labels, prep = prepared
+    run(_params(src, labels), prepared=prep, out=tmp_path / "t")
+    a, b = load_npz(tmp_path / "t" / "test.npz"), load_npz(prep / "test_split.npz")
+    assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["images"], b["images"])
+
+
+def test_manifest_of_source_members_and_disk_files(prepared, tmp_path):
+    src, labels, prep = prepared
+    disk = src / "test" / "dog" / "0001.jpg"
+    m = tmp_path / "m.csv"
+    m.write_text(f"path,label\ntest/cat/0000.jpg,1\ntest/ship/0002.jpg,0\n{disk},0\n")
+    run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
+    t = load_npz(tmp_path / "t" / "test.npz")
+    assert list(t["labels"]) == [1, 0, 0] and t["images"].shape == (3, 32, 32, 3)
+    assert t["ids"][0] == "test/cat/0000.jpg"
+
+
+def test_manifest_overlapping_training_data_is_refused(prepared, tmp_path):
+    src, labels, prep = prepared
+    used = load_npz(prep / "cat.npz")["ids"][0]
+    m = tmp_path / "m.csv"
+    m.write_text(f"path,label\n{used},1\ntest/ship/0002.jpg,0\n")
+    with pytest.raises(ImageSourceError, match=r"also in the cat set .*must be held out"):
+        run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_manifest_bad_label_and_missing_member(prepared, tmp_path):
+    src, labels, prep = prepared
+    m = tmp_path / "m.csv"
+    m.write_text("path,label\ntest/cat/0000.jpg,yes\n")
+    with pytest.raises(ImageSourceError, match=r"m\.csv:2: label must be 0 or 1"):
+        run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
+    m.write_text("path,label\ntest/cat/0000.jpg,1\ntest/cat/9999.jpg,0\n")
+    with pytest.raises(ImageSourceError, match=r"test/cat/9999\.jpg: neither a file on disk nor a member"):
+        run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
