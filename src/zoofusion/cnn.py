@@ -31,6 +31,7 @@ __all__ = [
     "DATA_SEED_OFFSET",
     "IMAGE_SHAPE_CHW",
     "PARAM_SHAPES",
+    "CONV_KEYS",
     "N_FEATURES",
     "preprocess",
     "SmallCNN",

@@ -345,7 +345,9 @@ def _derive_seeds(seed: int) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def _build_nets(channels: int, cfg: CycleGANConfig, init_seed: int) -> tuple[Generator, Generator, Discriminator, Discriminator]:
+def _build_nets(
+    channels: int, cfg: CycleGANConfig, init_seed: int
+) -> tuple[Generator, Generator, Discriminator, Discriminator]:
     # Build on CPU under a forked, seeded global RNG: identical init on any device and no side
     # effect on the caller's RNG.
     with torch.random.fork_rng(devices=[]):
@@ -526,7 +528,8 @@ def train_cyclegan(
             loss_db.backward()
             opt_db.step()
 
-            vals = torch.stack([loss_g, loss_da, loss_db, loss_cyc, loss_id, loss_adv]).detach().to("cpu", torch.float64)
+            vals = torch.stack([loss_g, loss_da, loss_db, loss_cyc, loss_id, loss_adv])
+            vals = vals.detach().to("cpu", torch.float64)  # one sync per step for the divergence check
             for name, v in zip(LOSS_NAMES, vals.tolist()):
                 if not math.isfinite(v) or v > cfg.max_loss:
                     raise TrainingDiverged(epoch, step, name, v, cfg.lr)
@@ -601,7 +604,9 @@ def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
     _atomic_torch_save(payload, Path(path))
 
 
-def load_generators(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Generator, Generator, KernelScaler, dict[str, Any]]:
+def load_generators(
+    path: str | os.PathLike[str], device: str = "cpu"
+) -> tuple[Generator, Generator, KernelScaler, dict[str, Any]]:
     """Load what :func:`save_generators` wrote: ``(G_A2B, G_B2A, scaler, meta)``, in eval mode."""
     p = Path(path)
     if not p.is_file():

@@ -1,0 +1,277 @@
+"""Stage `zoo@<domain>`: train a zoo of small CNNs on one domain, in resumable shards, and log every one.
+
+Model k of domain d has seed `derive_seed(seed, "zoo", d, k)` (its init and its data order); all models of a
+domain share one train/val split of the domain's images. Shards of `zoo.shard_size` models are trained by
+`zoo.workers` processes, each as batched grouped-convolution networks (`cnn.train_batched`). A finished shard
+is kept in `data/cache/zoo/<domain>-<key>/`, keyed by everything that changes its result, so an interrupted
+run restarts from the last finished shard and a finished shard is never retrained.
+
+Outputs (data/zoo/<domain>/): `weights.pt` (stacked weights + seeds), `models.csv` (per-model seed, final
+train/val accuracy and loss), `history.npz` (per-epoch curves); and metrics/zoo_<domain>.json.
+MLflow: experiment `zoo`, a parent run per domain with a kernel grid, and a child run per CNN with its params,
+per-epoch metrics, final accuracies and its weights (`model.pt`, a SmallCNN state dict).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoofusion.config import DOMAINS, ZooParams, load_params
+from zoofusion.tracking import setup_mlflow, run_tags
+from zoofusion.util import atomic_dir, derive_seed, file_md5, load_npz, progress, rng, setup_logging, write_json
+
+log = logging.getLogger(__name__)
+PREPARED = Path("data/prepared")
+OUT = Path("data/zoo")
+CACHE = Path("data/cache/zoo")
+METRICS = Path("metrics")
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    domain: str
+    index: int
+    seeds: tuple[int, ...]
+    data: str
+    epochs: int
+    batch_size: int
+    lr: float
+    group_size: int
+    val_fraction: float
+    split_seed: int
+    device: str
+    out: str
+
+
+def model_seeds(seed: int, domain: str, n: int) -> list[int]:
+    return [derive_seed(seed, "zoo", domain, k) for k in range(n)]
+
+
+def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One train/val split of a domain's images, shared by all its models."""
+    perm = np.random.default_rng(split_seed).permutation(n)
+    k = max(1, int(round(val_fraction * n)))
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def train_shard(job: ShardJob) -> tuple[int, float]:
+    """Worker: train one shard and save it atomically. Returns (shard index, training seconds)."""
+    from zoofusion.cnn import train_batched
+
+    torch.set_num_threads(1)  # one core per worker process; workers run in parallel
+    d = load_npz(job.data)
+    train_idx, val_idx = split_indices(len(d["labels"]), job.val_fraction, job.split_seed)
+    t0 = time.perf_counter()
+    weights, history = train_batched(d["images"], d["labels"], train_idx, val_idx, list(job.seeds),
+                                     epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
+                                     group_size=job.group_size, device=job.device)
+    seconds = time.perf_counter() - t0
+    payload = {"weights": {k: v.detach().cpu().contiguous() for k, v in weights.items()},
+               "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()},
+               "seeds": torch.tensor(job.seeds, dtype=torch.int64), "seconds": seconds,
+               "n_train": len(train_idx)}
+    out = Path(job.out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, out)
+    return job.index, seconds
+
+
+def load_shard(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def cache_key(data_md5: str, z: ZooParams, seed: int, device: str) -> str:
+    """Everything that changes a shard's trained weights (not workers, not logging)."""
+    key = json.dumps({"data": data_md5, "epochs": z.epochs, "batch": z.batch_size, "lr": z.lr,
+                      "val_fraction": z.val_fraction, "group": z.group_size, "shard": z.shard_size,
+                      "seed": seed, "device": device}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path, device: str,
+                cache: Path) -> list[ShardJob]:
+    seeds = model_seeds(seed, domain, n_models)
+    jobs = []
+    for i, start in enumerate(range(0, n_models, z.shard_size)):
+        jobs.append(ShardJob(domain, i, tuple(seeds[start:start + z.shard_size]), str(data), z.epochs,
+                             z.batch_size, z.lr, z.group_size, z.val_fraction, derive_seed(seed, "zoo-split", domain),
+                             device, str(cache / f"shard_{i:05d}.pt")))
+    return jobs
+
+
+class ZooLogger:
+    """Logs one child run per CNN under a parent run, with batched calls (sqlite costs ~100 ms per call)."""
+
+    def __init__(self, mlflow, parent_id: str, domain: str, z: ZooParams, tags: dict[str, str]):
+        from mlflow.entities import Metric, Param, RunTag
+
+        self.Metric, self.Param, self.RunTag = Metric, Param, RunTag
+        self.mlflow = mlflow
+        self.client = mlflow.MlflowClient()
+        self.parent_id = parent_id
+        self.exp_id = mlflow.get_run(parent_id).info.experiment_id
+        self.domain, self.z, self.tags = domain, z, tags
+        self.seconds = 0.0
+
+    def log_shard(self, first_index: int, shard: dict) -> None:
+        t0 = time.perf_counter()
+        from zoofusion.cnn import unstack
+
+        hist = {k: v.numpy() for k, v in shard["history"].items()}
+        for j, (seed, weights) in enumerate(zip(shard["seeds"].tolist(), unstack(shard["weights"]))):
+            k = first_index + j
+            run = self.client.create_run(self.exp_id, run_name=f"{self.domain}-{k:05d}", tags={
+                "mlflow.parentRunId": self.parent_id, "domain": self.domain, **self.tags})
+            now = int(time.time() * 1000)
+            metrics = [self.Metric(name, float(hist[name][j, e]), now, e)
+                       for name in ("train_loss", "train_acc", "val_loss", "val_acc") for e in range(hist[name].shape[1])]
+            metrics += [self.Metric(f"final_{name}", float(hist[name][j, -1]), now, 0)
+                        for name in ("train_acc", "val_acc", "train_loss", "val_loss")]
+            params = [self.Param(n, str(v)) for n, v in {
+                "domain": self.domain, "model_index": k, "seed": seed, "epochs": self.z.epochs,
+                "batch_size": self.z.batch_size, "lr": self.z.lr, "architecture": "conv6-conv16-fc2"}.items()]
+            self.client.log_batch(run.info.run_id, metrics=metrics, params=params)
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.save({n: t.clone() for n, t in weights.items()}, Path(tmp) / "model.pt")
+                self.client.log_artifact(run.info.run_id, str(Path(tmp) / "model.pt"))
+            self.client.set_terminated(run.info.run_id)
+        self.seconds += time.perf_counter() - t0
+
+
+def assemble(shards: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], np.ndarray]:
+    weights = {k: torch.cat([s["weights"][k] for s in shards]) for k in shards[0]["weights"]}
+    history = {k: np.concatenate([s["history"][k].numpy() for s in shards]) for k in shards[0]["history"]}
+    seeds = np.concatenate([s["seeds"].numpy() for s in shards])
+    return weights, history, seeds
+
+
+def write_outputs(out: Path, weights: dict, history: dict, seeds: np.ndarray) -> None:
+    from zoofusion.util import save_npz
+
+    with atomic_dir(out) as tmp:
+        torch.save({"weights": weights, "seeds": torch.from_numpy(seeds)}, tmp / "weights.pt")
+        save_npz(tmp / "history.npz", **history)
+        with (tmp / "models.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "seed", "train_acc", "val_acc", "train_loss", "val_loss"])
+            for k, s in enumerate(seeds):
+                w.writerow([k, int(s)] + [f"{history[n][k, -1]:.6f}" for n in ("train_acc", "val_acc", "train_loss", "val_loss")])
+
+
+def kernel_grid(weights: dict, n: int):
+    from zoofusion.kernel_grid import kernel_grid_figure
+
+    panels = {f"model {k} conv1": weights["conv1.weight"][k] for k in range(min(n, len(weights["conv1.weight"])))}
+    return kernel_grid_figure(panels)
+
+
+def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, cache_root: Path = CACHE,
+        metrics_root: Path = METRICS) -> dict:
+    z = params.zoo
+    n_models = getattr(z.n_models, domain)
+    data = prepared / f"{domain}.npz"
+    if not data.is_file():
+        raise FileNotFoundError(f"{data}: missing; run `dvc repro data` first")
+    device = params.torch_device()
+    cache = cache_root / f"{domain}-{cache_key(file_md5(data), z, params.seed, device)}"
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs = plan_shards(domain, n_models, z, params.seed, data, device, cache)
+    todo = [j for j in jobs if not Path(j.out).is_file()]
+    log.info("zoo %s: %d models in %d shards (%d cached, %d to train) with %d workers", domain, n_models,
+             len(jobs), len(jobs) - len(todo), len(todo), z.workers)
+
+    mlflow = setup_mlflow("zoo")
+    tags = run_tags(f"zoo@{domain}", [data])
+    t_start = time.perf_counter()
+    train_seconds = 0.0
+    with mlflow.start_run(run_name=f"zoo-{domain}", tags=tags) as parent:
+        mlflow.log_params({"domain": domain, "n_models": n_models, **{k: v for k, v in asdict(z).items() if k != "n_models"},
+                           "seed": params.seed, "device": device})
+        zl = ZooLogger(mlflow, parent.info.run_id, domain, z, {k: v for k, v in tags.items() if k.startswith(("git", "data"))})
+        bar = progress(total=n_models, desc=f"zoo {domain}", unit="model")
+        done: set[int] = set()
+
+        def finished(job: ShardJob) -> None:
+            nonlocal train_seconds
+            shard = load_shard(Path(job.out))
+            train_seconds += float(shard["seconds"])
+            zl.log_shard(job.index * z.shard_size, shard)
+            done.add(job.index)
+            bar.update(len(job.seeds))
+
+        for job in jobs:
+            if job not in todo:
+                finished(job)
+        if todo:
+            if z.workers == 1 or device != "cpu" or len(todo) == 1:
+                for job in todo:
+                    train_shard(job)
+                    finished(job)
+            else:
+                with ProcessPoolExecutor(max_workers=min(z.workers, len(todo)), mp_context=get_context("spawn")) as ex:
+                    futures = {ex.submit(train_shard, j): j for j in todo}
+                    try:
+                        for fut in as_completed(futures):
+                            fut.result()
+                            finished(futures[fut])
+                    except BaseException:
+                        # Ctrl-C or a failed shard: stop queued shards; finished ones stay in the cache.
+                        ex.shutdown(wait=False, cancel_futures=True)
+                        raise
+        bar.close()
+        shards = [load_shard(Path(j.out)) for j in jobs]
+        weights, history, seeds = assemble(shards)
+        write_outputs(out_root / domain, weights, history, seeds)
+        wall = time.perf_counter() - t_start
+        val_acc = history["val_acc"][:, -1]
+        n_train = int(shards[0]["n_train"])
+        summary = {
+            "count": int(n_models), "val_acc_mean": float(val_acc.mean()), "val_acc_min": float(val_acc.min()),
+            "val_acc_max": float(val_acc.max()), "train_acc_mean": float(history["train_acc"][:, -1].mean()),
+            "wall_seconds": round(wall, 2), "train_seconds_summed_over_workers": round(train_seconds, 2),
+            "logging_seconds": round(zl.seconds, 2),
+            "logging_overhead": round(zl.seconds / max(train_seconds, 1e-9), 4),
+            "model_images_per_second": round(n_models * n_train * z.epochs / max(wall, 1e-9), 1),
+        }
+        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        if z.grid_models:
+            mlflow.log_figure(kernel_grid(weights, z.grid_models), "kernel_grid_conv1.png")
+        mlflow.log_artifact(str(out_root / domain / "models.csv"))
+    write_json(metrics_root / f"zoo_{domain}.json", summary)
+    log.info("zoo %s: val acc mean %.3f (min %.3f, max %.3f); logging overhead %.1f%%", domain,
+             summary["val_acc_mean"], summary["val_acc_min"], summary["val_acc_max"], 100 * summary["logging_overhead"])
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train one domain's zoo of small CNNs.")
+    ap.add_argument("--domain", required=True, choices=DOMAINS)
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    try:
+        run(args.domain, params)
+    except FileNotFoundError as e:
+        raise SystemExit(f"zoo: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("zoo: interrupted; finished shards are kept in data/cache/zoo and reused on the next run")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The clustering protocol on synthetic features whose answer is known, plus the figures.
+
+UMAP's numba JIT costs ~10 s once per process, so every UMAP fit goes through module-scoped
+fixtures; the rest of the file reuses their embeddings.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from zoofusion.cluster import (
+    METHODS,
+    Evaluation,
+    MethodParams,
+    cluster_split,
+    embed,
+    evaluate_embedding,
+    evaluate_features,
+    rows_identical,
+)
+from zoofusion.figures import cosine_heatmap, tsne_scatter, umap_scatter
+from zoofusion.metrics import METRIC_KEYS
+
+UMAP_KW = dict(standardize=True, n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean")
+N_CONST = 50  # constant columns: standardising them must not produce NaN
+
+
+def blobs(seed: int, n_pos: int = 20, n_neg: int = 40, d: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian blobs in d dims, label = blob; centre distance 3*sqrt(d) = 60 vs spread ~sqrt(2d) = 28."""
+    r = np.random.default_rng(seed)
+    y = np.r_[np.ones(n_pos, np.int64), np.zeros(n_neg, np.int64)]
+    x = r.normal(size=(y.size, d))
+    x[y == 1] += 3.0
+    x[:, :N_CONST] = 0.5
+    perm = r.permutation(y.size)
+    return x[perm], y[perm]
+
+
+@pytest.fixture(scope="module")
+def blob_data():
+    xv, yv = blobs(1)
+    xt, yt = blobs(2)
+    return xv, yv, xt, yt
+
+
+@pytest.fixture(scope="module")
+def blob_eval(blob_data) -> Evaluation:
+    xv, yv, xt, yt = blob_data
+    return evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=MethodParams(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def noise_eval() -> tuple[Evaluation, np.ndarray, np.ndarray]:
+    r = np.random.default_rng(3)
+    xv, xt = r.normal(size=(60, 400)), r.normal(size=(60, 400))
+    yv, yt = r.integers(0, 2, 60), r.integers(0, 2, 60)
+    return evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=MethodParams(), seed=0), yv, yt
+
+
+# --- protocol on known answers ---------------------------------------------------------------------------------
+
+def test_metric_keys_and_shapes(blob_eval, blob_data):
+    xv, yv, xt, yt = blob_data
+    want = {f"{s}/{m}/{k}" for s in ("val", "test") for m in METHODS for k in METRIC_KEYS}
+    assert set(blob_eval.metrics) == want
+    assert all(isinstance(v, float) and np.isfinite(v) for v in blob_eval.metrics.values())
+    assert blob_eval.emb_val.shape == (60, 2) and blob_eval.emb_test.shape == (60, 2)
+    assert np.isfinite(blob_eval.emb_val).all()  # constant columns standardised without NaN
+    assert set(blob_eval.clusters) == {(s, m) for s in ("val", "test") for m in METHODS}
+    assert set(np.unique(blob_eval.clusters[("test", "ocsvm")])) <= {0, 1}
+    assert blob_eval.clusters[("val", "kmeans")].shape == (60,)
+
+
+def test_separable_blobs_are_separated(blob_eval):
+    m = blob_eval.metrics
+    for split in ("val", "test"):
+        assert m[f"{split}/kmeans/accuracy"] == 1.0
+        assert m[f"{split}/kmeans/entropy"] == 0.0 and m[f"{split}/kmeans/purity"] == 1.0
+    # the SVM sees only the 20 val positives, nu=0.1 trims ~10% of them: high, not perfect, recall
+    assert m["test/ocsvm/recall"] >= 0.6
+    assert m["test/ocsvm/precision"] >= 0.9
+
+
+def test_noise_features_are_near_chance(noise_eval):
+    ev, _, _ = noise_eval
+    for split in ("val", "test"):
+        # majority mapping guarantees >= 0.5; no structure means not much more
+        assert 0.5 <= ev.metrics[f"{split}/kmeans/accuracy"] <= 0.7
+
+
+def test_same_seed_same_result(blob_eval, blob_data):
+    xv, yv, xt, yt = blob_data
+    again = evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=MethodParams(), seed=0)
+    np.testing.assert_array_equal(again.emb_val, blob_eval.emb_val)
+    np.testing.assert_array_equal(again.emb_test, blob_eval.emb_test)
+    assert again.metrics == blob_eval.metrics
+
+
+def test_cluster_split_matches_evaluation(blob_eval, blob_data):
+    _, yv, _, yt = blob_data
+    p = MethodParams()
+    for method in ("kmeans", "dbscan"):
+        s = cluster_split(blob_eval.emb_test, yt, method, p, seed=0)
+        assert s == {k: blob_eval.metrics[f"test/{method}/{k}"] for k in METRIC_KEYS}
+    s = cluster_split(blob_eval.emb_test, yt, "ocsvm", p, seed=0, ocsvm_train=blob_eval.emb_val[yv == 1])
+    assert s == {k: blob_eval.metrics[f"test/ocsvm/{k}"] for k in METRIC_KEYS}
+
+
+def test_evaluate_embedding_reuses_umap_with_new_params(blob_eval, blob_data):
+    _, yv, _, yt = blob_data
+    p = MethodParams(kmeans_k=3, dbscan_eps=1e-9)  # eps ~0: every point is DBSCAN noise
+    ev = evaluate_embedding(blob_eval.emb_val, yv, blob_eval.emb_test, yt, p, 0, methods=("kmeans", "dbscan"))
+    assert ev.metrics["test/kmeans/n_clusters"] == 3.0
+    assert set(ev.clusters[("test", "dbscan")]) == {-1}
+    # all noise = one cluster of 20 ones / 40 zeros -> everything predicted 0
+    assert ev.metrics["test/dbscan/n_clusters"] == 1.0
+    assert ev.metrics["test/dbscan/accuracy"] == pytest.approx(40 / 60)
+    assert not any("ocsvm" in k for k in ev.metrics)
+
+
+def test_dead_network_gives_chance_metrics_not_a_crash():
+    # all-zero features (a dead generated CNN): zero embedding, one cluster everywhere
+    y = np.r_[np.ones(10, np.int64), np.zeros(20, np.int64)]
+    ev = evaluate_features(np.zeros((30, 400)), y, np.zeros((30, 400)), y, **UMAP_KW, p=MethodParams(), seed=0)
+    assert not ev.emb_val.any() and not ev.emb_test.any()
+    assert ev.metrics["test/kmeans/accuracy"] == pytest.approx(20 / 30)
+    assert ev.metrics["test/kmeans/n_clusters"] == 1.0
+    assert ev.metrics["test/dbscan/recall"] == 0.0
+    assert all(np.isfinite(v) for v in ev.metrics.values())
+
+
+def test_rows_identical():
+    assert rows_identical(np.zeros((5, 3)))
+    assert rows_identical(np.ones((5, 3)) * 7 + 1e-12)
+    x = np.zeros((5, 3))
+    x[2, 1] = 1e-3
+    assert not rows_identical(x)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+
+def _small():
+    r = np.random.default_rng(0)
+    return r.normal(size=(10, 4)), np.r_[np.ones(3, np.int64), np.zeros(7, np.int64)]
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        (dict(n_neighbors=20), r"n_neighbors .* < number of points \(val\+test = 20\)"),
+        (dict(metric="euclidian"), "metric must be one of"),
+        (dict(min_dist=1.5), "min_dist must be in"),
+        (dict(n_components=0), "n_components must be"),
+        (dict(methods=("kmeans", "hdbscan")), r"unknown method\(s\) \['hdbscan'\]"),
+        (dict(methods=()), "methods is empty"),
+    ],
+)
+def test_evaluate_features_rejects_bad_args(override, match):
+    x, y = _small()
+    kw = {**UMAP_KW, "n_neighbors": 5, "p": MethodParams(), "seed": 0, **override}
+    with pytest.raises(ValueError, match=match):
+        evaluate_features(x, y, x, y, **kw)
+
+
+def test_evaluate_features_rejects_bad_data():
+    x, y = _small()
+    kw = {**UMAP_KW, "n_neighbors": 5, "seed": 0}
+    with pytest.raises(ValueError, match="same number of features, got 4 and 3"):
+        evaluate_features(x, y, x[:, :3], y, **kw)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="feats_test contains NaN or inf"):
+        evaluate_features(x, y, bad, y, **kw)
+    with pytest.raises(ValueError, match=r"y_val must be 1-d with one label per point \(10\)"):
+        evaluate_features(x, y[:9], x, y, **kw)
+    with pytest.raises(ValueError, match="y_test must contain only 0 and 1"):
+        evaluate_features(x, y, x, y * 2, **kw)
+    with pytest.raises(ValueError, match="ocsvm needs at least one val black cat"):
+        evaluate_features(x, np.zeros(10, np.int64), x, y, **kw)
+    with pytest.raises(ValueError, match="must be 2-d"):
+        embed(x[0], x, **{**kw, "seed": 0})
+
+
+def test_cluster_split_errors():
+    x, y = _small()
+    with pytest.raises(ValueError, match="needs ocsvm_train"):
+        cluster_split(x, y, "ocsvm", MethodParams(), seed=0)
+    with pytest.raises(ValueError, match="ocsvm_train has 3 dims but emb has 4"):
+        cluster_split(x, y, "ocsvm", MethodParams(), seed=0, ocsvm_train=x[:, :3])
+    with pytest.raises(ValueError, match="kmeans_k=11 exceeds the number of points"):
+        cluster_split(x, y, "kmeans", MethodParams(kmeans_k=11), seed=0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        (dict(kmeans_k=0), "kmeans_k must be an integer >= 1"),
+        (dict(dbscan_eps=0.0), "dbscan_eps must be a number > 0"),
+        (dict(ocsvm_nu=1.5), r"ocsvm_nu must be in \(0, 1\]"),
+        (dict(ocsvm_gamma="fast"), "ocsvm_gamma must be a float > 0 or 'scale'/'auto'"),
+        (dict(ocsvm_kernel="rfb"), "ocsvm_kernel must be one of"),
+    ],
+)
+def test_method_params_validation(kw, match):
+    with pytest.raises(ValueError, match=match):
+        MethodParams(**kw)
+
+
+# --- figures ---------------------------------------------------------------------------------------------------
+
+def _renders(fig: Figure) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    assert buf.getvalue()[:4] == b"\x89PNG"
+
+
+def test_umap_scatter_two_panels(blob_eval, blob_data):
+    _, _, _, yt = blob_data
+    clusters = blob_eval.clusters[("test", "dbscan")].copy()
+    clusters[:3] = -1  # noise must be drawable
+    fig = umap_scatter(blob_eval.emb_test, yt, clusters, "test / dbscan")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert fig.axes[0].get_title() == "true label"
+    _renders(fig)
+    with pytest.raises(ValueError, match="clusters must be 1-d with one id per point"):
+        umap_scatter(blob_eval.emb_test, yt, clusters[:5], "x")
+
+
+def test_cosine_heatmap_sorted_with_boundary(blob_data):
+    xv, yv, _, _ = blob_data
+    fig = cosine_heatmap(xv, yv, "val features")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2  # heatmap + colorbar
+    sim = np.asarray(fig.axes[0].images[0].get_array())
+    assert sim.shape == (60, 60)
+    np.testing.assert_allclose(np.diag(sim), 1.0)
+    # sorted by label: 40 negatives then 20 positives; positives (shifted by +3) are mutually similar
+    assert sim[40:, 40:].mean() > sim[:40, 40:].mean() + 0.3
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 2 and lines[0].get_ydata()[0] == 39.5
+    _renders(fig)
+
+
+def test_tsne_scatter_and_dead_features():
+    r = np.random.default_rng(0)
+    y = np.r_[np.ones(10, np.int64), np.zeros(20, np.int64)]
+    fig = tsne_scatter(r.normal(size=(30, 400)) + 3 * y[:, None], y, seed=0, title="tsne")
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    assert "perplexity 9.66667" in fig.axes[0].get_title()  # clipped to (n-1)/3 below 30
+    _renders(fig)
+    # sklearn's TSNE segfaults on identical rows; we must skip it
+    fig = tsne_scatter(np.zeros((30, 400)), y, seed=0, title="dead")
+    assert "all features identical" in fig.axes[0].get_title()
