@@ -29,6 +29,13 @@ def setup_mlflow(experiment: str):
     """Point MLflow at the project store and select `experiment`; returns the mlflow module."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    # `mlflow run` exports its own run id and experiment; our stages log to their own experiments, so
+    # those would hijack start_run. Keep the launcher's run id as a tag instead (see run_tags).
+    launcher = os.environ.pop("MLFLOW_RUN_ID", None)
+    if launcher:
+        os.environ["ZOOFUSION_LAUNCHER_RUN_ID"] = launcher
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -79,7 +86,10 @@ def data_tags(inputs: list[str | Path], root: Path | None = None) -> dict[str, s
 def run_tags(stage: str, inputs: list[str | Path]) -> dict[str, str]:
     root = repo_root()
     sha, dirty = git_commit(root)
-    return {"git_commit": sha, "git_dirty": str(dirty).lower(), "dvc_stage": stage, **data_tags(inputs, root)}
+    tags = {"git_commit": sha, "git_dirty": str(dirty).lower(), "dvc_stage": stage, **data_tags(inputs, root)}
+    if os.environ.get("ZOOFUSION_LAUNCHER_RUN_ID"):
+        tags["mlflow_project_run_id"] = os.environ["ZOOFUSION_LAUNCHER_RUN_ID"]
+    return tags
 
 
 @contextlib.contextmanager

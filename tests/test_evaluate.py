@@ -1,0 +1,57 @@
+import numpy as np
+import torch
+
+from zoofusion.cnn import ConvFeatures, init_weights, stack
+from zoofusion.evaluate import (Candidate, baseline_candidates, baseline_table, compute_features, rank, study_table,
+                                write_table)
+
+
+def _row(cid, kind, val_acc, test_acc, dom="A"):
+    m = {}
+    for split, acc in (("val", val_acc), ("test", test_acc)):
+        for method in ("kmeans", "dbscan", "ocsvm"):
+            m.update({f"{split}/{method}/accuracy": acc, f"{split}/{method}/precision": acc / 2,
+                      f"{split}/{method}/recall": 1.0, f"{split}/{method}/entropy": 1 - acc,
+                      f"{split}/{method}/purity": acc})
+    return {"id": cid, "kind": kind, "metrics": m, "source_domain": dom, "source_index": 0}
+
+
+def test_selection_uses_val_and_tables_report_test():
+    rows = [_row("1/A", "generated", 0.9, 0.6), _row("2/B", "generated", 0.7, 0.95, "B"),
+            _row("random-0", "random", 0.8, 0.8, "")]
+    gen = [r for r in rows if r["kind"] == "generated"]
+    assert [r["id"] for r in rank(gen, "val/kmeans/accuracy")] == ["1/A", "2/B"]
+    # entropy: lower is better
+    assert [r["id"] for r in rank(gen, "val/kmeans/entropy")] == ["1/A", "2/B"]
+    t = study_table(gen, "kmeans", {"1/A"})
+    assert [r["Model"] for r in t] == ["2/B", "1/A"]  # the study's table: sorted by test accuracy
+    assert t[0]["Generated Filter Domain"] == "A (from B)" and t[1]["Selected on val"] == "yes"
+    assert list(t[0])[:7] == ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
+    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, "val/kmeans/accuracy")}
+    g = b[("generated", "KMeans")]
+    # best on val is 1/A, so its TEST score (0.6) is reported, not the best test score (0.95)
+    assert g["Best on val"] == "1/A" and g["Its test accuracy"] == 0.6 and g["Test accuracy max"] == 0.95
+    assert g["Test accuracy mean"] == round((0.6 + 0.95) / 2, 4)
+
+
+def test_write_table_csv_and_markdown(tmp_path):
+    write_table([{"a": 1, "b": "x"}], tmp_path / "t", "T")
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,x"]
+    assert "| 1 | x |" in (tmp_path / "t.md").read_text()
+
+
+def test_baselines_and_batched_features_match_single_models():
+    kernels = {d: {**{k: v for k, v in stack([init_weights(s + o) for s in range(2)]).items()
+                      if not k.startswith("fc")}, "model_index": torch.tensor([3, 4])}
+               for d, o in (("black", 0), ("cat", 100))}
+    cands = baseline_candidates(kernels, 2, seed=1)
+    kinds = [c.kind for c in cands]
+    assert kinds == ["random", "random", "zoo-A", "zoo-A", "zoo-B", "zoo-B", "average", "average", "pixels"]
+    avg = cands[6].weights["conv1.weight"]
+    torch.testing.assert_close(avg, (kernels["black"]["conv1.weight"][0] + kernels["cat"]["conv1.weight"][0]) / 2)
+    x = torch.randn(5, 3, 32, 32)
+    feats = compute_features(cands, x, batch=2)
+    c = cands[2]
+    ref = ConvFeatures(*(c.weights[k] for k in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")))(x)
+    np.testing.assert_allclose(feats[2], ref.detach().numpy(), atol=1e-5)
+    assert feats[-1].shape == (5, 3072)  # raw pixels

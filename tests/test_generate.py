@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from zoofusion.cnn import ConvFeatures, init_weights, stack
+from zoofusion.cyclegan import CycleGANConfig, load_generators, save_generators, train_cyclegan, translate
+from zoofusion.generate import generate, load_models, model_id
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gen")
+    zoo = {d: stack([init_weights(s + 10 * i) for s in range(3)]) for i, d in enumerate(("black", "cat"))}
+    kernels = {d: {**{k: w[k] for k in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")},
+                   "model_index": torch.tensor([0, 2, 5])} for d, w in zoo.items()}
+    gens = {}
+    for layer in ("conv1", "conv2"):
+        r = train_cyclegan(kernels["black"][f"{layer}.weight"], kernels["cat"][f"{layer}.weight"],
+                           CycleGANConfig(epochs=2, batch_size=2, hidden=4, seed=1))
+        save_generators(tmp / f"{layer}.pt", r)
+        gens[layer] = load_generators(tmp / f"{layer}.pt")
+    return kernels, gens, tmp
+
+
+def test_ids_shapes_and_directions(setup):
+    kernels, gens, _ = setup
+    g = generate(kernels, gens, max_per_domain=0, bias="source")
+    assert g["ids"] == ["0/A", "2/A", "5/A", "0/B", "2/B", "5/B"]
+    assert g["conv1.weight"].shape == (6, 6, 3, 5, 5) and g["conv2.weight"].shape == (6, 16, 6, 5, 5)
+    # A-sourced models go through G_A2B, B-sourced through G_B2A.
+    g_a2b, g_b2a, scaler, _ = gens["conv2"]
+    torch.testing.assert_close(g["conv2.weight"][0], translate(g_a2b, scaler, kernels["black"]["conv2.weight"][0]))
+    torch.testing.assert_close(g["conv2.weight"][3], translate(g_b2a, scaler, kernels["cat"]["conv2.weight"][0]))
+    assert torch.equal(g["conv1.bias"][4], kernels["cat"]["conv1.bias"][1])
+
+
+def test_bias_zero_and_limit(setup):
+    kernels, gens, _ = setup
+    g = generate(kernels, gens, max_per_domain=1, bias="zero")
+    assert g["ids"] == ["0/A", "0/B"] and not g["conv1.bias"].any() and not g["conv2.bias"].any()
+
+
+def test_saved_models_load_as_modules_and_reproduce(setup):
+    kernels, gens, tmp = setup
+    g = generate(kernels, gens, max_per_domain=0, bias="source")
+    torch.save(g, tmp / "models.pt")
+    models = load_models(tmp / "models.pt")
+    x = torch.randn(4, 3, 32, 32)
+    m = models["2/B"]
+    assert isinstance(m, ConvFeatures) and m(x).shape == (4, 400)
+    ref = ConvFeatures(*(g[k][4] for k in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")))
+    torch.testing.assert_close(m(x), ref(x))
+
+
+def test_model_id_follows_the_study():
+    assert model_id(229, "black") == "229/A" and model_id(7, "cat") == "7/B"

@@ -1,0 +1,157 @@
+"""End to end: the real DVC pipeline on a tiny profile, in a scratch copy of the project.
+
+Runs `dvc repro` for real (every stage, the real image tarball), then checks the outputs, that a second
+`dvc repro` does nothing, that a changed data param makes the data stage stale, that MLflow runs carry their
+code and data versions, and that `dvc push` / `dvc pull` restore the datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import LABELS, ROOT, TARBALL
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data beside the repo")
+
+TINY = {
+    "data": {"path": str(TARBALL), "labels": str(LABELS), "black_positive": 60, "black_negative": 60,
+             "cat_positive": 60, "cat_negative": 60, "negatives_per_positive": 1.0, "sheet_per_class": 10},
+    "zoo": {"n_models": {"black": 3, "cat": 3}, "epochs": 2, "group_size": 2, "shard_size": 2, "workers": 2,
+            "grid_models": 2},
+    "kernels": {"min_val_accuracy": 0.0},
+    "cyclegan": {"epochs": 3, "checkpoint_every": 2, "grid_every": 2, "hidden": 8},
+    "evaluate": {"n_selected": 1, "baseline_models": 1, "workers": 1},
+    "tune": {"n_trials": 2, "top_models": 1},
+}
+
+
+def deep_update(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        base[k] = deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+    return base
+
+
+def sh(args: list[str], cwd: Path, env: dict) -> str:
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p.stdout + p.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A scratch copy of the project (no git), run once through `dvc repro` on the tiny profile."""
+    work = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "src", "data/manifests"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name, **(
+            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_RUN_ID", None)
+    sh(["dvc", "init", "--no-scm", "-q"], work, env)
+    sh(["dvc", "remote", "add", "-d", "scratch", str(work.parent / f"{work.name}-remote")], work, env)
+    out = sh(["dvc", "repro"], work, env)
+    return work, env, out
+
+
+def test_pipeline_outputs(project):
+    work, _, _ = project
+    for f in ("data/prepared/black.npz", "data/testset/test.npz", "data/zoo/black/weights.pt",
+              "data/kernels/cat.pt", "data/cyclegan/conv2/generators.pt", "data/generated/models.pt",
+              "reports/tables/study_kmeans.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv"):
+        assert (work / f).is_file(), f
+    zoo = json.loads((work / "metrics/zoo_black.json").read_text())
+    assert zoo["count"] == 3 and 0 <= zoo["val_acc_min"] <= zoo["val_acc_max"] <= 1
+    ev = json.loads((work / "metrics/evaluate.json").read_text())
+    assert ev["n_generated"] == 6  # 3 source models per domain, translated
+    assert {"generated", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
+    assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
+
+
+def test_second_repro_does_nothing(project):
+    work, env, _ = project
+    out = sh(["dvc", "repro"], work, env)
+    assert "Running stage" not in out, out
+    assert "up to date" in sh(["dvc", "status"], work, env)
+
+
+def test_changed_data_param_makes_data_stale(project):
+    work, env, _ = project
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"]["sheet_per_class"] = 11
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = sh(["dvc", "status", "data"], work, env)
+        assert "data:" in status and "params.yaml" in status, status
+    finally:
+        params["data"]["sheet_per_class"] = 10
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_mlflow_runs_trace_code_and_data(project):
+    work, env, _ = project
+    code = f"""
+import mlflow, json
+mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
+c = mlflow.MlflowClient()
+out = {{}}
+for name in ("zoo", "cyclegan", "generated-models"):
+    e = c.get_experiment_by_name(name)
+    runs = c.search_runs([e.experiment_id], max_results=1000)
+    out[name] = [dict(r.data.tags) for r in runs]
+print(json.dumps(out))
+"""
+    runs = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                     check=True).stdout.strip().splitlines()[-1])
+    assert len(runs["zoo"]) == 2 + 6  # a parent per domain, a child per CNN
+    # parent, 6 generated, baselines: random, zoo-A, zoo-B, average, pixels (1 each)
+    assert len(runs["generated-models"]) == 1 + 6 + 5
+    parents = [t for t in runs["zoo"] if "mlflow.parentRunId" not in t]
+    for t in parents:
+        assert t["dvc_stage"].startswith("zoo@")
+        md5 = [v for k, v in t.items() if k.startswith("data.data/prepared/")]
+        assert md5 and all(len(v) == 32 for v in md5), t
+
+
+def test_dvc_push_then_pull_restores_data(project):
+    work, env, _ = project
+    before = (work / "data/prepared/cat.npz").read_bytes()
+    sh(["dvc", "push", "-q"], work, env)
+    shutil.rmtree(work / ".dvc" / "cache")
+    shutil.rmtree(work / "data" / "prepared")
+    sh(["dvc", "pull", "-q"], work, env)
+    assert (work / "data/prepared/cat.npz").read_bytes() == before
+
+
+def test_selected_generated_model_serves_400d_features(project):
+    work, env, _ = project
+    code = f"""
+import mlflow, numpy as np
+from zoofusion.cnn import preprocess
+from zoofusion.generate import load_models
+from zoofusion.util import load_npz
+mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
+runs = mlflow.search_runs(experiment_names=["generated-models"],
+                          filter_string="tags.selected_on_val = 'true' and tags.kind = 'generated'")
+assert len(runs) == 1, runs
+r = runs.iloc[0]
+x = load_npz("data/testset/test.npz")["images"][:6]
+out = np.asarray(mlflow.pyfunc.load_model(f"runs:/{{r.run_id}}/feature_extractor").predict(x))
+ref = load_models()[r["tags.mlflow.runName"]](preprocess(x)).detach().numpy()
+print(out.shape, float(np.abs(out - ref).max()))
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    shape, diff = p.stdout.strip().splitlines()[-1].rsplit(" ", 1)
+    assert shape == "(6, 400)" and float(diff) < 1e-5

@@ -1,0 +1,42 @@
+import os
+
+import yaml
+
+from zoofusion import tracking
+from zoofusion.util import file_md5
+
+
+def test_tracking_uri_default_is_repo_sqlite_and_env_overrides(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    monkeypatch.chdir(sub)  # the store sits in the repo root, not the cwd
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
+    assert tracking.tracking_uri() == "sqlite:///elsewhere.db"
+
+
+def test_data_tags_prefer_dvc_lock_and_hash_raw_inputs(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"data": {
+        "outs": [{"path": "data/prepared", "md5": "abc123.dir"}]}}}))
+    raw = tmp_path / "raw.csv"
+    raw.write_text("x\n")
+    monkeypatch.chdir(tmp_path)
+    tags = tracking.data_tags(["data/prepared", "raw.csv", "nothing.bin"])
+    assert tags == {"data.data/prepared.md5": "abc123.dir", "data.raw.csv.md5": file_md5(raw),
+                    "data.nothing.bin.md5": "missing"}
+
+
+def test_run_tags_have_commit_stage_and_launcher(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.setenv("MLFLOW_RUN_ID", "launcher123")
+    monkeypatch.setenv("ZOOFUSION_LAUNCHER_RUN_ID", "")  # so teardown removes what setup_mlflow sets
+    tracking.setup_mlflow("t")
+    assert "MLFLOW_RUN_ID" not in os.environ  # would otherwise hijack start_run
+    tags = tracking.run_tags("zoo@cat", [])
+    assert tags["dvc_stage"] == "zoo@cat" and tags["mlflow_project_run_id"] == "launcher123"
+    assert "git_commit" in tags

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoofusion import zoo
+from zoofusion.cnn import train_single
+from zoofusion.config import parse_params
+from zoofusion.util import save_npz
+
+
+@pytest.fixture
+def domain(tmp_path):
+    gen = np.random.default_rng(0)
+    images = gen.integers(0, 255, size=(40, 32, 32, 3), dtype=np.uint8)
+    labels = (images.mean(axis=(1, 2, 3)) > 127).astype(np.int64)
+    f = tmp_path / "black.npz"
+    save_npz(f, images=images, labels=labels, ids=np.array([f"i{i}" for i in range(40)]))
+    return f
+
+
+def _params(**zoo_over):
+    z = {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2, "shard_size": 2,
+         "workers": 1}
+    z.update(zoo_over)
+    return parse_params({"zoo": z, "seed": 9})
+
+
+def test_model_seeds_are_stable_and_distinct():
+    s = zoo.model_seeds(42, "black", 5)
+    assert s == zoo.model_seeds(42, "black", 5) and len(set(s)) == 5
+    assert s != zoo.model_seeds(42, "cat", 5) and s[:3] == zoo.model_seeds(42, "black", 3)
+
+
+def test_shards_resume_and_never_retrain(domain, tmp_path):
+    p = _params()
+    jobs = zoo.plan_shards("black", 3, p.zoo, p.seed, domain, "cpu", tmp_path / "cache")
+    assert [len(j.seeds) for j in jobs] == [2, 1]
+    (tmp_path / "cache").mkdir()
+    zoo.train_shard(jobs[0])  # as if the run was interrupted after the first shard
+    first = Path(jobs[0].out).stat().st_mtime_ns
+    todo = [j for j in jobs if not Path(j.out).is_file()]
+    assert todo == [jobs[1]]
+    zoo.train_shard(todo[0])
+    assert Path(jobs[0].out).stat().st_mtime_ns == first
+
+
+def test_batched_shard_equals_model_trained_alone(domain, tmp_path):
+    p = _params()
+    job = zoo.plan_shards("black", 2, p.zoo, p.seed, domain, "cpu", tmp_path)[0]
+    zoo.train_shard(job)
+    shard = zoo.load_shard(Path(job.out))
+    from zoofusion.util import load_npz
+
+    d = load_npz(domain)
+    tr, va = zoo.split_indices(40, p.zoo.val_fraction, job.split_seed)
+    w, _ = train_single(d["images"], d["labels"], tr, va, job.seeds[1], epochs=1, batch_size=16, lr=p.zoo.lr)
+    for k in w:
+        torch.testing.assert_close(shard["weights"][k][1], w[k], atol=1e-5, rtol=1e-4)
+
+
+def test_cache_key_changes_with_result_affecting_params_only():
+    a = zoo.cache_key("md5", _params().zoo, 1, "cpu")
+    assert a == zoo.cache_key("md5", _params(workers=2).zoo, 1, "cpu")
+    assert a != zoo.cache_key("md5", _params(epochs=2).zoo, 1, "cpu")
+    assert a != zoo.cache_key("other", _params().zoo, 1, "cpu")
+
+
+def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prepared").mkdir()
+    domain.rename(tmp_path / "prepared" / "black.npz")
+    s = zoo.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
+                cache_root=tmp_path / "cache", metrics_root=tmp_path / "metrics")
+    assert s["count"] == 3 and (tmp_path / "metrics" / "zoo_black.json").is_file()
+    w = torch.load(tmp_path / "zoo" / "black" / "weights.pt", weights_only=True)
+    assert w["weights"]["conv1.weight"].shape == (3, 6, 3, 5, 5)
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["zoo"])
+    assert len(runs) == 4  # parent + 3 CNNs
+    child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
+    arts = [a.path for a in mlflow.MlflowClient().list_artifacts(child.run_id)]
+    assert arts == ["model.pt"]
+
+
+def test_missing_domain_data_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cat\.npz: missing; run `dvc repro data` first"):
+        zoo.run("cat", _params(), prepared=tmp_path)
