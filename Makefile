@@ -26,3 +26,12 @@ test-all: setup
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# The study's scale (2749 + 1749 zoo models, 200 CycleGAN epochs, the study's domain sizes as far as CIFAR-10
+# allows) as a DVC experiment: params.yaml stays the quick profile. Hours on 2 CPU cores; see README.md.
+STUDY_PARAMS = -S zoo.n_models.black=2749 -S zoo.n_models.cat=1749 -S zoo.shard_size=64 \
+	-S data.darkness_threshold=0.5 -S data.black_positive=1745 -S data.black_negative=81 \
+	-S data.cat_positive=4400 -S data.cat_negative=562 -S cyclegan.epochs=200 -S evaluate.n_selected=10
+
+study: setup
+	$(BIN)/dvc exp run -n study $(STUDY_PARAMS)

@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from zoofusion.cnn import ConvFeatures, init_weights, stack
-from zoofusion.evaluate import (Candidate, baseline_candidates, baseline_table, compute_features, rank, study_table,
+from zoofusion.evaluate import (baseline_candidates, baseline_table, compute_features, rank, study_table,
                                 write_table)
 
 

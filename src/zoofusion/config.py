@@ -229,9 +229,12 @@ class TuneParams:
     storage: str = "sqlite:///optuna.db"
     top_models: int = 2
     methods: tuple[str, ...] = METHODS
+    max_clusters: int = 3  # the majority mapping is fit on the scored points: more clusters inflate accuracy
+    workers: int = 2
 
     def __post_init__(self) -> None:
-        _positive(self, "n_trials", "top_models")
+        _positive(self, "n_trials", "top_models", "workers")
+        _require(self.max_clusters >= 2, "max_clusters", f"must be >= 2, got {self.max_clusters}")
         bad = [m for m in self.methods if m not in METHODS]
         _require(not bad and len(self.methods) > 0, "methods", f"must be a non-empty subset of {METHODS}, got {self.methods}")
 
@@ -329,6 +332,9 @@ def parse_params(raw: dict) -> Params:
     """Build and validate `Params` from an already-parsed params.yaml mapping."""
     params = _build(Params, raw, "")
     # Cross-section checks: these combinations cannot work.
+    if params.tune.top_models > params.evaluate.n_selected:
+        raise ConfigError(f"tune.top_models: must be <= evaluate.n_selected ({params.evaluate.n_selected}), "
+                          f"got {params.tune.top_models}; only the models selected on val are tuned")
     z = params.zoo
     if z.group_size > z.shard_size:
         raise ConfigError(f"zoo.group_size: must be <= zoo.shard_size ({z.shard_size}), got {z.group_size}")

@@ -32,7 +32,7 @@ import torch
 
 from zoofusion.config import DOMAINS, ZooParams, load_params
 from zoofusion.tracking import setup_mlflow, run_tags
-from zoofusion.util import atomic_dir, derive_seed, file_md5, load_npz, progress, rng, setup_logging, write_json
+from zoofusion.util import atomic_dir, derive_seed, file_md5, load_npz, progress, setup_logging, write_json
 
 log = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
@@ -246,7 +246,9 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             "wall_seconds": round(wall, 2), "train_seconds_summed_over_workers": round(train_seconds, 2),
             "logging_seconds": round(zl.seconds, 2),
             "logging_overhead": round(zl.seconds / max(train_seconds, 1e-9), 4),
-            "model_images_per_second": round(n_models * n_train * z.epochs / max(wall, 1e-9), 1),
+            "cached_shards": len(jobs) - len(todo),
+            # per core: training seconds are summed over workers (and include shards trained by earlier runs)
+            "model_images_per_second_per_core": round(n_models * n_train * z.epochs / max(train_seconds, 1e-9), 1),
         }
         mlflow.log_metrics({k: float(v) for k, v in summary.items()})
         if z.grid_models:

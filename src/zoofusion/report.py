@@ -1,0 +1,323 @@
+"""Stage `report`: the document a person reads first — reports/report.md and an offline reports/report.html.
+
+It states what was run (params, code and data versions), the zoo accuracies, the CycleGAN curves and
+distribution distances, the study's three tables, the baselines comparison, tuned vs untuned test numbers
+for the selected models (tuned on val only, re-evaluated here on test), the figures, and a verdict on the
+hypothesis drawn from the numbers. The HTML embeds every image, so it works offline (no CDN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import html
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from zoofusion.config import DOMAINS, METHODS, Params, load_params
+from zoofusion.evaluate import METHOD_TITLES, safe
+from zoofusion.kernel_grid import save_figure
+from zoofusion.tracking import git_commit
+from zoofusion.util import atomic_dir, atomic_path, load_npz, setup_logging
+
+log = logging.getLogger(__name__)
+REPORTS = Path("reports")
+OUT = REPORTS / "report"
+BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
+KIND_NAMES = {"generated": "generated (CycleGAN-translated)", "random": "random init (untrained)",
+              "zoo-A": "black-zoo model, untranslated", "zoo-B": "cat-zoo model, untranslated",
+              "average": "average of a black and a cat model", "pixels": "raw pixels"}
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; run `dvc repro` up to the stage that writes it")
+    return json.loads(path.read_text())
+
+
+def zoo_figure(zoo: Path):
+    """Histogram of final validation accuracy per domain."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.add_subplot()
+    for d in DOMAINS:
+        acc = load_npz(zoo / d / "history.npz")["val_acc"][:, -1]
+        ax.hist(acc, bins=20, range=(0.4, 1.0), alpha=0.6, label=f"{d} (n={len(acc)})")
+    ax.set_xlabel("final validation accuracy")
+    ax.set_ylabel("models")
+    ax.legend()
+    ax.set_title("Zoo models on their own domain")
+    fig.tight_layout()
+    return fig
+
+
+def cyclegan_figure(gans: Path):
+    """Per-epoch losses of both layers' CycleGANs."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.4))
+    for i, layer in enumerate(("conv1", "conv2")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        hist = json.loads((gans / layer / "history.json").read_text())
+        for name, values in hist.items():
+            ax.plot(np.arange(1, len(values) + 1), values, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_title(f"CycleGAN {layer}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def lock_versions(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """md5 of each DVC output, as recorded in dvc.lock (the data versions this report describes)."""
+    if not lock.is_file():
+        return {}
+    data = yaml.safe_load(lock.read_text()) or {}
+    out = {}
+    for stage in (data.get("stages") or {}).values():
+        for o in stage.get("outs") or []:
+            out[o["path"]] = o.get("md5", "?")
+        for d in stage.get("deps") or []:
+            if not d["path"].startswith("src/"):
+                out.setdefault(d["path"], d.get("md5", "?"))
+    return out
+
+
+def md_table(rows: list[dict], cols: list[str] | None = None, limit: int | None = None) -> str:
+    if not rows:
+        return "_(no rows)_\n"
+    cols = cols or list(rows[0])
+    shown = rows if limit is None else rows[:limit]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in shown]
+    if limit is not None and len(rows) > limit:
+        lines.append(f"\n_{len(rows) - limit} more rows in the CSV._")
+    return "\n".join(lines) + "\n"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def verdict(ev: dict, test_positive_share: float) -> tuple[str, list[dict]]:
+    """Compare the best-on-val generated model's test accuracy with each baseline's, per method."""
+    chance = 1 - test_positive_share  # calling every image "other"
+    rows, wins, total = [], 0, 0
+    for method in METHODS:
+        g = ev["generated"][method]["best_on_val_test_accuracy"]
+        row = {"Clustering": METHOD_TITLES[method], "Generated (best on val)": g,
+               "Generated mean": ev["generated"][method]["mean_test_accuracy"]}
+        for kind in BASELINE_KINDS:
+            if kind in ev:
+                b = ev[kind][method]["best_on_val_test_accuracy"]
+                row[kind] = b
+                total += 1
+                wins += g > b
+        row["All 'other' (chance)"] = round(chance, 4)
+        rows.append(row)
+    mean_g = max(ev["generated"][m]["mean_test_accuracy"] for m in METHODS)
+    mean_b = max(ev[k][m]["mean_test_accuracy"] for k in BASELINE_KINDS if k in ev for m in METHODS)
+    best_g = max(ev["generated"][m]["best_on_val_test_accuracy"] for m in METHODS)
+    best_b = max(ev[k][m]["best_on_val_test_accuracy"] for k in BASELINE_KINDS if k in ev for m in METHODS)
+    text = (f"On the held-out test set, the generated model selected on val beat the matching baseline in {wins} of "
+            f"{total} (baseline, clustering method) comparisons. Its best test accuracy over the three methods was "
+            f"{best_g:.3f}, against {best_b:.3f} for the best baseline and {chance:.3f} for calling every image "
+            f"'other'. Averaged over all models of a kind, the best method gives generated models {mean_g:.3f} and the "
+            f"best baseline kind {mean_b:.3f}. ")
+    if best_g > best_b + 0.02:
+        text += ("Generated models come out ahead of every baseline here, which supports the study's claim on this "
+                 "data; check the spread across models in the baselines table before trusting a small margin.")
+    elif best_g < best_b - 0.02:
+        text += ("Baselines do better than the generated models here, so these numbers do not support the claim "
+                 "that CycleGAN-generated kernels make better black-cat feature extractors.")
+    else:
+        text += ("The difference to the best baseline is within 0.02, i.e. within the model-to-model spread, so "
+                 "these numbers do not show that generated kernels help: untrained or untranslated kernels "
+                 "separate black cats about as well.")
+    return text, rows
+
+
+def md_to_html(md: str, folder: Path) -> str:
+    """Render the small Markdown subset the report uses; images are embedded as data URIs (offline)."""
+    out, table, para = [], [], []
+
+    def inline(s: str) -> str:
+        s = html.escape(s)
+        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+        s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+        return re.sub(r"_(\(.+?\)|[^_]+?)_(?=\W|$)", r"<i>\1</i>", s)
+
+    def flush() -> None:
+        if para:
+            out.append("<p>" + inline(" ".join(para)) + "</p>")
+            para.clear()
+        if table:
+            rows = [r.strip().strip("|").split("|") for r in table if not re.match(r"^\|(\s*-+\s*\|)+$", r.strip())]
+            out.append("<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{inline(c.strip())}</{'th' if i == 0 else 'td'}>"
+                                 for c in r) + "</tr>" for i, r in enumerate(rows)) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        img = re.match(r"^!\[(.*?)\]\((.+?)\)$", line.strip())
+        if line.startswith("|"):
+            if para:
+                flush()
+            table.append(line)
+            continue
+        if table:
+            flush()
+        if img:
+            flush()
+            data = base64.b64encode((folder / img.group(2)).read_bytes()).decode()
+            out.append(f'<figure><img alt="{html.escape(img.group(1))}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{html.escape(img.group(1))}</figcaption></figure>")
+        elif line.startswith("#"):
+            flush()
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            flush()
+            out.append(f"<ul><li>{inline(line[2:])}</li></ul>")
+        elif not line.strip():
+            flush()
+        else:
+            para.append(line)
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
+             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
+             "th{background:#f0f0f0}img{max-width:100%}figure{margin:1em 0}code{background:#f4f4f4}"
+             "ul{margin:0.2em 0}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>zoofusion report</title>"
+            f"<style>{style}</style></head><body>{''.join(out)}</body></html>\n")
+
+
+def tuned_rows(params: Params) -> list[dict]:
+    """Tuned (val-only) vs untuned test accuracy for the selected generated model and each baseline's best."""
+    from zoofusion import tune
+
+    return tune.report_rows(params)
+
+
+def build(params: Params, root: Path = Path(".")) -> str:
+    ev = read_json(root / "metrics/evaluate.json")
+    test = load_npz(root / "data/testset/test.npz")
+    val = load_npz(root / "data/prepared/val.npz")
+    zoo = {d: read_json(root / f"metrics/zoo_{d}.json") for d in DOMAINS}
+    kernels = read_json(root / "metrics/kernels.json")
+    gans = {layer: read_json(root / f"metrics/cyclegan_{layer}.json") for layer in ("conv1", "conv2")}
+    sha, dirty = git_commit(root)
+    text, vrows = verdict(ev, float(test["labels"].mean()))
+    versions = lock_versions(root / "dvc.lock")
+    z, c, e = params.zoo, params.cyclegan, params.evaluate
+    md = [
+        "# zoofusion report",
+        "",
+        "Do untrained CNNs whose kernels were generated by per-layer CycleGANs from two model zoos separate black "
+        "cats from other images (Patel & Jain, 2024)? Model selection uses val only; every number below labelled "
+        "*test* comes from the held-out test set.",
+        "",
+        "## Verdict",
+        "",
+        text,
+        "",
+        md_table(vrows),
+        "## What was run",
+        "",
+        f"- code: git `{sha[:12]}`{' (with uncommitted changes)' if dirty else ''}; seed `{params.seed}`",
+        f"- zoos: {z.n_models.black} black-domain and {z.n_models.cat} cat-domain CNNs, {z.epochs} epochs, "
+        f"batch {z.batch_size}, Adam lr {z.lr}",
+        f"- CycleGAN: {c.epochs} epochs, batch {c.batch_size}, lr {c.lr}, hidden {c.hidden}, "
+        f"λ_cycle {c.lambda_cycle}, λ_identity {c.lambda_identity}",
+        f"- evaluation: {ev['n_generated']} generated models and {ev['n_candidates'] - ev['n_generated']} baselines; "
+        f"val {len(val['labels'])} images ({int(val['labels'].sum())} black cats), test {len(test['labels'])} "
+        f"images ({int(test['labels'].sum())} black cats, "
+        f"{'manifest ' + params.testset.manifest if params.testset.manifest else 'built split'}); selection on "
+        f"`{e.select_metric}`; UMAP n_neighbors {e.clustering.umap.n_neighbors}, min_dist "
+        f"{e.clustering.umap.min_dist}; KMeans k {e.clustering.kmeans_k}; DBSCAN eps {e.clustering.dbscan_eps}, "
+        f"min_samples {e.clustering.dbscan_min_samples}; One-class SVM nu {e.clustering.ocsvm_nu}, gamma "
+        f"{e.clustering.ocsvm_gamma}",
+        "",
+        "Data versions (md5 recorded by DVC):",
+        "",
+        md_table([{"path": k, "md5": v} for k, v in sorted(versions.items())]),
+        "## Zoos",
+        "",
+        md_table([{"domain": d, "models": zoo[d]["count"], "val acc mean": round(zoo[d]["val_acc_mean"], 4),
+                   "min": round(zoo[d]["val_acc_min"], 4), "max": round(zoo[d]["val_acc_max"], 4),
+                   "kept for kernels": kernels[d]["kept"], "dropped": kernels[d]["dropped"],
+                   "training s (summed over workers)": zoo[d]["train_seconds_summed_over_workers"],
+                   "model-images/s per core": zoo[d].get("model_images_per_second_per_core", ""),
+                   "MLflow logging / training time": zoo[d]["logging_overhead"]}
+                  for d in DOMAINS]),
+        "![Zoo validation accuracy](report/zoo_accuracy.png)",
+        "",
+        "## CycleGANs",
+        "",
+        "Distribution distance between kernel sets (mean standardised 1-D Wasserstein distance of per-kernel "
+        "statistics; lower = closer). A translation that works brings G_A2B(A) closer to B than A itself is.",
+        "",
+        md_table([{"layer": k, "d(A,B)": round(v["dist_A_B"], 4), "d(G_A2B(A),B)": round(v["dist_GA2B_A_B"], 4),
+                   "d(G_B2A(B),A)": round(v["dist_GB2A_B_A"], 4), "final cycle loss": round(v["final_loss_cycle"], 4),
+                   "seconds": v["seconds"]} for k, v in gans.items()]),
+        "![CycleGAN losses](report/cyclegan_losses.png)",
+        "",
+        "![conv1 kernels after training](report/conv1_grid.png)",
+        "",
+        "## The study's tables (test)",
+        "",
+    ]
+    for method in ("kmeans", "ocsvm", "dbscan"):
+        rows = read_csv(root / f"reports/tables/study_{method}.csv")
+        md += [f"### {METHOD_TITLES[method]}", "", md_table(rows, limit=10)]
+    md += ["## Generated models vs baselines (test)", "",
+           md_table(read_csv(root / "reports/tables/baselines.csv")), ""]
+    md += ["## Tuned vs untuned (tuned on val, scored on test)", ""]
+    md.append(md_table(tuned_rows(params)))
+    md += ["## Figures of the selected models", ""]
+    for s in ev["selected"]:
+        for kind, title in (("kernels", "kernels: source vs generated"), ("umap", "UMAP of test"),
+                            ("cosine", "cosine similarity of test features"), ("tsne", "t-SNE of test")):
+            f = root / "reports/figures" / f"{safe(s['id'])}_{kind}.png"
+            if f.is_file():
+                md.append(f"![{s['id']} {title}](figures/{f.name})")
+                md.append("")
+    return "\n".join(md) + "\n"
+
+
+def run(params: Params, root: Path = Path(".")) -> Path:
+    with atomic_dir(root / OUT) as tmp:
+        save_figure(zoo_figure(root / "data/zoo"), tmp / "zoo_accuracy.png")
+        save_figure(cyclegan_figure(root / "data/cyclegan"), tmp / "cyclegan_losses.png")
+        (tmp / "conv1_grid.png").write_bytes((root / "data/cyclegan/conv1/final_grid.png").read_bytes())
+    md = build(params, root)
+    for name, text in (("report.md", md), ("report.html", md_to_html(md, root / REPORTS))):
+        with atomic_path(root / REPORTS / name) as tmp:
+            tmp.write_text(text)
+    log.info("report: %s and %s", root / REPORTS / "report.md", root / REPORTS / "report.html")
+    return root / REPORTS / "report.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Write reports/report.md and reports/report.html.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    params = load_params(args.params)
+    try:
+        run(params)
+    except FileNotFoundError as e:
+        raise SystemExit(f"report: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

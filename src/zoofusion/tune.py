@@ -1,0 +1,672 @@
+"""Stage `tune`: Optuna searches over the clustering protocol's knobs, on val only.
+
+One study per clustering method (`tune.methods`) and per candidate. Candidates are the top `tune.top_models`
+generated models (data/evaluate/selected.json order) and, per method, the best-on-val model of each baseline kind
+(`evaluate.rank` over data/evaluate/candidates.csv by `val/<method>/<criterion of evaluate.select_metric>`, the
+same choice evaluate's headline and baseline table make). Every study gets the same budget of `tune.n_trials`
+trials, and its first trial is the untuned configuration from `evaluate.clustering` (when it lies in the search
+space), so "tuned" is never worse than "default" on the objective.
+
+Search space (:func:`suggest`): standardize (true|false), UMAP n_neighbors (int 5..50, capped at n_val - 1),
+min_dist (0..0.99), n_components (int 2..10); KMeans k (2|3); DBSCAN eps (0.1..5, log), min_samples (int 2..15);
+One-class SVM nu (0.01..0.5, log) and gamma ("scale" or a float 1e-3..10, log). UMAP metric, KMeans n_init and
+the SVM kernel stay as in `evaluate.clustering`.
+
+Honesty, val only: the stage never loads the test split. Each trial standardises and embeds the val features with
+one UMAP fitted on val alone (labels unused), then scores the method on val; the objective is the val metric
+`tune.objective`. KMeans and DBSCAN are scored as the protocol does (majority mapping on the points scored).
+The One-class SVM is *trained* on black cats, so scoring it on the val positives it was fitted on would be an
+in-sample number; instead it is cross-validated (:func:`ocsvm_cv_scores`): val is split into `OCSVM_FOLDS` seeded
+folds, stratified by label; for each fold an SVM is fitted on the positives of the other folds and predicts every
+point of the held-out fold (its positives and negatives). The pooled out-of-fold predictions cover each val point
+exactly once, with val's class balance, and no prediction comes from an SVM that saw that point. (Each SVM sees
+2/3 of the positives, so the estimate is slightly pessimistic; the UMAP it works in was fitted on all of val,
+unsupervised, as the protocol's UMAP is fitted on val and test.) Its metrics are keyed `val_cv/ocsvm/<metric>`.
+
+Determinism: samplers are seeded from `seed` per study (`derive_seed`), UMAP and KMeans use a fixed seed derived
+from `seed`, studies run whole inside one process each (trials in order, n_jobs=1), and ties between trials go to
+the earliest, so the same params give the same trials and best params whatever the number of worker processes.
+
+Outputs: data/tune/best_params.json (per method and candidate: best params, best val value, n_trials; plus each
+method's `generated` entry, the tuned generated model with the best val value), metrics/tune.json (per method: the
+best val objective of that generated model vs the tuned best-on-val model of each baseline kind), Optuna studies
+`zoofusion/<method>/<candidate>` in `tune.storage`, and MLflow experiment `tuning` (a parent run per study, one
+nested child run per trial). :func:`tuned_evaluation` runs the full protocol (val and test) with tuned params, for
+the report's tuned-vs-untuned test numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams, load_params
+from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, rng, setup_logging, write_json
+
+log = logging.getLogger(__name__)
+
+GENERATED = Path("data/generated/models.pt")
+KERNELS = Path("data/kernels")
+VAL = Path("data/prepared/val.npz")
+EVALUATED = Path("data/evaluate")
+OUT = Path("data/tune")
+METRICS_FILE = Path("metrics/tune.json")
+EXPERIMENT = "tuning"
+BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
+OBJECTIVES = ("accuracy", "precision", "recall", "purity")  # all higher-is-better: every study maximises
+
+# Search space bounds (inclusive).
+N_NEIGHBORS = (5, 50)
+MIN_DIST = (0.0, 0.99)
+N_COMPONENTS = (2, 10)
+KMEANS_K = (2, 3)
+DBSCAN_EPS = (0.1, 5.0)  # log scale
+DBSCAN_MIN_SAMPLES = (2, 15)
+OCSVM_NU = (0.01, 0.5)  # log scale
+OCSVM_GAMMA = (1e-3, 10.0)  # log scale; or "scale"
+OCSVM_FOLDS = 3
+
+UMAP_KEYS = ("standardize", "n_neighbors", "min_dist", "n_components")
+METHOD_KEYS = {"kmeans": ("kmeans_k",), "dbscan": ("dbscan_eps", "dbscan_min_samples"),
+               "ocsvm": ("ocsvm_nu", "ocsvm_gamma")}
+MIN_VAL_POINTS = N_NEIGHBORS[0] + 1  # n_neighbors must stay below the number of val points
+
+
+class TuneError(ValueError):
+    """Inputs of the tune stage are missing, inconsistent or too small to tune on."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: a clustering method tuned for one candidate's features."""
+
+    method: str
+    candidate: str
+    kind: str
+
+    @property
+    def name(self) -> str:
+        return f"zoofusion/{self.method}/{self.candidate}"
+
+
+# --- search space ----------------------------------------------------------------------------------------------
+
+def space_limits(n_val: int) -> dict[str, tuple[int, int]]:
+    """The integer UMAP ranges for a val set of n_val points (n_neighbors < n_val; n_components < n_val - 1)."""
+    if n_val < MIN_VAL_POINTS:
+        raise TuneError(f"val has {n_val} points; tuning needs at least {MIN_VAL_POINTS} "
+                        f"(UMAP n_neighbors >= {N_NEIGHBORS[0]} must stay below the number of points)")
+    return {"n_neighbors": (N_NEIGHBORS[0], min(N_NEIGHBORS[1], n_val - 1)),
+            "n_components": (N_COMPONENTS[0], min(N_COMPONENTS[1], n_val - 2))}
+
+
+def suggest(trial, method: str, n_val: int) -> dict[str, Any]:
+    """Sample one configuration; returns it in :func:`resolve`'s form (ClusteringParams names)."""
+    lim = space_limits(n_val)
+    trial.suggest_categorical("standardize", [True, False])
+    trial.suggest_int("n_neighbors", *lim["n_neighbors"])
+    trial.suggest_float("min_dist", *MIN_DIST)
+    trial.suggest_int("n_components", *lim["n_components"])
+    if method == "kmeans":
+        trial.suggest_categorical("kmeans_k", list(KMEANS_K))
+    elif method == "dbscan":
+        trial.suggest_float("dbscan_eps", *DBSCAN_EPS, log=True)
+        trial.suggest_int("dbscan_min_samples", *DBSCAN_MIN_SAMPLES)
+    elif method == "ocsvm":
+        trial.suggest_float("ocsvm_nu", *OCSVM_NU, log=True)
+        if trial.suggest_categorical("ocsvm_gamma_kind", ["scale", "value"]) == "value":
+            trial.suggest_float("ocsvm_gamma_value", *OCSVM_GAMMA, log=True)
+    else:
+        raise TuneError(f"unknown method {method!r}; choose from {METHODS}")
+    return resolve(trial.params)
+
+
+def resolve(optuna_params: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's parameter names -> ClusteringParams names (the gamma choice becomes "scale" or a float)."""
+    out = {k: v for k, v in optuna_params.items() if not k.startswith("ocsvm_gamma_")}
+    if "ocsvm_gamma_kind" in optuna_params:
+        kind = optuna_params["ocsvm_gamma_kind"]
+        out["ocsvm_gamma"] = "scale" if kind == "scale" else float(optuna_params["ocsvm_gamma_value"])
+    return out
+
+
+def untuned(c: ClusteringParams, method: str) -> dict[str, Any]:
+    """The configuration evaluate used, in :func:`resolve`'s form."""
+    u = c.umap
+    d: dict[str, Any] = {"standardize": c.standardize, "n_neighbors": u.n_neighbors, "min_dist": u.min_dist,
+                         "n_components": u.n_components}
+    d.update({"kmeans": {"kmeans_k": c.kmeans_k},
+              "dbscan": {"dbscan_eps": c.dbscan_eps, "dbscan_min_samples": c.dbscan_min_samples},
+              "ocsvm": {"ocsvm_nu": c.ocsvm_nu, "ocsvm_gamma": c.gamma()}}[method])
+    return d
+
+
+def to_optuna(tuned: dict[str, Any], n_val: int) -> dict[str, Any] | None:
+    """A resolved configuration as Optuna parameters, or None when it lies outside the search space."""
+    lim = space_limits(n_val)
+    p = {k: v for k, v in tuned.items() if k != "ocsvm_gamma"}
+    if "ocsvm_gamma" in tuned:
+        g = tuned["ocsvm_gamma"]
+        if g == "scale":
+            p["ocsvm_gamma_kind"] = "scale"
+        elif isinstance(g, (int, float)) and OCSVM_GAMMA[0] <= g <= OCSVM_GAMMA[1]:
+            p.update(ocsvm_gamma_kind="value", ocsvm_gamma_value=float(g))
+        else:
+            return None  # "auto" or a gamma out of range
+    ranges = {"n_neighbors": lim["n_neighbors"], "min_dist": MIN_DIST, "n_components": lim["n_components"],
+              "dbscan_eps": DBSCAN_EPS, "dbscan_min_samples": DBSCAN_MIN_SAMPLES, "ocsvm_nu": OCSVM_NU}
+    if any(k in p and not lo <= p[k] <= hi for k, (lo, hi) in ranges.items()):
+        return None
+    if "kmeans_k" in p and p["kmeans_k"] not in KMEANS_K:
+        return None
+    return p
+
+
+def _check_tuned(tuned: dict[str, Any], method: str) -> dict[str, Any]:
+    if method not in METHOD_KEYS:
+        raise TuneError(f"unknown method {method!r}; choose from {METHODS}")
+    want = set(UMAP_KEYS) | set(METHOD_KEYS[method])
+    if set(tuned) != want:
+        raise TuneError(f"tuned params for {method} must have exactly the keys {sorted(want)} (the 'params' of a "
+                        f"best_params.json entry), got {sorted(tuned)}")
+    return tuned
+
+
+def apply_tuned(base: ClusteringParams, tuned: dict[str, Any], method: str) -> ClusteringParams:
+    """`base` with the tuned knobs of one method replaced (validated by ClusteringParams)."""
+    t = _check_tuned(dict(tuned), method)
+    umap = dataclasses.replace(base.umap, n_neighbors=int(t.pop("n_neighbors")), min_dist=float(t.pop("min_dist")),
+                               n_components=int(t.pop("n_components")))
+    if "ocsvm_gamma" in t:
+        t["ocsvm_gamma"] = str(t["ocsvm_gamma"])  # ClusteringParams keeps gamma as text; gamma() parses it back
+    return dataclasses.replace(base, umap=umap, standardize=bool(t.pop("standardize")), **t)
+
+
+# --- the objective (val only) ----------------------------------------------------------------------------------
+
+def embed_val(feats_val: np.ndarray, c: ClusteringParams, seed: int) -> np.ndarray:
+    """Standardise and embed the val features with one UMAP fitted on val alone.
+
+    `cluster.embed` fits one UMAP on the union of its two inputs; handing it val split in two (first row | rest)
+    and joining the halves back gives exactly the protocol's preprocessing, fitted on val only.
+    """
+    from zoofusion.cluster import embed
+    from zoofusion.evaluate import umap_kwargs
+
+    a, b = embed(feats_val[:1], feats_val[1:], **umap_kwargs(c), seed=seed)
+    return np.concatenate([a, b])
+
+
+def ocsvm_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of each point: a seeded permutation within each class, dealt round-robin (stratified)."""
+    r = rng(seed, "tune", "ocsvm-folds")
+    fold = np.empty(len(y), dtype=np.int64)
+    for cls in (0, 1):
+        idx = r.permutation(np.flatnonzero(y == cls))
+        fold[idx] = np.arange(idx.size) % k
+    return fold
+
+
+def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: int,
+                    k: int = OCSVM_FOLDS) -> dict[str, float]:
+    """One-class SVM scored out-of-fold on val (see the module docstring)."""
+    from zoofusion.cluster import _fit_predict  # the protocol's SVM (same kernel/gamma handling, one thread)
+    from zoofusion.evaluate import method_params
+    from zoofusion.metrics import score_predictions
+
+    mp = method_params(c)
+    fold = ocsvm_folds(y, k, seed)
+    pred = np.empty(len(y), dtype=np.int64)
+    for f in range(k):
+        held = fold == f
+        pred[held] = _fit_predict(emb[held], "ocsvm", mp, seed, emb[(y == 1) & ~held])
+    return score_predictions(y, pred)
+
+
+def metric_prefix(method: str) -> str:
+    return f"val_cv/{method}" if method == "ocsvm" else f"val/{method}"
+
+
+def val_scores(feats_val: np.ndarray, y_val: np.ndarray, method: str, tuned: dict[str, Any],
+               base: ClusteringParams, seed: int) -> dict[str, float]:
+    """All val metrics of one configuration (UMAP on val only; OCSVM cross-validated). `seed` is used as is."""
+    from zoofusion.cluster import cluster_split
+    from zoofusion.evaluate import method_params
+
+    c = apply_tuned(base, tuned, method)
+    emb = embed_val(feats_val, c, seed)
+    if method == "ocsvm":
+        return ocsvm_cv_scores(emb, y_val, c, seed)
+    return cluster_split(emb, y_val, method, method_params(c), seed)
+
+
+# --- studies ---------------------------------------------------------------------------------------------------
+
+def _engine_kwargs(url: str) -> dict | None:
+    # Two workers (or other people's processes) may write one sqlite file; wait for its lock instead of failing.
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+
+
+def display_url(url: str) -> str:
+    """The storage URL with any password masked (for logs and MLflow)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - only used for display
+        return "<unparsable>"
+
+
+def check_storage(url: str):
+    """Open (and create the tables of) the Optuna RDB storage now, so a bad URL fails before any work."""
+    from sqlalchemy.engine import make_url
+
+    hint = "use an RDB URL such as sqlite:///optuna.db (relative to the cwd) or postgresql://user@host/db"
+    try:
+        u = make_url(url)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy raises several kinds
+        raise ConfigError(f"tune.storage: {url!r} is not a database URL ({e}); {hint}") from None
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        parent = Path(u.database).parent
+        if not parent.is_dir():
+            raise ConfigError(f"tune.storage: folder {parent} of sqlite file {u.database} does not exist; {hint}")
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as e:  # noqa: BLE001 - driver missing, server down, bad credentials...
+        raise ConfigError(f"tune.storage: cannot open {display_url(url)}: {type(e).__name__}: {e}; {hint}") from None
+
+
+def make_sampler(tp: TuneParams, seed: int, study: Study):
+    import optuna
+
+    s = derive_seed(seed, "tune", study.method, study.candidate)
+    if tp.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s)
+    # A quick budget (12 trials) would be all start-up trials with TPE's default of 10; a third of the budget
+    # is random start-up, the rest guided.
+    return optuna.samplers.TPESampler(seed=s, n_startup_trials=max(2, min(10, tp.n_trials // 3)))
+
+
+def _ms(dt) -> int:
+    return int(dt.timestamp() * 1000) if dt is not None else int(time.time() * 1000)
+
+
+def run_study(task: tuple) -> dict:
+    """Run one study to completion (in this process) and return its trials as plain data."""
+    import optuna
+
+    study, feats, y, tp, base, seed, storage_url = task
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.perf_counter()
+    storage = optuna.storages.RDBStorage(storage_url, engine_kwargs=_engine_kwargs(storage_url))
+    # Start from an empty study: TPE conditions on every finished trial of the study, so resuming one left by an
+    # earlier run would make this run's trials (and best params) depend on how often the stage ran before.
+    # Deleting it first makes a rerun of the stage reproduce the same trials from the same params.
+    try:
+        optuna.delete_study(study_name=study.name, storage=storage)
+    except KeyError:
+        pass
+    opt = optuna.create_study(study_name=study.name, storage=storage, direction="maximize",
+                              sampler=make_sampler(tp, seed, study))
+    for k, v in {"method": study.method, "candidate": study.candidate, "kind": study.kind,
+                 "objective": tp.objective}.items():
+        opt.set_user_attr(k, v)
+    n_val = len(y)
+    start = to_optuna(untuned(base, study.method), n_val)
+    if start is not None:
+        opt.enqueue_trial(start, user_attrs={"untuned": True})
+    tseed = derive_seed(seed, "tune")
+
+    def objective(trial) -> float:
+        m = val_scores(feats, y, study.method, suggest(trial, study.method, n_val), base, tseed)
+        trial.set_user_attr("metrics", m)
+        # Each cluster takes its majority class on the very points it scores, so many tiny clusters would
+        # score well by construction (DBSCAN found 49 on 299 points); such trials count as failures.
+        if m.get("n_clusters", 0) > tp.max_clusters:
+            return 0.0
+        return m[tp.objective]
+
+    opt.optimize(objective, n_trials=tp.n_trials)
+    done = [t for t in opt.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # best = highest value, earliest trial on ties (accuracies are multiples of 1/n_val, so ties are common and
+    # the storage's own best_trial does not promise which tied trial it returns)
+    best = min(done, key=lambda t: (-t.value, t.number))
+    trials = [{"number": t.number, "params": resolve(t.params), "value": float(t.value),
+               "metrics": t.user_attrs["metrics"], "untuned": bool(t.user_attrs.get("untuned")),
+               "start_ms": _ms(t.datetime_start), "end_ms": _ms(t.datetime_complete)} for t in done]
+    return {"method": study.method, "candidate": study.candidate, "kind": study.kind, "study": study.name,
+            "n_trials": len(done), "best_value": float(best.value), "best_params": resolve(best.params),
+            "best_trial": best.number, "best_metrics": best.user_attrs["metrics"],
+            "untuned_value": trials[0]["value"] if trials[0]["untuned"] else None, "seconds": time.perf_counter() - t0, "trials": trials}
+
+
+def _worker_init() -> None:
+    # Parallelism is across studies; each worker stays on one core (as evaluate's workers do).
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def validate_val(feats: dict[str, np.ndarray], y_val: np.ndarray) -> np.ndarray:
+    y = np.asarray(y_val)
+    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
+        raise TuneError("y_val must be a 1-d array of 0/1 labels (1 = black cat)")
+    space_limits(len(y))
+    n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+    if n_pos < OCSVM_FOLDS or n_neg < 1:
+        raise TuneError(f"val has {n_pos} black cats and {n_neg} others; tuning needs both classes and at least "
+                        f"{OCSVM_FOLDS} black cats (the One-class SVM is cross-validated over {OCSVM_FOLDS} folds)")
+    for cid, f in feats.items():
+        f = np.asarray(f)
+        if f.ndim != 2 or f.shape[0] != len(y):
+            raise TuneError(f"features of {cid!r} must be (n_val={len(y)}, n_features), got shape {f.shape}")
+        if not np.isfinite(f).all():
+            raise TuneError(f"features of {cid!r} contain NaN or inf; fix the feature extractor before tuning")
+    return y.astype(np.int64)
+
+
+def tune_all(studies: Sequence[Study], feats: dict[str, np.ndarray], y_val: np.ndarray, tp: TuneParams,
+             base: ClusteringParams, seed: int, workers: int = 1,
+             on_result: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every study (val features only) and return their results in `studies` order.
+
+    All inputs are checked, and the storage opened, before the first UMAP; `on_result` sees each result as it
+    arrives (in order). With workers > 1 the studies are spread over that many processes; results do not depend
+    on `workers`.
+    """
+    bad = sorted({s.method for s in studies} - set(METHODS))
+    if bad:
+        raise TuneError(f"unknown method(s) {bad}; choose from {METHODS}")
+    if tp.objective not in OBJECTIVES:
+        raise TuneError(f"tune.objective must be one of {OBJECTIVES}, got {tp.objective!r}")
+    missing = sorted({s.candidate for s in studies} - set(feats))
+    if missing:
+        raise TuneError(f"no features for candidate(s) {missing}")
+    names = [s.name for s in studies]
+    if len(set(names)) != len(names):
+        raise TuneError(f"duplicate studies: {sorted({n for n in names if names.count(n) > 1})}")
+    y = validate_val({s.candidate: feats[s.candidate] for s in studies}, y_val)
+    check_storage(tp.storage)
+    tasks = [(s, np.asarray(feats[s.candidate]), y, tp, base, seed, tp.storage) for s in studies]
+    bar = progress(total=len(tasks), desc="tune", unit="study")
+    results = []
+
+    def take(r: dict) -> None:
+        results.append(r)
+        bar.update(1)
+        if on_result is not None:
+            on_result(r)
+
+    if workers <= 1 or len(tasks) == 1:
+        for t in tasks:
+            take(run_study(t))
+    else:
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn"),
+                                 initializer=_worker_init) as ex:
+            for r in ex.map(run_study, tasks, chunksize=1):
+                take(r)
+    bar.close()
+    return results
+
+
+# --- the protocol with tuned params (for the report) -----------------------------------------------------------
+
+def tuned_evaluation(params: Params, best_params_for_method: dict[str, Any], method: str, feats_val: np.ndarray,
+                     y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+    """The full protocol (UMAP on val ∪ test, as evaluate runs it, with evaluate's seed) for one method with
+    tuned params; returns `<split>/<method>/<metric>` for val and test.
+
+    `best_params_for_method` is an entry of best_params.json (e.g. `["methods"]["kmeans"]["generated"]`) or its
+    `params`. With :func:`untuned` params it reproduces evaluate's numbers, so tuned and untuned test scores
+    differ only by the params.
+    """
+    from zoofusion.cluster import evaluate_features
+    from zoofusion.evaluate import method_params, umap_kwargs
+
+    tuned = best_params_for_method.get("params", best_params_for_method)
+    c = apply_tuned(params.evaluate.clustering, tuned, method)
+    ev = evaluate_features(feats_val, y_val, feats_test, y_test, **umap_kwargs(c), p=method_params(c),
+                           seed=derive_seed(params.seed, "evaluate"), methods=(method,))
+    return ev.metrics
+
+
+# --- the stage -------------------------------------------------------------------------------------------------
+
+def read_candidates(path: Path) -> list[dict]:
+    """Rows of evaluate's candidates.csv as evaluate.rank expects them: id, kind, metrics."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fixed = {"id", "kind", "source_domain", "source_index"}
+        return [{"id": r["id"], "kind": r["kind"],
+                 "metrics": {k: float(v) for k, v in r.items() if k not in fixed}} for r in reader]
+
+
+def choose_studies(rows: list[dict], selected: list[str], tp: TuneParams, select_metric: str) -> list[Study]:
+    """Per method: the top generated models (selected.json order), then each baseline kind's best-on-val model."""
+    from zoofusion.evaluate import rank
+
+    if len(selected) < tp.top_models:
+        raise TuneError(f"tune.top_models is {tp.top_models} but {EVALUATED / 'selected.json'} lists only "
+                        f"{len(selected)} models; lower tune.top_models or raise evaluate.n_selected")
+    by_id = {r["id"]: r for r in rows}
+    gen = selected[:tp.top_models]
+    for cid in gen:
+        if by_id.get(cid, {}).get("kind") != "generated":
+            raise TuneError(f"selected model {cid!r} is not a generated model in candidates.csv; "
+                            "rerun `dvc repro evaluate`")
+    crit = select_metric.split("/")[2]
+    out = []
+    for method in tp.methods:
+        key = f"val/{method}/{crit}"
+        if rows and key not in rows[0]["metrics"]:
+            raise TuneError(f"candidates.csv has no column {key!r}; rerun `dvc repro evaluate`")
+        out += [Study(method, cid, "generated") for cid in gen]
+        for kind in BASELINE_KINDS:
+            group = [r for r in rows if r["kind"] == kind]
+            if group:
+                out.append(Study(method, rank(group, key)[0]["id"], kind))
+    return out
+
+
+def candidate_features(params: Params, ids: Iterable[str], images: np.ndarray) -> dict[str, np.ndarray]:
+    """Rebuild the named candidates as evaluate does and compute their features on `images` (val)."""
+    import torch
+
+    from zoofusion.cnn import preprocess
+    from zoofusion.evaluate import baseline_candidates, compute_features, generated_candidates
+
+    kernels = {d: torch.load(KERNELS / f"{d}.pt", weights_only=True) for d in ("black", "cat")}
+    g = torch.load(GENERATED, weights_only=True)
+    e = params.evaluate
+    pool = {c.id: c for c in generated_candidates(g, 0) + baseline_candidates(kernels, e.baseline_models, params.seed)}
+    want = list(dict.fromkeys(ids))
+    missing = [i for i in want if i not in pool]
+    if missing:
+        raise TuneError(f"candidate(s) {missing} of {EVALUATED / 'candidates.csv'} cannot be rebuilt from the "
+                        "current generated models and params; rerun `dvc repro evaluate`")
+    cands = [pool[i] for i in want]
+    feats = compute_features(cands, preprocess(images), e.feature_batch)
+    return {c.id: f for c, f in zip(cands, feats)}
+
+
+def summarize(results: list[dict], tp: TuneParams, seed: int, selected_order: list[str]) -> tuple[dict, dict]:
+    """(best_params.json, metrics/tune.json) from the study results."""
+    methods: dict[str, dict] = {}
+    metrics: dict[str, dict] = {}
+    for method in tp.methods:
+        rs = [r for r in results if r["method"] == method]
+        # n_clusters of the best trial: the majority mapping is fitted on the points it scores, so many small
+        # clusters raise accuracy/purity by themselves; the count shows when a tuned value owes much to that
+        entries = {r["candidate"]: {"kind": r["kind"], "params": r["best_params"], "value": r["best_value"],
+                                    "untuned_value": r["untuned_value"], "n_trials": r["n_trials"],
+                                    "best_trial": r["best_trial"], "study": r["study"],
+                                    "n_clusters": int(r["best_metrics"]["n_clusters"])}
+                   for r in rs}
+        gen = [r for r in rs if r["kind"] == "generated"]
+        # the generated model chosen on val: best tuned value, selected.json order on ties
+        top = min(gen, key=lambda r: (-r["best_value"], selected_order.index(r["candidate"])))
+        methods[method] = {"objective_key": f"{metric_prefix(method)}/{tp.objective}",
+                           "generated": {"candidate": top["candidate"], **entries[top["candidate"]]},
+                           "candidates": entries}
+        m = {"generated": round(top["best_value"], 4)}
+        if top["untuned_value"] is not None:
+            m["generated_untuned"] = round(top["untuned_value"], 4)
+        base = {r["kind"]: r["best_value"] for r in rs if r["kind"] != "generated"}
+        m.update({k: round(v, 4) for k, v in base.items()})
+        if base:
+            m["best_baseline"] = round(max(base.values()), 4)
+            m["generated_minus_best_baseline"] = round(top["best_value"] - max(base.values()), 4)
+        metrics[method] = m
+    best = {"objective": tp.objective, "sampler": tp.sampler, "n_trials": tp.n_trials, "seed": seed,
+            "storage": display_url(tp.storage), "methods": methods}
+    return best, metrics
+
+
+class MlflowLogger:
+    """A parent run per study and a nested child run per trial, logged directly with MlflowClient.log_batch
+    (3 tracking calls per trial: create, log_batch, terminate)."""
+
+    def __init__(self, tp: TuneParams, seed: int, tags: dict[str, str]):
+        from zoofusion.tracking import setup_mlflow
+
+        self.mlflow = setup_mlflow(EXPERIMENT)
+        self.client = self.mlflow.MlflowClient()
+        self.exp_id = self.mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+        self.tp, self.seed, self.tags = tp, seed, tags
+
+    def __call__(self, r: dict) -> None:
+        from mlflow.entities import Metric, Param
+
+        tp, c = self.tp, self.client
+        first, last = r["trials"][0], r["trials"][-1]
+        parent = c.create_run(self.exp_id, run_name=r["study"], start_time=first["start_ms"], tags={
+            **self.tags, "method": r["method"], "candidate": r["candidate"], "kind": r["kind"],
+            "optuna_study": r["study"], "optuna_storage": display_url(tp.storage)}).info.run_id
+        best_so_far, hist = -np.inf, []
+        for t in r["trials"]:
+            best_so_far = max(best_so_far, t["value"])
+            hist += [Metric("trial_value", t["value"], t["end_ms"], t["number"]),
+                     Metric("best_so_far", best_so_far, t["end_ms"], t["number"])]
+        metrics = [Metric("best_value", r["best_value"], last["end_ms"], 0), *hist]
+        if r["untuned_value"] is not None:
+            metrics.append(Metric("untuned_value", r["untuned_value"], last["end_ms"], 0))
+        params = {"method": r["method"], "candidate": r["candidate"], "kind": r["kind"], "objective": tp.objective,
+                  "n_trials": tp.n_trials, "sampler": tp.sampler, "seed": self.seed, "best_trial": r["best_trial"],
+                  **{f"best.{k}": v for k, v in r["best_params"].items()}}
+        c.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()])
+        for i in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+            c.log_batch(parent, metrics=metrics[i:i + 1000])
+        prefix = metric_prefix(r["method"])
+        for t in r["trials"]:
+            child = c.create_run(self.exp_id, run_name=f"trial-{t['number']}", start_time=t["start_ms"], tags={
+                "mlflow.parentRunId": parent, "dvc_stage": "tune", "optuna_study": r["study"],
+                "trial": str(t["number"]), "untuned": str(t["untuned"]).lower()}).info.run_id
+            c.log_batch(child, metrics=[Metric("objective", t["value"], t["end_ms"], 0),
+                                        *[Metric(f"{prefix}/{k}", float(v), t["end_ms"], 0)
+                                          for k, v in t["metrics"].items()]],
+                        params=[Param(k, str(v)) for k, v in t["params"].items()])
+            c.set_terminated(child, "FINISHED", end_time=t["end_ms"])
+        c.set_terminated(parent, "FINISHED", end_time=last["end_ms"])
+
+
+def run(params: Params) -> dict:
+    tp, e = params.tune, params.evaluate
+    t0 = time.perf_counter()
+    check_storage(tp.storage)  # before anything slow
+    inputs = [GENERATED, KERNELS / "black.pt", KERNELS / "cat.pt", VAL, EVALUATED / "candidates.csv",
+              EVALUATED / "selected.json"]
+    for f in inputs:
+        if not f.is_file():
+            how = "dvc repro " + {"generated": "generate", "kernels": "kernels", "prepared": "data"}.get(
+                f.parts[1], "evaluate")
+            raise FileNotFoundError(f"{f}: missing; run `{how}` first")
+    rows = read_candidates(EVALUATED / "candidates.csv")
+    selected = json.loads((EVALUATED / "selected.json").read_text())["selected"]
+    studies = choose_studies(rows, selected, tp, e.select_metric)
+    val = load_npz(VAL)  # the test split is never loaded here
+    validate_val({}, val["labels"])
+    feats = candidate_features(params, [s.candidate for s in studies], val["images"])
+    log.info("tune: %d studies (%s x %d candidates) x %d trials, objective val %s, sampler %s",
+             len(studies), "/".join(tp.methods), len(studies) // len(tp.methods), tp.n_trials, tp.objective,
+             tp.sampler)
+    from zoofusion.tracking import run_tags
+
+    logger = MlflowLogger(tp, params.seed, run_tags("tune", inputs))
+
+    def on_result(r: dict) -> None:
+        log.info("tune %s (%s): best %s %.4f at trial %d (untuned %s) in %.1fs", r["study"], r["kind"],
+                 f"{metric_prefix(r['method'])}/{tp.objective}", r["best_value"], r["best_trial"],
+                 "n/a" if r["untuned_value"] is None else f"{r['untuned_value']:.4f}", r["seconds"])
+        logger(r)
+
+    workers = tp.workers
+    results = tune_all(studies, feats, val["labels"], tp, e.clustering, params.seed, workers, on_result)
+    best, metrics = summarize(results, tp, params.seed, selected)
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    with atomic_dir(OUT) as out:
+        write_json(out / "best_params.json", best)
+    write_json(METRICS_FILE, metrics)
+    log.info("tune: %d studies in %.1fs; generated vs best baseline (val %s): %s", len(results), metrics["seconds"],
+             tp.objective, ", ".join(f"{m} {metrics[m]['generated']:.4f} vs {metrics[m].get('best_baseline', 'n/a')}"
+                                     for m in tp.methods))
+    return best
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Tune the clustering protocol with Optuna on val only.")
+    ap.add_argument("--params", default="params.yaml")
+    args = ap.parse_args(argv)
+    setup_logging()
+    try:
+        run(load_params(args.params))
+    except (ConfigError, TuneError, FileNotFoundError) as e:
+        raise SystemExit(f"tune: {e}") from None
+
+
+if __name__ == "__main__":
+    main()
+
+
+def report_rows(params: Params, root: Path = Path(".")) -> list[dict]:
+    """Untuned vs tuned test scores of each method's tuned generated model and each baseline kind's best.
+
+    Tuning saw val only; here the tuned params go through the full protocol once more, scored on test.
+    The untuned numbers are evaluate's (same protocol, params.yaml defaults).
+    """
+    from zoofusion.util import load_npz
+
+    best = json.loads((root / OUT / "best_params.json").read_text())["methods"]
+    val, test = load_npz(root / VAL), load_npz(root / "data/testset/test.npz")
+    rows = {r["id"]: r for r in read_candidates(root / EVALUATED / "candidates.csv")}
+    ids = sorted({c for m in best.values() for c in m["candidates"]})
+    n_val = len(val["labels"])
+    feats = candidate_features(params, ids, np.concatenate([val["images"], test["images"]]))
+    out = []
+    for method, entry in sorted(best.items()):
+        for cid, b in sorted(entry["candidates"].items(), key=lambda kv: (kv[1]["kind"] != "generated", kv[0])):
+            f = feats[cid]
+            m = tuned_evaluation(params, b, method, f[:n_val], val["labels"], f[n_val:], test["labels"])
+            before = rows[cid]["metrics"]
+            out.append({"Clustering": method, "Model": cid, "Kind": b["kind"],
+                        "Val (tuned objective)": round(b["value"], 4),
+                        "Test accuracy untuned": round(before[f"test/{method}/accuracy"], 4),
+                        "Test accuracy tuned": round(m[f"test/{method}/accuracy"], 4),
+                        "Test recall tuned": round(m[f"test/{method}/recall"], 4),
+                        "Test clusters tuned": int(m[f"test/{method}/n_clusters"])})
+    return out

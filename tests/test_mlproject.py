@@ -1,0 +1,191 @@
+"""The MLflow project (MLproject): one entry point per DVC stage, each running its stage through DVC.
+
+Fast checks parse MLproject and dvc.yaml and run the entry points' shell commands against a fake `dvc`;
+the end-to-end test runs `mlflow run <project> -e testset --env-manager local` for real in a scratch copy
+of the project (synthetic images, its own DVC repo and MLflow store).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, make_labels, make_source, small_data_params
+
+BIN = Path(sys.executable).parent
+MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
+ENTRY_POINTS = MLPROJECT["entry_points"]
+OWN = {"params_file", "force"}  # parameters every stage entry point has
+
+
+def dvc_stages() -> dict[str, list | None]:
+    """Stage names of dvc.yaml -> their foreach items (None for a plain stage)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: (list(s["foreach"]) if "foreach" in s else None) for name, s in stages.items()}
+
+
+def load_project():
+    from mlflow.projects._project_spec import load_project as load
+
+    return load(str(ROOT))
+
+
+def command(entry: str, params: dict | None = None, storage: Path | None = None) -> str:
+    """The shell command `mlflow run` would execute (path params resolve against the cwd, as in mlflow)."""
+    return load_project().get_entry_point(entry).compute_command(params or {}, str(storage or "/tmp"))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI")}
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", **extra)
+    return env
+
+
+def test_every_dvc_stage_has_an_entry_point_and_vice_versa():
+    stages = set(dvc_stages())
+    entries = set(ENTRY_POINTS) - {"main"}
+    assert stages - entries == set(), f"DVC stages without an MLproject entry point: {sorted(stages - entries)}"
+    assert entries - stages == set(), f"MLproject entry points without a DVC stage: {sorted(entries - stages)}"
+    assert "main" in ENTRY_POINTS and MLPROJECT.get("conda_env") == "conda.yaml"
+    assert (ROOT / "conda.yaml").is_file()
+
+
+def test_entry_points_run_their_stage_through_dvc():
+    project = load_project()
+    for name, items in dvc_stages().items():
+        ep = project.get_entry_point(name)
+        assert ep.parameters["params_file"].type == "path" and ep.parameters["params_file"].default == "params.yaml"
+        assert ep.parameters["force"].default == "false"
+        extra = set(ep.parameters) - OWN
+        if items is None:
+            assert extra == set(), f"{name}: unexpected parameters {extra}"
+            assert f"dvc repro $F {name}\n" in ep.compute_command({}, "/tmp") + "\n"
+        else:  # a foreach stage: one string parameter picks the item, e.g. zoo@black
+            assert len(extra) == 1, f"{name}: expected one parameter for the foreach item, got {extra}"
+            (param,) = extra
+            assert ep.parameters[param].type == "string" and ep.parameters[param].default is None
+            for item in items:
+                cmd = ep.compute_command({param: item}, "/tmp")
+                assert f"dvc repro $F {name}@{item}\n" in cmd + "\n"
+    main = project.get_entry_point("main")
+    assert set(main.parameters) == {"params_file"}
+    assert "\ndvc repro\n" in main.compute_command({}, "/tmp")
+
+
+@pytest.fixture
+def fake_dvc(tmp_path, monkeypatch):
+    """A project folder with params.yaml, and a `dvc` on PATH that records its arguments (exit code settable)."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "params.yaml").write_text("seed: 1\n")
+    (proj / "other.yaml").write_text("seed: 2\n")
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    dvc = fakebin / "dvc"
+    dvc.write_text('#!/bin/sh\necho "$@" >> "$FAKE_DVC_LOG"\nexit "${FAKE_DVC_RC:-0}"\n')
+    dvc.chmod(dvc.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "dvc.log"
+    monkeypatch.chdir(proj)  # mlflow resolves `path` parameters against the cwd
+
+    def run(entry: str, params: dict | None = None, rc: int = 0, with_dvc: bool = True):
+        cmd = command(entry, params, tmp_path)
+        path = f"{fakebin}:/usr/bin:/bin" if with_dvc else "/usr/bin:/bin"
+        env = {"PATH": path, "FAKE_DVC_LOG": str(log), "FAKE_DVC_RC": str(rc)}
+        p = subprocess.run(["bash", "-c", cmd], cwd=proj, env=env, capture_output=True, text=True)
+        calls = log.read_text().splitlines() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return p, calls
+
+    return run
+
+
+def test_entry_point_commands(fake_dvc):
+    p, calls = fake_dvc("testset")
+    assert p.returncode == 0, p.stderr
+    assert calls == ["repro testset"]  # upstream stages that changed run first; DVC decides
+    p, calls = fake_dvc("testset", {"force": "true"})
+    assert p.returncode == 0 and calls == ["repro --force --single-item testset"]
+    p, calls = fake_dvc("zoo", {"domain": "cat"})
+    assert p.returncode == 0 and calls == ["repro zoo@cat"]
+    p, calls = fake_dvc("cyclegan", {"layer": "conv2", "force": "true"})
+    assert p.returncode == 0 and calls == ["repro --force --single-item cyclegan@conv2"]
+    p, calls = fake_dvc("main")
+    assert p.returncode == 0 and calls == ["repro"]
+    p, calls = fake_dvc("evaluate", {"params_file": "params.yaml"})  # the same file, spelled relative
+    assert p.returncode == 0 and calls == ["repro evaluate"]
+
+
+def test_entry_point_commands_refuse_what_dvc_would_ignore(fake_dvc):
+    p, calls = fake_dvc("evaluate", {"params_file": "other.yaml"})
+    assert p.returncode == 2 and calls == []
+    assert "params.yaml" in p.stderr and "other.yaml" in p.stderr
+    p, calls = fake_dvc("main", {"params_file": "other.yaml"})
+    assert p.returncode == 2 and calls == []
+    p, calls = fake_dvc("zoo", {"domain": "dog"})
+    assert p.returncode == 2 and calls == [] and "black or cat" in p.stderr
+    p, calls = fake_dvc("cyclegan", {"layer": "conv3"})
+    assert p.returncode == 2 and calls == [] and "conv1 or conv2" in p.stderr
+    p, calls = fake_dvc("data", {"force": "yes"})
+    assert p.returncode == 2 and calls == []
+    p, calls = fake_dvc("data", with_dvc=False)
+    assert p.returncode == 127 and "activate" in p.stderr
+    p, calls = fake_dvc("kernels", rc=3)  # a failing stage fails the entry point (set -e)
+    assert p.returncode == 3 and calls == ["repro kernels"]
+
+
+def test_mlflow_run_testset_end_to_end(tmp_path):
+    """`mlflow run -e testset` in a scratch project: DVC runs data + testset, the launcher run is FINISHED."""
+    work = tmp_path / "project"
+    work.mkdir()
+    for name in ("MLproject", "conda.yaml", "dvc.yaml", "src", "data/manifests"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, work / name)
+    images = make_source(tmp_path / "images")
+    labels = make_labels(tmp_path / "labels.csv")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(small_data_params(images, labels))
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = clean_env(PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=store)
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, env=env, check=True)
+
+    def mlflow_run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["mlflow", "run", ".", "-e", "testset", "--env-manager", "local",
+                               "--experiment-name", "launches", *extra],
+                              cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    p = mlflow_run()
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert (work / "data/prepared/test_split.npz").is_file() and (work / "data/testset/test.npz").is_file()
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    assert {"data", "testset"} <= set(lock)
+    lock_text = (work / "dvc.lock").read_text()
+
+    refused = mlflow_run("-P", "params_file=conda.yaml")
+    assert refused.returncode != 0 and "DVC reads params.yaml only" in refused.stderr
+    assert (work / "dvc.lock").read_text() == lock_text
+
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    exp = client.get_experiment_by_name("launches")
+    runs = {r.data.params["params_file"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"params.yaml", "conda.yaml"}
+    ok, bad = runs["params.yaml"], runs["conda.yaml"]
+    assert ok.info.status == "FINISHED" and bad.info.status == "FAILED"
+    assert ok.data.tags["mlflow.project.entryPoint"] == "testset"
+    logged = {a.path for a in client.list_artifacts(ok.info.run_id, "dvc")}
+    assert logged == {"dvc/dvc.lock", "dvc/params.yaml"}
+    local = Path(client.download_artifacts(ok.info.run_id, "dvc/dvc.lock", str(tmp_path)))
+    assert local.read_text() == lock_text

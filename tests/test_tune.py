@@ -1,0 +1,340 @@
+"""The tune stage: search space, val-only objective, determinism, errors, and a tiny end-to-end run.
+
+UMAP's numba JIT costs ~10 s once per process; the UMAP-running studies live in module-scoped fixtures and use
+60-point synthetic val sets, so each trial's UMAP takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+
+from zoofusion import cluster, tune
+from zoofusion.cluster import evaluate_features
+from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams, parse_params
+from zoofusion.evaluate import method_params, umap_kwargs
+from zoofusion.metrics import METRIC_KEYS
+from zoofusion.tune import Study, TuneError
+from zoofusion.util import derive_seed, save_npz
+
+N_POS, N_NEG = 20, 40
+N_VAL = N_POS + N_NEG
+BASE = ClusteringParams()
+
+
+def blobs(seed: int, d: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Two Gaussian blobs, label = blob, shuffled."""
+    r = np.random.default_rng(seed)
+    y = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
+    x = r.normal(size=(y.size, d))
+    x[y == 1] += 1.5
+    perm = r.permutation(y.size)
+    return x[perm], y[perm]
+
+
+def tparams(storage: str, **kw) -> TuneParams:
+    return TuneParams(**{"n_trials": 4, "sampler": "tpe", "objective": "accuracy", "storage": storage,
+                         "top_models": 1, "methods": METHODS, **kw})
+
+
+class EmbedSpy:
+    """Wraps cluster.embed and records the rows of every UMAP fit."""
+
+    def __init__(self):
+        self.fits: list[np.ndarray] = []
+        self.real = cluster.embed
+
+    def __call__(self, feats_a, feats_b, **kw):
+        self.fits.append(np.concatenate([feats_a, feats_b]))
+        return self.real(feats_a, feats_b, **kw)
+
+
+@pytest.fixture(scope="module")
+def val_data():
+    return blobs(1)
+
+
+@pytest.fixture(scope="module")
+def studied(tmp_path_factory, val_data):
+    """One study per method on one synthetic candidate, with every UMAP fit recorded."""
+    x, y = val_data
+    url = f"sqlite:///{tmp_path_factory.mktemp('optuna') / 'o.db'}"
+    spy = EmbedSpy()
+    studies = [Study(m, "blob", "generated") for m in METHODS]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cluster, "embed", spy)
+        res = tune.tune_all(studies, {"blob": x}, y, tparams(url), BASE, seed=3)
+    return res, spy, url
+
+
+# --- search space ----------------------------------------------------------------------------------------------
+
+def _sample(method: str, n_val: int, n: int = 60) -> list[tuple[dict, dict]]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0), direction="maximize")
+    out = []
+
+    def obj(trial):
+        out.append((tune.suggest(trial, method, n_val), trial.distributions))
+        return 0.0
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(obj, n_trials=n)
+    return out
+
+
+@pytest.mark.parametrize("n_val, nn_hi, nc_hi", [(20, 19, 10), (299, 50, 10), (7, 6, 5)])
+def test_search_space_respects_bounds(n_val, nn_hi, nc_hi):
+    for method in METHODS:
+        samples = _sample(method, n_val)
+        keys = set(tune.UMAP_KEYS) | set(tune.METHOD_KEYS[method])
+        for p, dist in samples:
+            assert set(p) == keys
+            assert isinstance(p["standardize"], bool)
+            assert 5 <= p["n_neighbors"] <= nn_hi and p["n_neighbors"] < n_val
+            assert 0.0 <= p["min_dist"] <= 0.99
+            assert 2 <= p["n_components"] <= nc_hi
+            if method == "kmeans":
+                assert p["kmeans_k"] in (2, 3)
+            if method == "dbscan":
+                assert 0.1 <= p["dbscan_eps"] <= 5.0 and dist["dbscan_eps"].log
+                assert 2 <= p["dbscan_min_samples"] <= 15
+            if method == "ocsvm":
+                assert 0.01 <= p["ocsvm_nu"] <= 0.5 and dist["ocsvm_nu"].log
+                g = p["ocsvm_gamma"]
+                assert g == "scale" or (isinstance(g, float) and 1e-3 <= g <= 10 and dist["ocsvm_gamma_value"].log)
+            tune.apply_tuned(BASE, p, method)  # every sampled point is a valid protocol configuration
+        assert max(p["n_neighbors"] for p, _ in samples) > nn_hi - 10  # the cap is the bound, not far below it
+        if method == "ocsvm":
+            assert {isinstance(p["ocsvm_gamma"], str) for p, _ in samples} == {True, False}
+
+
+def test_too_small_val_is_refused():
+    with pytest.raises(TuneError, match="at least 6"):
+        tune.space_limits(5)
+
+
+def test_untuned_config_round_trips_and_is_the_first_trial(studied):
+    for method in METHODS:
+        u = tune.untuned(BASE, method)
+        assert tune.resolve(tune.to_optuna(u, N_VAL)) == u
+    assert tune.to_optuna(tune.untuned(ClusteringParams(ocsvm_gamma="auto"), "ocsvm"), N_VAL) is None
+    assert tune.to_optuna(tune.untuned(ClusteringParams(dbscan_eps=9.0), "dbscan"), N_VAL) is None
+    res, _, _ = studied
+    for r in res:
+        t0 = r["trials"][0]
+        assert t0["untuned"] and t0["params"] == tune.untuned(BASE, r["method"])
+        assert r["untuned_value"] == t0["value"] and r["best_value"] >= r["untuned_value"]
+
+
+# --- the objective ---------------------------------------------------------------------------------------------
+
+def test_every_umap_fit_sees_exactly_the_val_features(studied, val_data):
+    res, spy, _ = studied
+    x, _ = val_data
+    assert len(spy.fits) == sum(r["n_trials"] for r in res) == 3 * 4
+    for rows in spy.fits:
+        np.testing.assert_array_equal(rows, x)
+
+
+def test_results_structure_and_best_is_earliest_max(studied):
+    res, _, _ = studied
+    assert [r["method"] for r in res] == list(METHODS)
+    for r in res:
+        values = [t["value"] for t in r["trials"]]
+        assert r["n_trials"] == 4 and [t["number"] for t in r["trials"]] == [0, 1, 2, 3]
+        assert r["best_value"] == max(values) and r["best_trial"] == values.index(max(values))
+        assert r["best_params"] == r["trials"][r["best_trial"]]["params"]
+        for t in r["trials"]:
+            assert set(t["metrics"]) == set(METRIC_KEYS) and t["value"] == t["metrics"]["accuracy"]
+    assert max(r["best_value"] for r in res) > 0.8  # the blobs are separable
+
+
+def test_rerun_reproduces_the_same_trials_and_replaces_the_study(studied, val_data):
+    res, _, url = studied
+    x, y = val_data
+    again = tune.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=3)[0]
+    first = res[0]
+    assert [(t["params"], t["value"]) for t in again["trials"]] == [(t["params"], t["value"]) for t in first["trials"]]
+    assert again["best_params"] == first["best_params"]
+    study = optuna.load_study(study_name="zoofusion/kmeans/blob", storage=url)
+    assert len(study.trials) == 4  # deleted and recreated, not resumed
+    other = tune.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=4)[0]
+    assert [t["params"] for t in other["trials"][1:]] != [t["params"] for t in first["trials"][1:]]
+
+
+def test_ocsvm_is_cross_validated_without_scoring_training_points(monkeypatch):
+    r = np.random.default_rng(0)
+    emb = r.normal(size=(N_VAL, 2))
+    y = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
+    calls = []
+    real = cluster._fit_predict
+
+    def spy(e, method, p, seed, train):
+        calls.append((e.copy(), train.copy()))
+        return real(e, method, p, seed, train)
+
+    monkeypatch.setattr(cluster, "_fit_predict", spy)
+    s = tune.ocsvm_cv_scores(emb, y, BASE, seed=5)
+    assert set(s) == set(METRIC_KEYS) and len(calls) == tune.OCSVM_FOLDS
+
+    def key(a):
+        return {tuple(row) for row in a}
+
+    predicted = [key(e) for e, _ in calls]
+    assert sum(len(p) for p in predicted) == N_VAL and set().union(*predicted) == key(emb)
+    for (e, train), pred in zip(calls, predicted):
+        assert not key(train) & pred  # no SVM predicts a point it was fitted on
+        assert key(train) <= key(emb[y == 1])  # fitted on black cats only
+        assert len(train) >= N_POS * 2 // 3 - 1
+    folds = tune.ocsvm_folds(y, 3, 5)
+    np.testing.assert_array_equal(folds, tune.ocsvm_folds(y, 3, 5))
+    for f in range(3):
+        assert abs((folds[y == 1] == f).sum() - N_POS / 3) < 1 and abs((folds[y == 0] == f).sum() - N_NEG / 3) < 1
+
+
+# --- errors before work ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, match", [
+    ("not a url", "not a database URL"),
+    ("sqlite:////no/such/folder/o.db", "does not exist"),
+    ("nosuchdb://host/x", "cannot open"),
+])
+def test_bad_storage_fails_before_any_umap(url, match, val_data, monkeypatch):
+    x, y = val_data
+    spy = EmbedSpy()
+    monkeypatch.setattr(cluster, "embed", spy)
+    with pytest.raises(ConfigError, match=f"tune.storage: .*{match}"):
+        tune.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=3)
+    assert spy.fits == []
+
+
+def test_bad_inputs_fail_before_any_umap(val_data, monkeypatch, tmp_path):
+    x, y = val_data
+    spy = EmbedSpy()
+    monkeypatch.setattr(cluster, "embed", spy)
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def run(studies, feats=None, yy=y):
+        return tune.tune_all(studies, feats or {"blob": x}, yy, tparams(url), BASE, seed=3)
+
+    with pytest.raises(TuneError, match="unknown method.*kmedoids"):
+        run([Study("kmeans", "blob", "generated"), Study("kmedoids", "blob", "generated")])
+    with pytest.raises(TuneError, match="no features"):
+        run([Study("kmeans", "other", "random")])
+    with pytest.raises(TuneError, match="NaN"):
+        run([Study("kmeans", "blob", "generated")], {"blob": np.where(np.eye(N_VAL, x.shape[1]) > 0, np.nan, x)})
+    with pytest.raises(TuneError, match="at least 3 black cats"):
+        run([Study("kmeans", "blob", "generated")], yy=np.r_[np.ones(2, np.int64), np.zeros(N_VAL - 2, np.int64)])
+    assert spy.fits == []
+    with pytest.raises(ConfigError, match="tune.methods"):
+        parse_params({"tune": {"methods": ["kmeans", "kmedoids"]}})
+    with pytest.raises(TuneError, match="keys"):
+        tune.apply_tuned(BASE, {"kmeans_k": 2}, "kmeans")
+
+
+# --- tuned_evaluation ------------------------------------------------------------------------------------------
+
+def test_tuned_evaluation_runs_evaluates_protocol_with_the_given_params(val_data):
+    xv, yv = val_data
+    xt, yt = blobs(2)
+    params = Params(seed=11)
+    u = tune.untuned(params.evaluate.clustering, "kmeans")
+    got = tune.tuned_evaluation(params, {"params": u, "value": 0.5}, "kmeans", xv, yv, xt, yt)
+    c = params.evaluate.clustering
+    want = evaluate_features(xv, yv, xt, yt, **umap_kwargs(c), p=method_params(c),
+                             seed=derive_seed(11, "evaluate")).metrics
+    assert got == {k: v for k, v in want.items() if "/kmeans/" in k}  # untuned params reproduce evaluate
+    k3 = tune.tuned_evaluation(params, {**u, "kmeans_k": 3}, "kmeans", xv, yv, xt, yt)
+    assert k3["val/kmeans/n_clusters"] == 3 and k3["test/kmeans/n_clusters"] == 3
+
+
+# --- the stage, end to end -------------------------------------------------------------------------------------
+
+def _conv(seed: int) -> dict[str, torch.Tensor]:
+    from zoofusion.cnn import init_weights
+    from zoofusion.evaluate import CONV_KEYS
+
+    w = init_weights(seed)
+    return {k: w[k] for k in CONV_KEYS}
+
+
+def _stack(ws: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([w[k] for w in ws]) for k in ws[0]}
+
+
+def make_project(root: Path, storage: str) -> Path:
+    """Inputs the tune stage reads (generated models, kernels, val, evaluate's outputs) and NO test split."""
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    for d in ("data/generated", "data/kernels", "data/prepared", "data/evaluate"):
+        (root / d).mkdir(parents=True)
+    torch.save({**_stack([_conv(1), _conv(2)]), "source_index": torch.tensor([0, 0]),
+                "source_domain": torch.tensor([0, 1]), "ids": ["0/A", "0/B"]}, root / "data/generated/models.pt")
+    for i, d in enumerate(("black", "cat")):
+        torch.save({**_stack([_conv(10 + i)]), "model_index": torch.tensor([0])}, root / f"data/kernels/{d}.pt")
+    r = np.random.default_rng(0)
+    labels = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
+    images = r.integers(0, 256, size=(N_VAL, 32, 32, 3)).astype(np.uint8)
+    images[labels == 1] //= 5  # black cats are dark
+    save_npz(root / "data/prepared/val.npz", images=images, labels=labels, ids=np.arange(N_VAL))
+    ids = [("0/A", "generated"), ("0/B", "generated"), ("random-0", "random"), ("zoo-A-0", "zoo-A"),
+           ("zoo-B-0", "zoo-B"), ("avg-0A-0B", "average"), ("pixels", "pixels")]
+    keys = [f"{s}/{m}/{k}" for s in ("test", "val") for m in METHODS for k in METRIC_KEYS]
+    with (root / "data/evaluate/candidates.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "kind", "source_domain", "source_index", *keys])
+        for i, (cid, kind) in enumerate(ids):
+            w.writerow([cid, kind, "", -1, *[f"{0.5 + 0.01 * i:.6f}"] * len(keys)])
+    (root / "data/evaluate/selected.json").write_text(json.dumps({"selected": ["0/B", "0/A"]}))
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump({"seed": 7, "evaluate": {"baseline_models": 1, "workers": 1},
+                                 "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
+                                          "storage": storage}}))
+    return p
+
+
+def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = make_project(tmp_path, "sqlite:///optuna.db")  # relative to the cwd
+    tune.main(["--params", str(params)])
+    assert not (tmp_path / "data/testset").exists()
+
+    best = json.loads((tmp_path / "data/tune/best_params.json").read_text())
+    assert best["objective"] == "accuracy" and best["n_trials"] == 2 and set(best["methods"]) == {"kmeans", "ocsvm"}
+    cands = {"0/B", "random-0", "zoo-A-0", "zoo-B-0", "avg-0A-0B", "pixels"}
+    for method, m in best["methods"].items():
+        assert m["objective_key"] == ("val_cv/ocsvm/accuracy" if method == "ocsvm" else "val/kmeans/accuracy")
+        assert set(m["candidates"]) == cands
+        assert m["generated"]["candidate"] == "0/B" and m["generated"]["kind"] == "generated"
+        for cid, e in m["candidates"].items():
+            assert set(e["params"]) == set(tune.UMAP_KEYS) | set(tune.METHOD_KEYS[method])
+            assert e["n_trials"] == 2 and 0 <= e["value"] <= 1 and e["study"] == f"zoofusion/{method}/{cid}"
+            assert e["n_clusters"] >= 1
+    metrics = json.loads((tmp_path / "metrics/tune.json").read_text())
+    for method in ("kmeans", "ocsvm"):
+        assert set(metrics[method]) >= {"generated", "random", "zoo-A", "zoo-B", "average", "pixels",
+                                        "best_baseline", "generated_minus_best_baseline"}
+        assert metrics[method]["generated"] == round(best["methods"][method]["generated"]["value"], 4)
+
+    names = optuna.get_all_study_names(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert sorted(names) == sorted(f"zoofusion/{m}/{c}" for m in ("kmeans", "ocsvm") for c in cands)
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tuning"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 12 and len(children) == 24
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {p.info.run_id for p in parents}
+    p = next(r for r in parents if r.data.params["candidate"] == "pixels" and r.data.params["method"] == "ocsvm")
+    assert {"method", "candidate", "kind", "objective", "n_trials", "sampler"} <= set(p.data.params)
+    assert p.data.tags["dvc_stage"] == "tune" and "best_value" in p.data.metrics
+    assert all(c.info.status == "FINISHED" and "objective" in c.data.metrics for c in children)
