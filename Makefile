@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
+# DVC runs each stage's `python -m ...` from PATH: the venv must come first.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test test-all ui clean-stores
 

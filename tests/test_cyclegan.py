@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -97,6 +98,21 @@ def test_tiny_training_deterministic_and_finite() -> None:
     assert _states_equal(r1, r2)
     r3 = train_cyclegan(a, b, CycleGANConfig(epochs=3, batch_size=4, hidden=4, seed=2))
     assert not _states_equal(r1, r3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_runs_and_tracks_cpu(tmp_path: Path) -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    gpu = train_cyclegan(a, b, dataclasses.replace(TINY, device="cuda"), checkpoint_path=tmp_path / "g.ckpt")
+    cpu = train_cyclegan(a, b, TINY)
+    assert next(gpu.G_A2B.parameters()).device.type == "cuda"
+    out = translate(gpu.G_A2B, gpu.scaler, a)
+    assert out.device == a.device and torch.isfinite(out).all()
+    torch.testing.assert_close(out, translate(cpu.G_A2B, cpu.scaler, a), rtol=0, atol=1e-3 * cpu.scaler.scale)
+    save_generators(tmp_path / "g.pt", gpu)
+    g_ab, _, scaler, _ = load_generators(tmp_path / "g.pt")  # a GPU-trained file loads on the CPU
+    assert scaler == gpu.scaler  # the same weights, run by CPU kernels instead of cuDNN's (TF32) ones
+    torch.testing.assert_close(translate(g_ab, scaler, a), out, rtol=0, atol=1e-3 * scaler.scale)
 
 
 def test_resume_equals_uninterrupted(tmp_path: Path) -> None:

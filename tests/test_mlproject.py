@@ -58,7 +58,15 @@ def test_every_dvc_stage_has_an_entry_point_and_vice_versa():
     assert (ROOT / "conda.yaml").is_file()
 
 
+def argv(cmd: str) -> list[str]:
+    """The script's arguments after the params file (which mlflow resolves to an absolute path)."""
+    words = cmd.split()
+    assert words[:2] == ["bash", "scripts/mlflow_stage.sh"] and Path(words[2]).name == "params.yaml", cmd
+    return words[3:]
+
+
 def test_entry_points_run_their_stage_through_dvc():
+    """Each entry point hands its params file, force flag and dvc.yaml target to scripts/mlflow_stage.sh."""
     project = load_project()
     for name, items in dvc_stages().items():
         ep = project.get_entry_point(name)
@@ -67,24 +75,24 @@ def test_entry_points_run_their_stage_through_dvc():
         extra = set(ep.parameters) - OWN
         if items is None:
             assert extra == set(), f"{name}: unexpected parameters {extra}"
-            assert f"dvc repro $F {name}\n" in ep.compute_command({}, "/tmp") + "\n"
+            assert argv(ep.compute_command({}, "/tmp")) == ["false", name]
         else:  # a foreach stage: one string parameter picks the item, e.g. zoo@black
             assert len(extra) == 1, f"{name}: expected one parameter for the foreach item, got {extra}"
             (param,) = extra
             assert ep.parameters[param].type == "string" and ep.parameters[param].default is None
             for item in items:
-                cmd = ep.compute_command({param: item}, "/tmp")
-                assert f"dvc repro $F {name}@{item}\n" in cmd + "\n"
+                assert argv(ep.compute_command({param: item, "force": "true"}, "/tmp")) == ["true", f"{name}@{item}"]
     main = project.get_entry_point("main")
     assert set(main.parameters) == {"params_file"}
-    assert "\ndvc repro\n" in main.compute_command({}, "/tmp")
+    assert argv(main.compute_command({}, "/tmp")) == ["false"]
 
 
 @pytest.fixture
 def fake_dvc(tmp_path, monkeypatch):
     """A project folder with params.yaml, and a `dvc` on PATH that records its arguments (exit code settable)."""
     proj = tmp_path / "proj"
-    proj.mkdir()
+    (proj / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "mlflow_stage.sh", proj / "scripts")
     (proj / "params.yaml").write_text("seed: 1\n")
     (proj / "other.yaml").write_text("seed: 2\n")
     fakebin = tmp_path / "bin"
@@ -145,7 +153,7 @@ def test_mlflow_run_testset_end_to_end(tmp_path):
     """`mlflow run -e testset` in a scratch project: DVC runs data + testset, the launcher run is FINISHED."""
     work = tmp_path / "project"
     work.mkdir()
-    for name in ("MLproject", "conda.yaml", "dvc.yaml", "src", "data/manifests"):
+    for name in ("MLproject", "conda.yaml", "dvc.yaml", "src", "data/manifests", "scripts"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -153,10 +153,9 @@ class CycleGANParams:
 class GenerateParams:
     max_per_domain: int = 0  # 0 = every source model that passed the zoo's accuracy floor
     bias: Literal["source", "zero"] = "source"
-    log_models: int = 2
 
     def __post_init__(self) -> None:
-        _non_negative(self, "max_per_domain", "log_models")
+        _non_negative(self, "max_per_domain")
 
 
 @dataclass(frozen=True)

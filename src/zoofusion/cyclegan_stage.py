@@ -13,7 +13,6 @@ d(G_A2B(A), B) and d(G_B2A(B), A) beside the reference d(A, B).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -23,12 +22,19 @@ from pathlib import Path
 
 import torch
 
-from zoofusion.config import Params, load_params
-from zoofusion.cyclegan import (CycleGANConfig, TrainingDiverged, kernel_stat_distance, save_generators,
-                                train_cyclegan, translate)
+from zoofusion.cli import stage_main
+from zoofusion.config import Params
+from zoofusion.cyclegan import (
+    CycleGANConfig,
+    TrainingDiverged,
+    kernel_stat_distance,
+    save_generators,
+    train_cyclegan,
+    translate,
+)
 from zoofusion.kernel_grid import kernel_grid_figure, save_figure
 from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir, derive_seed, file_md5, progress, setup_logging, write_json
+from zoofusion.util import atomic_dir, derive_seed, file_md5, progress, write_json
 
 log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2")
@@ -137,18 +143,10 @@ def run(layer: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, ca
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train the kernel CycleGAN of one conv layer.")
-    ap.add_argument("--layer", required=True, choices=LAYERS)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(args.layer, params)
-    except (FileNotFoundError, ValueError, TrainingDiverged) as e:
-        raise SystemExit(f"cyclegan@{args.layer}: {e}") from None
-    except KeyboardInterrupt:
-        raise SystemExit(f"cyclegan@{args.layer}: interrupted; the checkpoint in {CACHE} resumes the next run")
+    stage_main("cyclegan@{layer}", lambda args, params: run(args.layer, params), argv,
+               description="Train the kernel CycleGAN of one conv layer.", errors=(ValueError, TrainingDiverged),
+               add_arguments=lambda ap: ap.add_argument("--layer", required=True, choices=LAYERS),
+               on_interrupt=f"the checkpoint in {CACHE} resumes the next run")
 
 
 if __name__ == "__main__":

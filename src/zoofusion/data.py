@@ -12,7 +12,6 @@ two domains are disjoint as well. The source's test/ split is never read here.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 from pathlib import Path
@@ -20,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from zoofusion.config import DataParams, load_params
+from zoofusion.cli import stage_main
+from zoofusion.config import DataParams
 from zoofusion.images import ImageSet, ImageSourceError, load_cifar10, load_split, missing_source_message
-from zoofusion.util import atomic_dir, rng, save_npz, setup_logging
+from zoofusion.util import atomic_dir, rng, save_npz
 
 log = logging.getLogger(__name__)
 OUT = Path("data/prepared")
@@ -208,15 +208,8 @@ def run(p: DataParams, seed: int, out: Path = OUT) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(params.data, params.seed)
-    except (ImageSourceError, ValueError) as e:
-        raise SystemExit(f"data: {e}") from None
+    stage_main("data", lambda args, params: run(params.data, params.seed), argv,
+               description=__doc__.splitlines()[0], errors=(ImageSourceError, ValueError))
 
 
 if __name__ == "__main__":

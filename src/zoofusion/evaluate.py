@@ -19,7 +19,6 @@ metrics for tuning and the report), metrics/evaluate.json (headline numbers). ML
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -34,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoofusion.cli import stage_main
 from zoofusion.cnn import batched_features, init_weights, preprocess
-from zoofusion.config import METHODS, METRICS, ClusteringParams, Params, load_params
+from zoofusion.config import METHODS, METRICS, ClusteringParams, Params
 from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, setup_logging, write_json
+from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, write_json
 
 log = logging.getLogger(__name__)
 GENERATED = Path("data/generated/models.pt")
@@ -394,15 +394,8 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], f
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Evaluate generated models and baselines with the study's protocol.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(params)
-    except FileNotFoundError as e:
-        raise SystemExit(f"evaluate: {e}") from None
+    stage_main("evaluate", lambda args, params: run(params), argv,
+               description="Evaluate generated models and baselines with the study's protocol.")
 
 
 if __name__ == "__main__":

@@ -11,19 +11,19 @@ Output data/generated/models.pt: the stacked conv tensors of all generated model
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from zoofusion.cli import stage_main
 from zoofusion.cnn import ConvFeatures
-from zoofusion.config import Params, load_params
+from zoofusion.config import Params
 from zoofusion.cyclegan import load_generators, translate
 from zoofusion.kernel_grid import kernel_grid_figure
 from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir, setup_logging
+from zoofusion.util import atomic_dir
 
 log = logging.getLogger(__name__)
 KERNELS = Path("data/kernels")
@@ -103,15 +103,8 @@ def run(params: Params, kernels: Path = KERNELS, gans: Path = GANS, out: Path = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Assemble generated CNNs from translated kernels.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(params)
-    except FileNotFoundError as e:
-        raise SystemExit(f"generate: {e}") from None
+    stage_main("generate", lambda args, params: run(params), argv,
+               description="Assemble generated CNNs from translated kernels.")
 
 
 if __name__ == "__main__":

@@ -7,15 +7,15 @@ and `model_index` (the kept models' indices in their zoo, the ids of generated m
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zoofusion.config import DOMAINS, load_params
-from zoofusion.util import atomic_dir, load_npz, setup_logging, write_json
+from zoofusion.cli import stage_main
+from zoofusion.config import DOMAINS
+from zoofusion.util import atomic_dir, load_npz, write_json
 
 log = logging.getLogger(__name__)
 ZOO = Path("data/zoo")
@@ -64,15 +64,8 @@ def run(params, zoo: Path = ZOO, out: Path = OUT, metrics: Path = METRICS) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Harvest zoo kernels above the accuracy floor.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(params)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"kernels: {e}") from None
+    stage_main("kernels", lambda args, params: run(params), argv,
+               description="Harvest zoo kernels above the accuracy floor.", errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ hypothesis drawn from the numbers. The HTML embeds every image, so it works offl
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -20,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from zoofusion.config import DOMAINS, METHODS, Params, load_params
+from zoofusion.cli import stage_main
+from zoofusion.config import DOMAINS, METHODS, Params
 from zoofusion.evaluate import METHOD_TITLES, safe
 from zoofusion.kernel_grid import save_figure
 from zoofusion.tracking import git_commit
-from zoofusion.util import atomic_dir, atomic_path, load_npz, setup_logging
+from zoofusion.util import atomic_dir, atomic_path, load_npz
 
 log = logging.getLogger(__name__)
 REPORTS = Path("reports")
@@ -82,7 +82,9 @@ def lock_versions(lock: Path = Path("dvc.lock")) -> dict[str, str]:
         return {}
     data = yaml.safe_load(lock.read_text()) or {}
     out = {}
-    for stage in (data.get("stages") or {}).values():
+    for name, stage in (data.get("stages") or {}).items():
+        if name == "report":  # its own outputs: the lock still holds the previous report's
+            continue
         for o in stage.get("outs") or []:
             out[o["path"]] = o.get("md5", "?")
         for d in stage.get("deps") or []:
@@ -308,15 +310,8 @@ def run(params: Params, root: Path = Path(".")) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Write reports/report.md and reports/report.html.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(params)
-    except FileNotFoundError as e:
-        raise SystemExit(f"report: {e}") from None
+    stage_main("report", lambda args, params: run(params), argv,
+               description="Write reports/report.md and reports/report.html.")
 
 
 if __name__ == "__main__":

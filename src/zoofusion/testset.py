@@ -9,18 +9,18 @@ training domain or in val is refused, since scores on it would not be held out.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from zoofusion.config import Params, load_params
+from zoofusion.cli import stage_main
+from zoofusion.config import Params
 from zoofusion.data import OUT as PREPARED
 from zoofusion.data import write_dataset
 from zoofusion.images import ImageSourceError, read_images
-from zoofusion.util import atomic_dir, load_npz, setup_logging
+from zoofusion.util import atomic_dir, load_npz
 
 log = logging.getLogger(__name__)
 OUT = Path("data/testset")
@@ -79,15 +79,9 @@ def run(params: Params, prepared: Path = PREPARED, out: Path = OUT) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Build the held-out test set (built split or a user manifest).")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(params)
-    except (ImageSourceError, FileNotFoundError) as e:
-        raise SystemExit(f"testset: {e}") from None
+    stage_main("testset", lambda args, params: run(params), argv,
+               description="Build the held-out test set (built split or a user manifest).",
+               errors=(ImageSourceError,))
 
 
 if __name__ == "__main__":

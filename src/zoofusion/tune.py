@@ -37,7 +37,6 @@ the report's tuned-vs-untuned test numbers.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
@@ -53,8 +52,9 @@ from typing import Any
 
 import numpy as np
 
-from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams, load_params
-from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, rng, setup_logging, write_json
+from zoofusion.cli import stage_main
+from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams
+from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, rng, write_json
 
 log = logging.getLogger(__name__)
 
@@ -628,21 +628,6 @@ def run(params: Params) -> dict:
     return best
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Tune the clustering protocol with Optuna on val only.")
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    try:
-        run(load_params(args.params))
-    except (ConfigError, TuneError, FileNotFoundError) as e:
-        raise SystemExit(f"tune: {e}") from None
-
-
-if __name__ == "__main__":
-    main()
-
-
 def report_rows(params: Params, root: Path = Path(".")) -> list[dict]:
     """Untuned vs tuned test scores of each method's tuned generated model and each baseline kind's best.
 
@@ -670,3 +655,12 @@ def report_rows(params: Params, root: Path = Path(".")) -> list[dict]:
                         "Test recall tuned": round(m[f"test/{method}/recall"], 4),
                         "Test clusters tuned": int(m[f"test/{method}/n_clusters"])})
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    stage_main("tune", lambda args, params: run(params), argv,
+               description="Tune the clustering protocol with Optuna on val only.", errors=(TuneError,))
+
+
+if __name__ == "__main__":
+    main()

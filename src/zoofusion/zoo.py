@@ -14,7 +14,6 @@ per-epoch metrics, final accuracies and its weights (`model.pt`, a SmallCNN stat
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -30,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoofusion.config import DOMAINS, ZooParams, load_params
-from zoofusion.tracking import setup_mlflow, run_tags
-from zoofusion.util import atomic_dir, derive_seed, file_md5, load_npz, progress, setup_logging, write_json
+from zoofusion.cli import stage_main
+from zoofusion.config import DOMAINS, ZooParams
+from zoofusion.tracking import run_tags, setup_mlflow
+from zoofusion.util import atomic_dir, derive_seed, file_md5, load_npz, progress, write_json
 
 log = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
@@ -261,18 +261,10 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train one domain's zoo of small CNNs.")
-    ap.add_argument("--domain", required=True, choices=DOMAINS)
-    ap.add_argument("--params", default="params.yaml")
-    args = ap.parse_args(argv)
-    setup_logging()
-    params = load_params(args.params)
-    try:
-        run(args.domain, params)
-    except FileNotFoundError as e:
-        raise SystemExit(f"zoo: {e}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("zoo: interrupted; finished shards are kept in data/cache/zoo and reused on the next run")
+    stage_main("zoo@{domain}", lambda args, params: run(args.domain, params), argv,
+               description="Train one domain's zoo of small CNNs.",
+               add_arguments=lambda ap: ap.add_argument("--domain", required=True, choices=DOMAINS),
+               on_interrupt=f"finished shards are kept in {CACHE} and reused on the next run")
 
 
 if __name__ == "__main__":

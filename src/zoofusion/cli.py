@@ -1,0 +1,38 @@
+"""The command line every stage shares: `python -m zoofusion.<module> [--params FILE] [stage args]`.
+
+Params are loaded and validated first; a bad params file, a missing input or a stage's own input error ends
+the process with one line `<stage>: <what is wrong and how to fix it>` (exit 1), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from zoofusion.config import ConfigError, Params, load_params
+from zoofusion.util import setup_logging
+
+
+def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], argv: list[str] | None, *,
+               description: str, errors: tuple[type[BaseException], ...] = (),
+               add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+               on_interrupt: str | None = None) -> None:
+    """Parse `argv`, load params.yaml, call `run(args, params)`; expected errors become one line.
+
+    `stage` may name parsed arguments (`"zoo@{domain}"`). `on_interrupt` says what survives a Ctrl-C.
+    """
+    ap = argparse.ArgumentParser(description=description)
+    if add_arguments is not None:
+        add_arguments(ap)
+    ap.add_argument("--params", default="params.yaml", help="params file (DVC stages read params.yaml)")
+    args = ap.parse_args(argv)
+    name = stage.format(**vars(args))
+    setup_logging()
+    try:
+        run(args, load_params(args.params))
+    except (ConfigError, FileNotFoundError, *errors) as e:
+        raise SystemExit(f"{name}: {e}") from None
+    except KeyboardInterrupt:
+        if on_interrupt is None:
+            raise
+        raise SystemExit(f"{name}: interrupted; {on_interrupt}") from None

@@ -1,0 +1,40 @@
+"""Every stage's command line: bad params or a missing input end in one line naming the stage, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from zoofusion import kernels, zoo
+
+
+def test_bad_params_is_one_line_naming_stage_and_key(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["zoo"]["n_models"]["cat"] = -3
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SystemExit) as e:
+        zoo.main(["--domain", "cat", "--params", str(p)])
+    assert str(e.value) == "zoo@cat: zoo.n_models.cat: must be > 0, got -3"
+
+
+def test_missing_input_is_one_line_and_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        kernels.main(["--params", str(ROOT / "params.yaml")])
+    assert str(e.value) == "kernels: data/zoo/black/weights.pt: missing; run `dvc repro zoo@black` first"
+
+
+def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("seed: 1\nzoo: {epoch: 3}\n")
+    r = subprocess.run([sys.executable, "-m", "zoofusion.generate", "--params", str(p)], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "generate: zoo.epoch: unknown key (allowed under zoo: n_models, epochs, batch_size, lr, val_fraction, "
+        "group_size, shard_size, workers, grid_models)"]
