@@ -46,6 +46,15 @@ def test_shards_resume_and_never_retrain(domain, tmp_path):
     assert Path(jobs[0].out).stat().st_mtime_ns == first
 
 
+def test_a_larger_zoo_reuses_full_shards_only(domain, tmp_path):
+    p = _params()
+    small = zoo.plan_shards("black", 3, p.zoo, p.seed, domain, "cpu", tmp_path)
+    large = zoo.plan_shards("black", 4, p.zoo, p.seed, domain, "cpu", tmp_path)
+    assert large[0].out == small[0].out and large[0].seeds == small[0].seeds
+    assert large[1].out != small[1].out  # models 2-3, not the 1-model shard of the smaller zoo
+    assert large[1].seeds[:1] == small[1].seeds
+
+
 def test_batched_shard_equals_model_trained_alone(domain, tmp_path):
     p = _params()
     job = zoo.plan_shards("black", 2, p.zoo, p.seed, domain, "cpu", tmp_path)[0]

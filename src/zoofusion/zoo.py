@@ -108,9 +108,12 @@ def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path,
     seeds = model_seeds(seed, domain, n_models)
     jobs = []
     for i, start in enumerate(range(0, n_models, z.shard_size)):
-        jobs.append(ShardJob(domain, i, tuple(seeds[start:start + z.shard_size]), str(data), z.epochs,
-                             z.batch_size, z.lr, z.group_size, z.val_fraction, derive_seed(seed, "zoo-split", domain),
-                             device, str(cache / f"shard_{i:05d}.pt")))
+        chunk = tuple(seeds[start:start + z.shard_size])
+        # Named by the models it holds: a larger zoo reuses the full shards of a smaller one, never a last,
+        # partial shard as if it were full.
+        name = f"shard_{start:05d}-{start + len(chunk) - 1:05d}.pt"
+        jobs.append(ShardJob(domain, i, chunk, str(data), z.epochs, z.batch_size, z.lr, z.group_size,
+                             z.val_fraction, derive_seed(seed, "zoo-split", domain), device, str(cache / name)))
     return jobs
 
 
