@@ -155,3 +155,21 @@ print(out.shape, float(np.abs(out - ref).max()))
     assert p.returncode == 0, p.stderr[-3000:]
     shape, diff = p.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     assert shape == "(6, 400)" and float(diff) < 1e-5
+
+
+def test_cyclegan_runs_log_curves_and_grids_per_epoch(project):
+    work, env, _ = project
+    code = f"""
+import mlflow, json
+c = mlflow.MlflowClient({env['MLFLOW_TRACKING_URI']!r})
+e = c.get_experiment_by_name("cyclegan")
+r = c.search_runs([e.experiment_id], "attributes.run_name = 'cyclegan-conv1'")[0]
+grids = sorted(a.path for a in c.list_artifacts(r.info.run_id, "grids"))
+steps = [m.step for m in c.get_metric_history(r.info.run_id, "loss_G")]
+print(json.dumps([grids, steps, r.data.tags["dvc_stage"]]))
+"""
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    grids, steps, stage = json.loads(p.stdout.strip().splitlines()[-1])
+    # TINY: 3 epochs, a grid every 2 and one at the end; curves step by epoch, counted from 1
+    assert grids == ["grids/epoch_0002.png", "grids/epoch_0003.png"]
+    assert steps == [1, 2, 3] and stage == "cyclegan@conv1"

@@ -104,14 +104,14 @@ def run(layer: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, ca
         bar = progress(total=cfg.epochs, desc=f"cyclegan {layer}", unit="epoch")
         t0 = time.perf_counter()
 
-        def on_epoch(epoch: int, losses: dict[str, float], state) -> None:
+        def on_epoch(epoch: int, losses: dict[str, float], state) -> None:  # epoch counts from 1
             now = int(time.time() * 1000)
             pending.extend(Metric(k, float(v), now, epoch) for k, v in losses.items())
-            last = epoch + 1 >= cfg.epochs
-            if (epoch + 1) % params.cyclegan.grid_every == 0 or last:
+            last = epoch >= cfg.epochs
+            if epoch % params.cyclegan.grid_every == 0 or last:
                 pending.extend(Metric(k, v, now, epoch) for k, v in distances(state, A, B).items())
-                mlflow.log_figure(grid(state, A, B, layer, epoch + 1), f"grids/epoch_{epoch + 1:04d}.png")
-            if len(pending) >= 500 or last or (epoch + 1) % params.cyclegan.checkpoint_every == 0:
+                mlflow.log_figure(grid(state, A, B, layer, epoch), f"grids/epoch_{epoch:04d}.png")
+            if len(pending) >= 500 or last or epoch % params.cyclegan.checkpoint_every == 0:
                 client.log_batch(run_id, metrics=pending)  # batched: sqlite costs ~100 ms per call
                 pending.clear()
             bar.update(1)
