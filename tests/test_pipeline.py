@@ -77,6 +77,10 @@ def test_pipeline_outputs(project):
     assert ev["n_generated"] == 6  # 3 source models per domain, translated
     assert {"generated", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
     assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
+    report = (work / "reports/report.md").read_text()
+    assert "## Verdict" in report and "## Tuned vs untuned" in report
+    html = (work / "reports/report.html").read_text()
+    assert "data:image/png;base64," in html and "<script" not in html and "src=\"http" not in html
 
 
 def test_second_repro_does_nothing(project):

@@ -48,7 +48,8 @@ OUT = Path("data/evaluate")
 REPORTS = Path("reports")
 METRICS_FILE = Path("metrics/evaluate.json")
 CONV_KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
-KINDS = ("generated", "random", "zoo-A", "zoo-B", "average", "pixels")
+BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
+KINDS = ("generated", *BASELINE_KINDS)
 STUDY_COLUMNS = ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
 METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN"}
 

@@ -21,7 +21,7 @@ import yaml
 
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS, METHODS, Params
-from zoofusion.evaluate import METHOD_TITLES, safe
+from zoofusion.evaluate import BASELINE_KINDS, METHOD_TITLES, safe
 from zoofusion.kernel_grid import save_figure
 from zoofusion.tracking import git_commit
 from zoofusion.util import atomic_dir, atomic_path, load_npz
@@ -29,7 +29,6 @@ from zoofusion.util import atomic_dir, atomic_path, load_npz
 log = logging.getLogger(__name__)
 REPORTS = Path("reports")
 OUT = REPORTS / "report"
-BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
 KIND_NAMES = {"generated": "generated (CycleGAN-translated)", "random": "random init (untrained)",
               "zoo-A": "black-zoo model, untranslated", "zoo-B": "cat-zoo model, untranslated",
               "average": "average of a black and a cat model", "pixels": "raw pixels"}

@@ -54,18 +54,15 @@ import numpy as np
 
 from zoofusion.cli import stage_main
 from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams
+from zoofusion.evaluate import BASELINE_KINDS, GENERATED, KERNELS, VAL
 from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, rng, write_json
 
 log = logging.getLogger(__name__)
 
-GENERATED = Path("data/generated/models.pt")
-KERNELS = Path("data/kernels")
-VAL = Path("data/prepared/val.npz")
 EVALUATED = Path("data/evaluate")
 OUT = Path("data/tune")
 METRICS_FILE = Path("metrics/tune.json")
 EXPERIMENT = "tuning"
-BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
 OBJECTIVES = ("accuracy", "precision", "recall", "purity")  # all higher-is-better: every study maximises
 
 # Search space bounds (inclusive).
