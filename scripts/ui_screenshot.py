@@ -459,8 +459,8 @@ def shoot_runs_table(b: Browser, base: str, exp_id: str, parent, children, out: 
                                     "orderByKey": f"metrics.`{SELECT}`", "orderByAsc": "false"},
                                    quote_via=urllib.parse.quote)
     b.goto(f"{base}#/experiments/{exp_id}/runs?{query}")
-    top = max(children, key=lambda r: r.data.metrics.get(SELECT, float("-inf"))).info.run_name
-    b.wait_for_text([top, f"{len(children)} matching runs"], f"the {len(children)} child runs of evaluate")
+    wait_for_rows(b, children, "child runs of evaluate")
+    wait_for_first_row(b, children, SELECT, "the child runs of evaluate")
     # Toggle columns: off the uninformative attributes, on the comparison columns.
     toggle_columns(b, {"Attributes": ["Dataset", "Source", "Models"], "Parameters": ["kind"],
                        "Metrics": SHOW_METRICS, "Tags": ["selected_on_val"]}, SHOW_METRICS[1])
