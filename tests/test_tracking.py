@@ -40,3 +40,23 @@ def test_run_tags_have_commit_stage_and_launcher(tmp_path, monkeypatch):
     tags = tracking.run_tags("zoo@cat", [])
     assert tags["dvc_stage"] == "zoo@cat" and tags["mlflow_project_run_id"] == "launcher123"
     assert "git_commit" in tags
+
+
+def test_git_dirty_ignores_dvc_lock_only(tmp_path):
+    import subprocess
+
+    from zoofusion.tracking import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "dvc.lock").write_text("a\n")
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    (tmp_path / "dvc.lock").write_text("b\n")  # what every `dvc repro` does mid-run
+    sha, dirty = git_commit(tmp_path)
+    assert len(sha) == 40 and not dirty
+    (tmp_path / "params.yaml").write_text("seed: 2\n")
+    assert git_commit(tmp_path)[1]

@@ -47,8 +47,9 @@ def git_commit(root: Path) -> tuple[str, bool]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip() != ""
+        # dvc.lock is DVC's record of the run in progress: it changes during every `dvc repro`
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip() != ""
         return sha, dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False
