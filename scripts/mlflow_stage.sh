@@ -12,7 +12,7 @@ fail() { echo "zoofusion: $1" >&2; exit "${2:-2}"; }
 command -v dvc >/dev/null || fail "dvc is not on PATH; activate the project venv first (. .venv/bin/activate)" 127
 [ "$(realpath "$params_file")" = "$(realpath params.yaml)" ] || fail "params_file must be this project's \
 params.yaml, got $params_file: DVC reads params.yaml only. Edit params.yaml, use 'dvc exp run --set-param \
-KEY=VALUE', or run the stage without DVC: python -m zoofusion.<module> --params FILE"
+KEY=VALUE', or run the stage without DVC: python -m zoofusion.stages.<stage> --params FILE"
 case $target in
   zoo@*) case ${target#zoo@} in black | cat) ;; *) fail "domain must be black or cat, got ${target#zoo@}" ;; esac ;;
   cyclegan@*) case ${target#cyclegan@} in conv1 | conv2) ;; *) fail "layer must be conv1 or conv2, got ${target#cyclegan@}" ;; esac ;;

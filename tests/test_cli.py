@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from zoofusion import kernels, zoo
+from zoofusion.stages import kernels, zoo
 
 
 def test_bad_params_is_one_line_naming_stage_and_key(tmp_path):
@@ -32,9 +32,32 @@ def test_missing_input_is_one_line_and_says_what_to_run(tmp_path, monkeypatch):
 def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("seed: 1\nzoo: {epoch: 3}\n")
-    r = subprocess.run([sys.executable, "-m", "zoofusion.generate", "--params", str(p)], cwd=tmp_path,
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.generate", "--params", str(p)], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "generate: zoo.epoch: unknown key (allowed under zoo: n_models, epochs, batch_size, lr, val_fraction, "
         "group_size, shard_size, workers, grid_models)"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused_up_front(tmp_path):
+    """One line before any MLflow run or cache folder exists."""
+    p = tmp_path / "params.yaml"
+    p.write_text("device: cuda\n")
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.zoo", "--domain", "black", "--params", str(p)],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "zoo@black: device: cuda, but torch sees no CUDA GPU on this machine; set device: cpu (or auto) in params.yaml"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_validate_stage_refuses_a_typo_nobody_reads(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("zoo: {epochs: 2, epoch: 5}\n")
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.validate", "--params", str(p)], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("validate: zoo.epoch: unknown key")
+    assert not (tmp_path / "data" / "validated.txt").exists()

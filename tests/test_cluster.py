@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from zoofusion.cluster import (
+from zoofusion.core.protocol import (
     METHODS,
     Evaluation,
     MethodParams,
@@ -22,8 +22,8 @@ from zoofusion.cluster import (
     evaluate_features,
     rows_identical,
 )
-from zoofusion.figures import cosine_heatmap, tsne_scatter, umap_scatter
-from zoofusion.metrics import METRIC_KEYS
+from zoofusion.render.figures import cosine_heatmap, tsne_scatter, umap_scatter
+from zoofusion.core.metrics import METRIC_KEYS
 
 UMAP_KW = dict(standardize=True, n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean")
 N_CONST = 50  # constant columns: standardising them must not produce NaN
@@ -191,18 +191,18 @@ def test_cluster_split_errors():
         cluster_split(x, y, "ocsvm", MethodParams(), seed=0)
     with pytest.raises(ValueError, match="ocsvm_train has 3 dims but emb has 4"):
         cluster_split(x, y, "ocsvm", MethodParams(), seed=0, ocsvm_train=x[:, :3])
-    with pytest.raises(ValueError, match="kmeans_k=11 exceeds the number of points"):
-        cluster_split(x, y, "kmeans", MethodParams(kmeans_k=11), seed=0)
+    with pytest.raises(ValueError, match="kmeans_k=3 exceeds the number of points"):
+        cluster_split(x[:2], y[:2], "kmeans", MethodParams(kmeans_k=3), seed=0)
 
 
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
-        (dict(kmeans_k=0), "kmeans_k must be an integer >= 1"),
-        (dict(dbscan_eps=0.0), "dbscan_eps must be a number > 0"),
-        (dict(ocsvm_nu=1.5), r"ocsvm_nu must be in \(0, 1\]"),
-        (dict(ocsvm_gamma="fast"), "ocsvm_gamma must be a float > 0 or 'scale'/'auto'"),
-        (dict(ocsvm_kernel="rfb"), "ocsvm_kernel must be one of"),
+        (dict(kmeans_k=0), "kmeans_k: must be 2 or 3"),
+        (dict(dbscan_eps=0.0), "dbscan_eps: must be a number > 0"),
+        (dict(ocsvm_nu=1.5), r"ocsvm_nu: must be in \(0, 1\]"),
+        (dict(ocsvm_gamma="fast"), "ocsvm_gamma: must be a float > 0 or 'scale'/'auto'"),
+        (dict(ocsvm_kernel="rfb"), "ocsvm_kernel: must be one of"),
     ],
 )
 def test_method_params_validation(kw, match):

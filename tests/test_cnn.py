@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zoofusion import cnn
+from zoofusion.core import cnn, train
 
 torch.set_num_threads(1)
 
@@ -177,13 +179,13 @@ def test_train_batched_equals_train_single() -> None:
     seeds = [3, 7, 11]
     calls: list[tuple[int, int]] = []
     kw = dict(epochs=2, batch_size=24, lr=1e-3)  # 64/24: last batch of 16 is partial
-    stacked, hist = cnn.train_batched(
+    stacked, hist = train.train_batched(
         imgs, labs, tr, va, seeds, group_size=2, on_group_done=lambda a, n: calls.append((a, n)), **kw
     )
     assert calls == [(0, 2), (2, 1)]
     assert all(v.shape == (3, 2) for v in hist.values())
     for k, s in enumerate(seeds):
-        w, h = cnn.train_single(imgs, labs, tr, va, s, **kw)
+        w, h = train.train_single(imgs, labs, tr, va, s, **kw)
         init = cnn.init_weights(s)
         assert (w["conv1.weight"] - init["conv1.weight"]).abs().max() > 1e-3, "training must move the weights"
         for key in w:
@@ -192,17 +194,71 @@ def test_train_batched_equals_train_single() -> None:
             np.testing.assert_allclose(hist[key][k], h[key], rtol=0, atol=1e-5)
 
 
+def test_every_own_order_path_equals_train_single() -> None:
+    """train_models: the path changes speed only; own order = each model's own seed's order."""
+    imgs, labs, tr, va = _tiny_data()
+    seeds = [3, 7, 11]
+    kw = dict(epochs=2, batch_size=24, lr=1e-3)
+    ref = [train.train_single(imgs, labs, tr, va, s, **kw) for s in seeds]
+    for path in ("single", "batched_g1", "batched_g2", "batched_g3", "batched_g8"):
+        stacked, hist = train.train_models(imgs, labs, tr, va, seeds, path=path, **kw)
+        assert all(v.shape == (3, 2) for v in hist.values())
+        for k, (w, h) in enumerate(ref):
+            for key in w:
+                torch.testing.assert_close(stacked[key][k], w[key], rtol=0, atol=1e-5, msg=f"{path} {key}")
+            for key in h:
+                np.testing.assert_allclose(hist[key][k], h[key], rtol=0, atol=1e-5, err_msg=f"{path} {key}")
+
+
+def test_every_shared_order_path_equals_train_single_on_the_shared_order() -> None:
+    """shared order: every model walks the order of the call's first seed, whatever the group size; init own."""
+    imgs, labs, tr, va = _tiny_data()
+    seeds = [3, 7, 11]
+    kw = dict(epochs=2, batch_size=24, lr=1e-2)
+    ref = [train.train_single(imgs, labs, tr, va, s, data_seed=seeds[0], **kw) for s in seeds]
+    own0, _ = train.train_single(imgs, labs, tr, va, seeds[0], **kw)
+    own1, _ = train.train_single(imgs, labs, tr, va, seeds[1], **kw)
+    assert all(torch.equal(ref[0][0][key], own0[key]) for key in own0), "the first model keeps its own order"
+    assert (ref[1][0]["conv1.weight"] - own1["conv1.weight"]).abs().max() > 1e-3, "the others take another order"
+    for path in ("single", "shared_g1", "shared_g2", "shared_g3"):
+        stacked, hist = train.train_models(imgs, labs, tr, va, seeds, path=path, data_order="shared", **kw)
+        for k, (w, h) in enumerate(ref):
+            for key in w:
+                # dense conv1 / grouped conv2 round differently from the one-model convs; Adam at lr 1e-2 over
+                # 6 steps keeps that at ~3e-6 here
+                torch.testing.assert_close(stacked[key][k], w[key], rtol=0, atol=5e-5, msg=f"{path} {key}")
+            for key in h:
+                np.testing.assert_allclose(hist[key][k], h[key], rtol=0, atol=5e-5, err_msg=f"{path} {key}")
+
+
+@pytest.mark.parametrize(
+    ("path", "order", "message"),
+    [
+        ("batched_g8", "shared", "cannot train data_order 'shared'; use single or shared_g<G>"),
+        ("shared_g8", "own", "cannot train data_order 'own'; use single or batched_g<G>"),
+        ("single", "mine", "data_order must be one of"),
+        ("batched8", None, "path must be 'single', 'batched_g<G>' or 'shared_g<G>'"),
+        ("shared_g0", None, "path must be"),
+    ],
+)
+def test_train_models_refuses_bad_path_or_order(path: str, order: str | None, message: str) -> None:
+    imgs, labs, tr, va = _tiny_data()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.train_models(imgs, labs, tr, va, [0, 1], path=path, data_order=order, epochs=1, batch_size=32,
+                           lr=1e-3)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_train_on_cuda_matches_cpu_and_batched_equals_single() -> None:
     """device: cuda runs the same code; batched == single there too, and both track the CPU result."""
     imgs, labs, tr, va = _tiny_data()
     seeds = [3, 7]
     kw = dict(epochs=2, batch_size=24, lr=1e-3)
-    gpu, ghist = cnn.train_batched(imgs, labs, tr, va, seeds, group_size=2, device="cuda", **kw)
-    cpu, _ = cnn.train_batched(imgs, labs, tr, va, seeds, group_size=2, device="cpu", **kw)
+    gpu, ghist = train.train_batched(imgs, labs, tr, va, seeds, group_size=2, device="cuda", **kw)
+    cpu, _ = train.train_batched(imgs, labs, tr, va, seeds, group_size=2, device="cpu", **kw)
     assert all(v.device.type == "cpu" for v in gpu.values())  # weights come back to the CPU
     for k, s in enumerate(seeds):
-        w, h = cnn.train_single(imgs, labs, tr, va, s, device="cuda", **kw)
+        w, h = train.train_single(imgs, labs, tr, va, s, device="cuda", **kw)
         for key in w:
             # TF32 and other kernels on the GPU: looser than the CPU test, still far below a training step
             torch.testing.assert_close(gpu[key][k], w[key], rtol=0, atol=1e-3)
@@ -215,8 +271,8 @@ def test_train_on_cuda_matches_cpu_and_batched_equals_single() -> None:
 def test_float_input_equals_uint8_input_and_empty_val_gives_nan() -> None:
     imgs, labs, tr, _ = _tiny_data()
     kw = dict(epochs=1, batch_size=32, lr=1e-3)
-    w8, h8 = cnn.train_single(imgs, labs, tr, [], 5, **kw)
-    wf, _ = cnn.train_single(cnn.preprocess(imgs), labs, tr, [], 5, **kw)
+    w8, h8 = train.train_single(imgs, labs, tr, [], 5, **kw)
+    wf, _ = train.train_single(cnn.preprocess(imgs), labs, tr, [], 5, **kw)
     for key in w8:
         assert torch.equal(w8[key], wf[key])
     assert np.isnan(h8["val_loss"]).all() and np.isfinite(h8["train_loss"]).all()
@@ -227,7 +283,7 @@ def test_training_learns_a_separable_task() -> None:
     labs = rng.integers(0, 2, 256)
     imgs = np.where(labs[:, None, None, None] == 1, 200, 50).astype(np.uint8)
     imgs = np.broadcast_to(imgs, (256, 32, 32, 3)) + rng.integers(0, 40, (256, 32, 32, 3)).astype(np.uint8)
-    _, hist = cnn.train_batched(
+    _, hist = train.train_batched(
         imgs, labs, np.arange(192), np.arange(192, 256), [0, 1], epochs=3, batch_size=32, lr=3e-3, group_size=2
     )
     assert (hist["val_acc"][:, -1] == 1.0).all()
@@ -260,7 +316,7 @@ def test_train_batched_bad_input(change: dict, message: str) -> None:
     for k, v in change.items():
         (args if k in args else kw)[k] = v
     with pytest.raises(ValueError, match=message):
-        cnn.train_batched(args["images"], args["labels"], args["train_idx"], args["val_idx"], args["seeds"], **kw)
+        train.train_batched(args["images"], args["labels"], args["train_idx"], args["val_idx"], args["seeds"], **kw)
 
 
 # -- benchmark helpers ---------------------------------------------------------------------------------------------
@@ -277,14 +333,23 @@ def test_bench_flop_count_worked_example() -> None:
 def test_bench_zoo_cli_prints_quotable_lines(capsys: pytest.CaptureFixture[str]) -> None:
     from zoofusion import bench
 
+    # --cores 2: the one-process-per-core paths really run in 2 processes (spawned once, shared with calibration)
     argv = ["zoo", "--models", "2", "--images", "32", "--epochs", "1", "--batch-size", "16", "--group-size", "2",
-            "--threads", "1", "--study-images", "10"]
+            "--threads", "1", "--cores", "2", "--study-images", "10"]
     assert bench.main(argv) == 0
     out = dict(line.split(": ", 1) for line in capsys.readouterr().out.strip().splitlines())
     for key in ("matmul_peak_gflops", "batched_g2_model_images_per_s", "single_model_images_per_s",
                 "speedup_batched_g2_over_single", "study_hours_estimate", "study_hours_estimate_2_processes",
                 "mlflow_logging_seconds"):
         assert key in out
+    # one line per path (both data orders, one process and one per core), then the calibrated choice
+    for name in ("single", "single_2proc", "batched_g2", "batched_g2_2proc", "shared_g2", "shared_g2_2proc"):
+        assert float(out[f"{name}_model_images_per_s"].split()[0]) > 0
+    chosen = out["chosen_path"].split()[0]
+    assert chosen in ("single", "single_2proc", "batched_g2", "batched_g2_2proc")  # own order: no shared path
+    assert float(out["chosen_model_images_per_s"]) == float(out[f"{chosen}_model_images_per_s"].split()[0])
+    assert float(out["speedup_chosen_over_single"]) > 0
+    assert 0 < float(out["chosen_gflops_fraction_of_peak"])
     assert float(out["mlflow_logging_overhead"].split("%")[0]) > 0
     assert out["study_model_images"].startswith(str((2749 + 1749) * 10 * 20))
     with pytest.raises(SystemExit):

@@ -1,5 +1,6 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from conftest import ROOT
 from zoofusion.config import ConfigError, Params, load_params, parse_params
@@ -17,7 +18,7 @@ def test_repo_params_load_and_match_study_defaults():
 
 def test_params_are_frozen():
     p = parse_params({})
-    with pytest.raises(AttributeError):
+    with pytest.raises((AttributeError, ValidationError)):
         p.seed = 1  # type: ignore[misc]
 
 

@@ -9,24 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoofusion.cyclegan import (
-    LOSS_NAMES,
-    CycleGANConfig,
-    CycleGANResult,
-    Discriminator,
-    Generator,
-    KernelScaler,
-    TrainingDiverged,
-    adversarial_loss,
-    cycle_loss,
-    identity_loss,
-    kernel_stat_distance,
-    load_generators,
-    save_generators,
-    train_cyclegan,
-    translate,
-)
-from zoofusion.kernel_grid import kernel_grid_figure, save_figure
+from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, KernelScaler, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, load_generators, save_generators, train_cyclegan, translate
+from zoofusion.core.kernel_stats import kernel_stat_distance
+from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
 
 torch.set_num_threads(1)
 

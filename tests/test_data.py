@@ -4,9 +4,10 @@ import pytest
 
 from conftest import LABELS, TARBALL, small_data_params
 from zoofusion.config import DataParams, parse_params
-from zoofusion.data import build_indices, darkness, read_labels, run
+from zoofusion.core.darkness import darkness
+from zoofusion.stages.data import build_indices, read_labels, run
 from zoofusion.images import ImageSourceError, load_split
-from zoofusion.util import load_npz
+from zoofusion.io import load_npz
 
 
 def _params(source, labels, **over) -> DataParams:
@@ -105,3 +106,13 @@ def test_real_source_and_labels():
     assert not val_ids & set(src.ids[out["cat"][0]]) and not val_ids & set(src.ids[out["black"][0]])
     assert out["val"][1].sum() + out["test_split"][1].sum() == 199
     assert all(i.startswith("train/") for i in src.ids)
+
+
+def test_malformed_labels_row_is_one_line(synthetic_source, tmp_path):
+    """A short row (missing columns) names its line, instead of failing inside the parser."""
+    src, labels = synthetic_source
+    bad = tmp_path / "bad.csv"
+    lines = labels.read_text().splitlines()
+    bad.write_text("\n".join(lines[:3] + ["train,cat"] + lines[3:]) + "\n")
+    with pytest.raises(ImageSourceError, match=r"bad\.csv:4: a row needs exactly the 6 columns"):
+        read_labels(bad)

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from zoofusion.cnn import ConvFeatures, init_weights, stack
-from zoofusion.evaluate import (baseline_candidates, baseline_table, compute_features, rank, study_table,
+from zoofusion.core.cnn import ConvFeatures, init_weights, stack
+from zoofusion.stages.evaluate import (baseline_candidates, baseline_table, compute_features, rank, study_table,
                                 write_table)
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from zoofusion.cnn import ConvFeatures, init_weights, stack
-from zoofusion.cyclegan import CycleGANConfig, load_generators, save_generators, train_cyclegan, translate
-from zoofusion.generate import generate, load_models, model_id
+from zoofusion.core.cnn import ConvFeatures, init_weights, stack
+from zoofusion.core.cyclegan import CycleGANConfig, load_generators, save_generators, train_cyclegan, translate
+from zoofusion.stages.generate import generate, load_models, model_id
 
 
 @pytest.fixture(scope="module")

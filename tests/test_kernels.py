@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from zoofusion.kernels import harvest, run
+from zoofusion.stages.kernels import harvest, run
 from zoofusion.config import parse_params
-from zoofusion.cnn import init_weights, stack
-from zoofusion.util import save_npz
+from zoofusion.core.cnn import init_weights, stack
+from zoofusion.io import save_npz
 
 
 def test_harvest_keeps_models_at_or_above_floor():

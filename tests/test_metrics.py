@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from zoofusion.metrics import (
+from zoofusion.core.metrics import (
     METRIC_KEYS,
     accuracy,
     cluster_entropy,

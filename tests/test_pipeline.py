@@ -56,7 +56,9 @@ def project(tmp_path_factory):
             {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
     params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # PYTHONPATH: the stages run the scratch copy's code, so a test may edit it
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(work / "src"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_RUN_ID", None)
     sh(["dvc", "init", "--no-scm", "-q"], work, env)
@@ -142,9 +144,9 @@ def test_selected_generated_model_serves_400d_features(project):
     work, env, _ = project
     code = f"""
 import mlflow, numpy as np
-from zoofusion.cnn import preprocess
-from zoofusion.generate import load_models
-from zoofusion.util import load_npz
+from zoofusion.core.cnn import preprocess
+from zoofusion.stages.generate import load_models
+from zoofusion.io import load_npz
 mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
 runs = mlflow.search_runs(experiment_names=["generated-models"],
                           filter_string="tags.selected_on_val = 'true' and tags.kind = 'generated'")
@@ -177,3 +179,40 @@ print(json.dumps([grids, steps, r.data.tags["dvc_stage"]]))
     # TINY: 3 epochs, a grid every 2 and one at the end; curves step by epoch, counted from 1
     assert grids == ["grids/epoch_0002.png", "grids/epoch_0003.png"]
     assert steps == [1, 2, 3] and stage == "cyclegan@conv1"
+
+
+def test_a_params_typo_fails_repro_in_one_line(project):
+    """validate runs first on every repro: a key no stage reads still stops the pipeline, naming it."""
+    work, env, _ = project
+    good = (work / "params.yaml").read_text()
+    (work / "params.yaml").write_text(good.replace("zoo:\n", "zoo:\n  epoch: 5\n", 1))
+    try:
+        p = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
+        assert p.returncode != 0
+        assert "validate: zoo.epoch: unknown key (allowed under zoo:" in p.stderr + p.stdout
+        assert "Running stage 'data'" not in p.stdout
+    finally:
+        (work / "params.yaml").write_text(good)
+
+
+def test_a_code_edit_retrains_the_zoo_and_changes_what_follows(project):
+    """Fresh: editing the CNN's code reruns zoo@* for real (no stale shard) and changes the kernels; restoring
+    the code restores the old results from the cache, byte for byte."""
+    work, env, _ = project
+    cnn = work / "src/zoofusion/core/cnn.py"
+    original = cnn.read_text()
+    before = {f: (work / f).read_bytes() for f in ("data/zoo/black/weights.pt", "data/kernels/black.pt")}
+    assert "DATA_SEED_OFFSET = 1_000_003" in original
+    cnn.write_text(original.replace("DATA_SEED_OFFSET = 1_000_003", "DATA_SEED_OFFSET = 1_000_033"))
+    try:
+        out = sh(["dvc", "repro", "kernels"], work, env)
+        assert "Running stage 'zoo@black'" in out and "(0 cached, 2 to train)" in out, out[-3000:]
+        for f, b in before.items():
+            assert (work / f).read_bytes() != b, f"{f} did not change with the code"
+    finally:
+        cnn.write_text(original)
+    out = sh(["dvc", "repro", "kernels"], work, env)
+    assert "(2 cached, 0 to train)" in out
+    for f, b in before.items():
+        assert (work / f).read_bytes() == b
+    assert "up to date" in sh(["dvc", "status"], work, env)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoofusion.report import md_to_html, verdict
+from zoofusion.stages.report import md_to_html, verdict
 
 
 def _ev(generated: float, baseline: float) -> dict:

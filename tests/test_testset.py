@@ -3,10 +3,10 @@ import pytest
 
 from conftest import small_data_params
 from zoofusion.config import parse_params
-from zoofusion.data import run as run_data
+from zoofusion.stages.data import run as run_data
 from zoofusion.images import ImageSourceError
-from zoofusion.testset import run
-from zoofusion.util import load_npz
+from zoofusion.stages.testset import run
+from zoofusion.io import load_npz
 
 
 @pytest.fixture
@@ -43,7 +43,20 @@ def test_manifest_overlapping_training_data_is_refused(prepared, tmp_path):
     used = load_npz(prep / "cat.npz")["ids"][0]
     m = tmp_path / "m.csv"
     m.write_text(f"path,label\n{used},1\ntest/ship/0002.jpg,0\n")
-    with pytest.raises(ImageSourceError, match=r"also in the cat set .*must be held out"):
+    with pytest.raises(ImageSourceError, match=r"same pixels as images in the cat set .*must be held out"):
+        run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_copy_of_a_training_image_under_another_path_is_refused(prepared, tmp_path):
+    """Held out by content: a byte-identical copy on disk has another path but the same decoded pixels."""
+    src, labels, prep = prepared
+    used = str(load_npz(prep / "black.npz")["ids"][0])
+    copy = tmp_path / "innocent-name.jpg"
+    copy.write_bytes((src / used).read_bytes())
+    m = tmp_path / "m.csv"
+    m.write_text(f"path,label\ntest/cat/0000.jpg,1\n{copy},0\n")
+    with pytest.raises(ImageSourceError, match=r"same pixels as images in the black set \(e\.g\. .*innocent-name"):
         run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
     assert not (tmp_path / "t").exists()
 

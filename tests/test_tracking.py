@@ -3,7 +3,7 @@ import os
 import yaml
 
 from zoofusion import tracking
-from zoofusion.util import file_md5
+from zoofusion.io import file_md5
 
 
 def test_tracking_uri_default_is_repo_sqlite_and_env_overrides(tmp_path, monkeypatch):
@@ -60,3 +60,26 @@ def test_git_dirty_ignores_dvc_lock_only(tmp_path):
     assert len(sha) == 40 and not dirty
     (tmp_path / "params.yaml").write_text("seed: 2\n")
     assert git_commit(tmp_path)[1]
+
+
+def test_runs_of_a_killed_stage_end_killed_not_running(tmp_path, monkeypatch):
+    """A stage killed outright leaves RUNNING runs; the next stage that opens the experiment ends them KILLED."""
+    import socket
+    import subprocess
+
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")
+    exp = mlflow.set_experiment("zoo").experiment_id
+    c = mlflow.MlflowClient()
+    host = socket.gethostname()
+    orphan = c.create_run(exp, tags={"zoofusion.host": host, "zoofusion.pid": str(dead.pid)}).info.run_id
+    live = c.create_run(exp, tags={"zoofusion.host": host, "zoofusion.pid": str(os.getpid())}).info.run_id
+    tracking.setup_mlflow("zoo")
+    assert c.get_run(orphan).info.status == "KILLED"
+    assert c.get_run(live).info.status == "RUNNING"  # its process is alive: not ours to end
+    c.set_terminated(live)

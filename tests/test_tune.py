@@ -16,13 +16,15 @@ import pytest
 import torch
 import yaml
 
-from zoofusion import cluster, tune
-from zoofusion.cluster import evaluate_features
+from zoofusion.core import protocol as cluster
+from zoofusion import tuning
+from zoofusion.stages import tune
+from zoofusion.core.protocol import evaluate_features
 from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams, parse_params
-from zoofusion.evaluate import method_params, umap_kwargs
-from zoofusion.metrics import METRIC_KEYS
-from zoofusion.tune import Study, TuneError
-from zoofusion.util import derive_seed, save_npz
+from zoofusion.core.metrics import METRIC_KEYS
+from zoofusion.tuning import Study, TuneError
+from zoofusion.core.seeds import derive_seed
+from zoofusion.io import save_npz
 
 N_POS, N_NEG = 20, 40
 N_VAL = N_POS + N_NEG
@@ -70,7 +72,7 @@ def studied(tmp_path_factory, val_data):
     studies = [Study(m, "blob", "generated") for m in METHODS]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cluster, "embed", spy)
-        res = tune.tune_all(studies, {"blob": x}, y, tparams(url), BASE, seed=3)
+        res = tuning.tune_all(studies, {"blob": x}, y, tparams(url), BASE, seed=3)
     return res, spy, url
 
 
@@ -81,7 +83,7 @@ def _sample(method: str, n_val: int, n: int = 60) -> list[tuple[dict, dict]]:
     out = []
 
     def obj(trial):
-        out.append((tune.suggest(trial, method, n_val), trial.distributions))
+        out.append((tuning.suggest(trial, method, n_val), trial.distributions))
         return 0.0
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,7 +95,7 @@ def _sample(method: str, n_val: int, n: int = 60) -> list[tuple[dict, dict]]:
 def test_search_space_respects_bounds(n_val, nn_hi, nc_hi):
     for method in METHODS:
         samples = _sample(method, n_val)
-        keys = set(tune.UMAP_KEYS) | set(tune.METHOD_KEYS[method])
+        keys = set(tuning.UMAP_KEYS) | set(tuning.METHOD_KEYS[method])
         for p, dist in samples:
             assert set(p) == keys
             assert isinstance(p["standardize"], bool)
@@ -109,7 +111,7 @@ def test_search_space_respects_bounds(n_val, nn_hi, nc_hi):
                 assert 0.01 <= p["ocsvm_nu"] <= 0.5 and dist["ocsvm_nu"].log
                 g = p["ocsvm_gamma"]
                 assert g == "scale" or (isinstance(g, float) and 1e-3 <= g <= 10 and dist["ocsvm_gamma_value"].log)
-            tune.apply_tuned(BASE, p, method)  # every sampled point is a valid protocol configuration
+            tuning.apply_tuned(BASE, p, method)  # every sampled point is a valid protocol configuration
         assert max(p["n_neighbors"] for p, _ in samples) > nn_hi - 10  # the cap is the bound, not far below it
         if method == "ocsvm":
             assert {isinstance(p["ocsvm_gamma"], str) for p, _ in samples} == {True, False}
@@ -117,19 +119,19 @@ def test_search_space_respects_bounds(n_val, nn_hi, nc_hi):
 
 def test_too_small_val_is_refused():
     with pytest.raises(TuneError, match="at least 6"):
-        tune.space_limits(5)
+        tuning.space_limits(5)
 
 
 def test_untuned_config_round_trips_and_is_the_first_trial(studied):
     for method in METHODS:
-        u = tune.untuned(BASE, method)
-        assert tune.resolve(tune.to_optuna(u, N_VAL)) == u
-    assert tune.to_optuna(tune.untuned(ClusteringParams(ocsvm_gamma="auto"), "ocsvm"), N_VAL) is None
-    assert tune.to_optuna(tune.untuned(ClusteringParams(dbscan_eps=9.0), "dbscan"), N_VAL) is None
+        u = tuning.untuned(BASE, method)
+        assert tuning.resolve(tuning.to_optuna(u, N_VAL)) == u
+    assert tuning.to_optuna(tuning.untuned(ClusteringParams(ocsvm_gamma="auto"), "ocsvm"), N_VAL) is None
+    assert tuning.to_optuna(tuning.untuned(ClusteringParams(dbscan_eps=9.0), "dbscan"), N_VAL) is None
     res, _, _ = studied
     for r in res:
         t0 = r["trials"][0]
-        assert t0["untuned"] and t0["params"] == tune.untuned(BASE, r["method"])
+        assert t0["untuned"] and t0["params"] == tuning.untuned(BASE, r["method"])
         assert r["untuned_value"] == t0["value"] and r["best_value"] >= r["untuned_value"]
 
 
@@ -159,13 +161,13 @@ def test_results_structure_and_best_is_earliest_max(studied):
 def test_rerun_reproduces_the_same_trials_and_replaces_the_study(studied, val_data):
     res, _, url = studied
     x, y = val_data
-    again = tune.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=3)[0]
+    again = tuning.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=3)[0]
     first = res[0]
     assert [(t["params"], t["value"]) for t in again["trials"]] == [(t["params"], t["value"]) for t in first["trials"]]
     assert again["best_params"] == first["best_params"]
     study = optuna.load_study(study_name="zoofusion/kmeans/blob", storage=url)
     assert len(study.trials) == 4  # deleted and recreated, not resumed
-    other = tune.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=4)[0]
+    other = tuning.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=4)[0]
     assert [t["params"] for t in other["trials"][1:]] != [t["params"] for t in first["trials"][1:]]
 
 
@@ -181,8 +183,8 @@ def test_ocsvm_is_cross_validated_without_scoring_training_points(monkeypatch):
         return real(e, method, p, seed, train)
 
     monkeypatch.setattr(cluster, "_fit_predict", spy)
-    s = tune.ocsvm_cv_scores(emb, y, BASE, seed=5)
-    assert set(s) == set(METRIC_KEYS) and len(calls) == tune.OCSVM_FOLDS
+    s = tuning.ocsvm_cv_scores(emb, y, BASE, seed=5)
+    assert set(s) == set(METRIC_KEYS) and len(calls) == tuning.OCSVM_FOLDS
 
     def key(a):
         return {tuple(row) for row in a}
@@ -193,8 +195,8 @@ def test_ocsvm_is_cross_validated_without_scoring_training_points(monkeypatch):
         assert not key(train) & pred  # no SVM predicts a point it was fitted on
         assert key(train) <= key(emb[y == 1])  # fitted on black cats only
         assert len(train) >= N_POS * 2 // 3 - 1
-    folds = tune.ocsvm_folds(y, 3, 5)
-    np.testing.assert_array_equal(folds, tune.ocsvm_folds(y, 3, 5))
+    folds = tuning.ocsvm_folds(y, 3, 5)
+    np.testing.assert_array_equal(folds, tuning.ocsvm_folds(y, 3, 5))
     for f in range(3):
         assert abs((folds[y == 1] == f).sum() - N_POS / 3) < 1 and abs((folds[y == 0] == f).sum() - N_NEG / 3) < 1
 
@@ -211,7 +213,7 @@ def test_bad_storage_fails_before_any_umap(url, match, val_data, monkeypatch):
     spy = EmbedSpy()
     monkeypatch.setattr(cluster, "embed", spy)
     with pytest.raises(ConfigError, match=f"tune.storage: .*{match}"):
-        tune.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=3)
+        tuning.tune_all([Study("kmeans", "blob", "generated")], {"blob": x}, y, tparams(url), BASE, seed=3)
     assert spy.fits == []
 
 
@@ -222,7 +224,7 @@ def test_bad_inputs_fail_before_any_umap(val_data, monkeypatch, tmp_path):
     url = f"sqlite:///{tmp_path / 'o.db'}"
 
     def run(studies, feats=None, yy=y):
-        return tune.tune_all(studies, feats or {"blob": x}, yy, tparams(url), BASE, seed=3)
+        return tuning.tune_all(studies, feats or {"blob": x}, yy, tparams(url), BASE, seed=3)
 
     with pytest.raises(TuneError, match="unknown method.*kmedoids"):
         run([Study("kmeans", "blob", "generated"), Study("kmedoids", "blob", "generated")])
@@ -236,7 +238,7 @@ def test_bad_inputs_fail_before_any_umap(val_data, monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="tune.methods"):
         parse_params({"tune": {"methods": ["kmeans", "kmedoids"]}})
     with pytest.raises(TuneError, match="keys"):
-        tune.apply_tuned(BASE, {"kmeans_k": 2}, "kmeans")
+        tuning.apply_tuned(BASE, {"kmeans_k": 2}, "kmeans")
 
 
 # --- tuned_evaluation ------------------------------------------------------------------------------------------
@@ -245,21 +247,21 @@ def test_tuned_evaluation_runs_evaluates_protocol_with_the_given_params(val_data
     xv, yv = val_data
     xt, yt = blobs(2)
     params = Params(seed=11)
-    u = tune.untuned(params.evaluate.clustering, "kmeans")
-    got = tune.tuned_evaluation(params, {"params": u, "value": 0.5}, "kmeans", xv, yv, xt, yt)
+    u = tuning.untuned(params.evaluate.clustering, "kmeans")
+    got = tuning.tuned_evaluation(params, {"params": u, "value": 0.5}, "kmeans", xv, yv, xt, yt)
     c = params.evaluate.clustering
-    want = evaluate_features(xv, yv, xt, yt, **umap_kwargs(c), p=method_params(c),
+    want = evaluate_features(xv, yv, xt, yt, **c.umap_kwargs(), p=c.method_params(),
                              seed=derive_seed(11, "evaluate")).metrics
     assert got == {k: v for k, v in want.items() if "/kmeans/" in k}  # untuned params reproduce evaluate
-    k3 = tune.tuned_evaluation(params, {**u, "kmeans_k": 3}, "kmeans", xv, yv, xt, yt)
+    k3 = tuning.tuned_evaluation(params, {**u, "kmeans_k": 3}, "kmeans", xv, yv, xt, yt)
     assert k3["val/kmeans/n_clusters"] == 3 and k3["test/kmeans/n_clusters"] == 3
 
 
 # --- the stage, end to end -------------------------------------------------------------------------------------
 
 def _conv(seed: int) -> dict[str, torch.Tensor]:
-    from zoofusion.cnn import init_weights
-    from zoofusion.evaluate import CONV_KEYS
+    from zoofusion.core.cnn import init_weights
+    from zoofusion.stages.evaluate import CONV_KEYS
 
     w = init_weights(seed)
     return {k: w[k] for k in CONV_KEYS}
@@ -316,7 +318,7 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
         assert set(m["candidates"]) == cands
         assert m["generated"]["candidate"] == "0/B" and m["generated"]["kind"] == "generated"
         for cid, e in m["candidates"].items():
-            assert set(e["params"]) == set(tune.UMAP_KEYS) | set(tune.METHOD_KEYS[method])
+            assert set(e["params"]) == set(tuning.UMAP_KEYS) | set(tuning.METHOD_KEYS[method])
             assert e["n_trials"] == 2 and 0 <= e["value"] <= 1 and e["study"] == f"zoofusion/{method}/{cid}"
             assert e["n_clusters"] >= 1
     metrics = json.loads((tmp_path / "metrics/tune.json").read_text())

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from zoofusion import zoo
-from zoofusion.cnn import train_single
+from zoofusion.stages import zoo
+from zoofusion.core.train import train_single
 from zoofusion.config import parse_params
-from zoofusion.util import save_npz
+from zoofusion.io import save_npz
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_batched_shard_equals_model_trained_alone(domain, tmp_path):
     job = zoo.plan_shards("black", 2, p.zoo, p.seed, domain, "cpu", tmp_path)[0]
     zoo.train_shard(job)
     shard = zoo.load_shard(Path(job.out))
-    from zoofusion.util import load_npz
+    from zoofusion.io import load_npz
 
     d = load_npz(domain)
     tr, va = zoo.split_indices(40, p.zoo.val_fraction, job.split_seed)
@@ -74,6 +74,14 @@ def test_cache_key_changes_with_result_affecting_params_only():
     assert a == zoo.cache_key("md5", _params(workers=2).zoo, 1, "cpu")
     assert a != zoo.cache_key("md5", _params(epochs=2).zoo, 1, "cpu")
     assert a != zoo.cache_key("other", _params().zoo, 1, "cpu")
+
+
+def test_cache_key_changes_with_the_training_code():
+    """A shard trained by other code is never reused: the key holds a fingerprint of cnn/train/seeds/zoo."""
+    same = zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
+    assert same == zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
+    assert same != zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f2")
+    assert set(zoo.CODE) >= {"core/cnn.py", "core/train.py", "core/seeds.py", "stages/zoo.py"}
 
 
 def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
@@ -93,6 +101,14 @@ def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
     child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
     arts = [a.path for a in mlflow.MlflowClient().list_artifacts(child.run_id)]
     assert arts == ["model.pt"]
+
+    # a rerun over the cached shards logs a new parent run, but no CNN again (one run per content)
+    s2 = zoo.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
+                 cache_root=tmp_path / "cache", metrics_root=tmp_path / "metrics")
+    runs = mlflow.search_runs(experiment_names=["zoo"])
+    assert s2["cached_shards"] == 2 and s2["runs_logged"] == 0 and s["runs_logged"] == 3
+    assert len(runs) == 5 and runs["tags.mlflow.parentRunId"].notna().sum() == 3
+    assert (runs["tags.mlflow.runName"] == "black-00000").sum() == 1
 
 
 def test_missing_domain_data_is_a_clear_error(tmp_path):

@@ -1,4 +1,6 @@
-"""Benchmarks. ``python -m zoofusion.bench zoo ...`` times zoo training batched vs one model at a time.
+"""Benchmarks. ``python -m zoofusion.bench zoo ...`` times every zoo training path (one model at a time, batched
+grouped convolutions, shared-order groups; in one process or one process per core) and the path that the zoo
+stage's calibration (:mod:`zoofusion.calibrate`) picks on this machine.
 
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
 """
@@ -12,12 +14,11 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from zoofusion import cnn
+from zoofusion.core import train
 
 logger = logging.getLogger(__name__)
 
@@ -55,63 +56,6 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 10, device: str = "cpu") -> fl
     return 2 * n**3 / best / 1e9
 
 
-@dataclass(frozen=True)
-class ZooTiming:
-    """Wall time of training one synthetic zoo."""
-
-    label: str
-    seconds: float
-    model_images: int
-    result: tuple | None = None  # (stacked weights, history, seeds) of the batched run, for the logging timing
-
-    @property
-    def model_images_per_s(self) -> float:
-        return self.model_images / self.seconds
-
-    @property
-    def gflops(self) -> float:
-        return self.model_images_per_s * train_flop_per_image() / 1e9
-
-
-def synthetic_data(n_images: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Random uint8 HWC images and random {0,1} labels (throughput does not depend on content)."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n_images, 32, 32, 3), dtype=np.uint8), rng.integers(0, 2, n_images)
-
-
-def time_zoo(
-    n_models: int, n_images: int, epochs: int, batch_size: int, group_size: int | None, seed: int = 0,
-    device: str = "cpu",
-) -> ZooTiming:
-    """Train ``n_models`` on ``n_images`` random images: batched if ``group_size`` is set, else one at a time."""
-    images, labels = synthetic_data(n_images, seed)
-    train_idx, val_idx = np.arange(n_images), np.arange(0)
-    seeds = list(range(seed, seed + n_models))
-    kw = dict(epochs=epochs, batch_size=batch_size, lr=1e-3, device=device)
-    # Warm-up so oneDNN primitive creation (or CUDA start-up) is not timed.
-    warm = np.arange(min(n_images, batch_size))
-    result = None
-    if group_size is None:
-        cnn.train_single(images, labels, warm, val_idx, seed, **{**kw, "epochs": 1})
-        _sync(device)
-        t0 = time.perf_counter()
-        for s in seeds:
-            cnn.train_single(images, labels, train_idx, val_idx, s, **kw)
-        label = "single"
-    else:
-        g = min(group_size, n_models)
-        cnn.train_batched(images, labels, warm, val_idx, seeds[:g], group_size=g, **{**kw, "epochs": 1})
-        _sync(device)
-        t0 = time.perf_counter()
-        weights, history = cnn.train_batched(images, labels, train_idx, val_idx, seeds, group_size=group_size, **kw)
-        result = (weights, history, seeds)
-        label = f"batched_g{group_size}"
-    _sync(device)
-    timing = ZooTiming(label, time.perf_counter() - t0, n_models * n_images * epochs, result)
-    logger.info("%s: %.2f s for %d model-images", label, timing.seconds, timing.model_images)
-    return timing
-
-
 def _sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
@@ -136,19 +80,20 @@ def _scratch_mlflow():
                 os.environ["MLFLOW_TRACKING_URI"] = old_uri
 
 
-def time_logging(timing: ZooTiming, epochs: int, batch_size: int) -> float:
-    """Seconds the zoo stage's MLflow logging (a child run per CNN: params, per-epoch metrics, weights) takes
-    for the models of a batched timing; excludes the store's one-off creation."""
+def time_logging(result: tuple, epochs: int, batch_size: int) -> float:
+    """Seconds the zoo stage's MLflow logging (a child run per CNN: params, per-epoch metrics, weights) takes for
+    the models of ``result`` = (stacked weights, history, seeds); excludes the store's one-off creation."""
     from zoofusion.config import ZooParams
-    from zoofusion.zoo import ZooLogger
+    from zoofusion.stages.zoo import log_shard
+    from zoofusion.tracking import BatchLogger
 
-    weights, history, seeds = timing.result
+    weights, history, seeds = result
     shard = {"weights": weights, "seeds": torch.tensor(seeds, dtype=torch.int64),
              "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()}}
     z = ZooParams(epochs=epochs, batch_size=batch_size, lr=1e-3)
     with _scratch_mlflow() as mlflow, mlflow.start_run(run_name="bench") as parent:
-        zl = ZooLogger(mlflow, parent.info.run_id, "bench", z, {})
-        zl.log_shard(0, shard)
+        zl = BatchLogger(mlflow, parent.info.run_id)
+        log_shard(zl, "bench", z, 0, shard)
     return zl.seconds
 
 
@@ -176,76 +121,126 @@ def build_parser() -> argparse.ArgumentParser:
     """CLI: ``zoo`` subcommand (others may be added)."""
     parser = argparse.ArgumentParser(prog="python -m zoofusion.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    z = sub.add_parser("zoo", help="batched vs one-at-a-time zoo training throughput")
-    z.add_argument("--models", type=_positive_int, default=16)
+    z = sub.add_parser("zoo", help="zoo training throughput of every training path, and the one calibration picks")
+    z.add_argument("--models", type=_positive_int, default=16, help="models per process")
     z.add_argument("--images", type=_positive_int, default=1024, help="training images per model")
     z.add_argument("--epochs", type=_positive_int, default=2)
     z.add_argument("--batch-size", type=_positive_int, default=128)
-    z.add_argument("--group-size", type=_positive_int_list, default=[8],
-                   help="models per batched group; a comma list (4,8,16) times each")
-    z.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: torch's)")
+    z.add_argument("--group-size", type=_positive_int_list, default=None,
+                   help="group sizes of the grouped paths, a comma list (default: 4,8,16 on CPU, 16,64 on CUDA)")
+    z.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads of the one-process paths (default: one per usable core)")
+    z.add_argument("--cores", type=_positive_int, default=None,
+                   help="processes of the one-process-per-core paths (default: usable cores; 1 = none)")
+    z.add_argument("--data-order", choices=train.DATA_ORDERS, default="own",
+                   help="the zoo's data order: calibration picks among the paths that train it (zoo.data_order)")
+    z.add_argument("--repeats", type=_positive_int, default=1, help="timings per path (best is kept)")
+    z.add_argument("--cache-dir", default=None,
+                   help="calibration cache to read/write (default: a fresh calibration in a scratch folder)")
     z.add_argument("--study-images", type=_positive_int, default=1600, help="training images per study model")
     z.add_argument("--study-epochs", type=_positive_int, default=20)
-    z.add_argument("--skip-single", action="store_true", help="time only the batched path")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="cpu", help="cpu | cuda: where to train (the same code runs on both)")
-    z.add_argument("--no-logging", action="store_true", help="skip timing the MLflow logging of the batched zoo")
+    z.add_argument("--no-logging", action="store_true", help="skip timing the MLflow logging of the zoo")
     return parser
 
 
 def run_zoo(args: argparse.Namespace) -> list[str]:
-    """Run the zoo benchmark and return its report lines."""
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    threads = torch.get_num_threads()
+    """Run the zoo benchmark and return its report lines.
+
+    1. Calibrate as the zoo stage does (a fresh, short calibration unless ``--cache-dir``): its choice is
+       ``chosen_path``.
+    2. Time every path of both data orders on the benchmark's zoo (``--models`` per process x ``--images`` x
+       ``--epochs``; a multi-process path runs that zoo in each of its processes at once) and report model-images/s
+       of each, and the chosen path's rate against the one-model loop and against the matmul peak.
+    """
+    from zoofusion import calibrate as cal
+
+    cores = args.cores or cal.usable_cores()
+    threads = args.threads or (cores if args.cores else torch.get_num_threads())
+    torch.set_num_threads(threads)
     macs = cnn_macs_per_image()
+    flop = train_flop_per_image()
     lines = [
         f"device: {args.device}",
+        f"cpu: {cal._cpu_model()} ({torch.backends.cpu.get_cpu_capability()}, {cal.usable_cores()} usable cores)",
+        f"torch: {torch.__version__}",
         f"threads: {threads}",
+        f"cores: {cores}",
         f"models: {args.models}",
         f"images_per_model: {args.images}",
         f"epochs: {args.epochs}",
         f"batch_size: {args.batch_size}",
+        f"data_order: {args.data_order}",
         f"macs_per_image_fwd: {sum(macs.values())} (conv1 {macs['conv1']} + conv2 {macs['conv2']} + fc {macs['fc']})",
-        f"flop_per_image_train: {train_flop_per_image()} (MACs x2 x3 for fwd+bwd)",
+        f"flop_per_image_train: {flop} (MACs x2 x3 for fwd+bwd)",
     ]
     n = 8192 if torch.device(args.device).type == "cuda" else 1024
     peak = matmul_peak_gflops(n, device=args.device)
-    lines.append(f"matmul_peak_gflops: {peak:.1f} (float32 {n}x{n} on {args.device}, best of 10)")
-    timings = []
-    for g in args.group_size:
-        t = time_zoo(args.models, args.images, args.epochs, args.batch_size, g, args.seed, args.device)
-        timings.append(t)
-        lines += [
-            f"{t.label}_seconds: {t.seconds:.2f}",
-            f"{t.label}_model_images_per_s: {t.model_images_per_s:.0f}",
-            f"{t.label}_gflops: {t.gflops:.1f} ({100 * t.gflops / peak:.0f}% of matmul peak)",
-        ]
-    best = max(timings, key=lambda t: t.model_images_per_s)
-    lines.append(f"best_batched: {best.label}")
-    if not args.skip_single:
-        single = time_zoo(args.models, args.images, args.epochs, args.batch_size, None, args.seed, args.device)
-        lines += [
-            f"single_seconds: {single.seconds:.2f}",
-            f"single_model_images_per_s: {single.model_images_per_s:.0f}",
-            f"single_gflops: {single.gflops:.1f} ({100 * single.gflops / peak:.0f}% of matmul peak)",
-            f"speedup_{best.label}_over_single: {best.model_images_per_s / single.model_images_per_s:.2f}",
-        ]
-    if not args.no_logging:
-        log_s = time_logging(best, args.epochs, args.batch_size)
+    lines.append(f"matmul_peak_gflops: {peak:.1f} (float32 {n}x{n} on {args.device}, {threads} threads, best of 10)")
+
+    gangs: dict = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            cache = args.cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="zoofusion-cal-"))
+            plan = cal.calibrate(args.device, args.data_order, cache, batch_size=args.batch_size, cores=cores,
+                                 threads=threads, group_sizes=args.group_size, max_group_size=args.models, gangs=gangs,
+                                 refresh=args.cache_dir is None)
+        work = cal.Work(n_models=args.models, n_images=args.images, epochs=args.epochs, batch_size=args.batch_size,
+                        repeats=args.repeats, seed=args.seed)
+        kw = dict(cores=cores, threads=threads, group_sizes=args.group_size, max_group_size=args.models)
+        own = cal.candidates(args.device, "own", **kw)
+        shared = [c for c in cal.candidates(args.device, "shared", **kw) if c.path != "single"]
+        cands = own + shared
+        timer = cal.RealTimer(work, args.device, gangs)
+        rates = cal.measure(cands, timer, args.repeats, prune_below=0.0)
+        result = timer.shard.last if timer.shard is not None else None
+    finally:
+        cal.close_gangs(gangs)
+
+    single = rates["single"]
+    for c in cands:
+        order = "shared data order" if c.path.startswith("shared") else "own data order"
+        lines.append(f"{c.name}_model_images_per_s: {rates[c.name]:.0f} ({c.workers} x {c.threads} threads, {order})")
+    batched = [c.name for c in cands if c.path.startswith("batched") and c.workers == 1]
+    if batched:
+        best_b = max(batched, key=rates.get)
+        lines += [f"best_batched: {best_b}",
+                  f"speedup_{best_b}_over_single: {rates[best_b] / single:.2f}"]
+    for order, group in (("own", own), ("shared", [c for c in own if c.path == "single"] + shared)):
+        names = [c.name for c in group if c.name in rates]
+        best = max(names, key=rates.get)
+        lines.append(f"best_measured_{order}_order: {best} ({rates[best] / single:.2f}x single)")
+    chosen = plan.name
+    rate = rates.get(chosen, plan.model_images_per_s)
+    gflops = rate * flop / 1e9
+    lines += [
+        f"calibration: {plan.seconds:.1f} s ({'cached' if plan.from_cache else 'measured'}; "
+        + ", ".join(f"{k} {v:.0f}" for k, v in plan.rates.items()) + ")",
+        f"chosen_path: {chosen} (path {plan.path}, {plan.workers} processes x {plan.threads} threads, "
+        f"data_order {plan.data_order})",
+        f"chosen_model_images_per_s: {rate:.0f}",
+        f"speedup_chosen_over_single: {rate / single:.2f}",
+        f"chosen_gflops: {gflops:.1f}",
+        f"chosen_gflops_fraction_of_peak: {gflops / peak:.3f}",
+    ]
+    if not args.no_logging and result is not None:
+        log_s = time_logging(result, args.epochs, args.batch_size)
+        train_s = args.models * args.images * args.epochs / rate
         lines += [f"mlflow_logging_seconds: {log_s:.2f} ({args.models} child runs: params, "
                   f"{4 * args.epochs + 4} metrics, weights artifact)",
-                  f"mlflow_logging_overhead: {100 * log_s / best.seconds:.1f}% of {best.label} training time "
+                  f"mlflow_logging_overhead: {100 * log_s / train_s:.1f}% of {chosen} training time "
                   f"(this run's {args.epochs} epochs x {args.images} images)"]
     study = sum(STUDY_ZOO_SIZES) * args.study_images * args.study_epochs
-    hours = study / best.model_images_per_s / 3600
     lines += [
         f"study_model_images: {study} ({'+'.join(map(str, STUDY_ZOO_SIZES))} models x {args.study_images} images"
         f" x {args.study_epochs} epochs)",
-        f"study_hours_estimate: {hours:.2f} (1 process, {threads} threads, {best.label}, training only)",
+        f"study_hours_estimate: {study / rate / 3600:.2f} ({chosen}, training only)",
     ]
-    if threads == 1:
-        lines.append(f"study_hours_estimate_2_processes: {hours / 2:.2f} (2 workers x 1 thread, ideal scaling)")
+    if cores > 1:
+        multi = [c.name for c in cands if c.workers == cores and c.path in (plan.path, "single")]
+        best_m = max(multi, key=rates.get)
+        lines.append(f"study_hours_estimate_{cores}_processes: {study / rates[best_m] / 3600:.2f} ({best_m}, measured)")
     return lines
 
 

@@ -7,10 +7,15 @@ the process with one line `<stage>: <what is wrong and how to fix it>` (exit 1),
 from __future__ import annotations
 
 import argparse
+import signal
 from collections.abc import Callable
 
 from zoofusion.config import ConfigError, Params, load_params
-from zoofusion.util import setup_logging
+from zoofusion.console import setup_logging
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], argv: list[str] | None, *,
@@ -28,6 +33,7 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
     args = ap.parse_args(argv)
     name = stage.format(**vars(args))
     setup_logging()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends MLflow runs FAILED, as Ctrl-C does
     try:
         run(args, load_params(args.params))
     except (ConfigError, FileNotFoundError, *errors) as e:

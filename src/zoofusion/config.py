@@ -1,343 +1,316 @@
-"""Typed, frozen view of params.yaml, loaded once and validated before any work starts.
+"""params.yaml as typed, frozen, validated objects (pydantic), loaded once before any work starts.
 
-Every knob of the pipeline lives in params.yaml; stages receive the relevant section of `Params`.
-An unknown key, a wrong type, a negative size or an impossible combination raises `ConfigError`
-with one line naming the key and what is allowed.
+Every knob of the pipeline lives in params.yaml; a stage receives `Params` and reads its own section. An unknown
+key, a wrong type, a negative size or an impossible combination raises `ConfigError` with one line naming the key
+and what is allowed. Each rule lives in one place: plain ranges here, as field constraints; the rules of a
+science object (the CycleGAN's betas, the clustering methods' knobs) in that object in `zoofusion.core`, which
+the section below builds once to check them (`_core_check`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.types import Strict
 
 DOMAINS = ("black", "cat")
 METHODS = ("kmeans", "dbscan", "ocsvm")
 METRICS = ("accuracy", "precision", "recall", "entropy", "purity")
+
+# YAML types, strictly: an int is never a bool or a string; a float may be written as an int.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Pos = Annotated[int, Strict(), Field(gt=0)]
+PosFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNeg = Annotated[int, Strict(), Field(ge=0)]
+NonNegFloat = Annotated[float, Strict(), Field(ge=0)]
+Fraction = Annotated[float, Strict(), Field(gt=0, lt=1)]
+ClosedFraction = Annotated[float, Strict(), Field(ge=0, le=1)]
 
 
 class ConfigError(ValueError):
     """A params.yaml value is missing, unknown or out of range."""
 
 
-def _require(ok: bool, key: str, msg: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {msg}")
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _positive(obj: Any, *names: str) -> None:
-    for n in names:
-        _require(getattr(obj, n) > 0, n, f"must be > 0, got {getattr(obj, n)!r}")
+def _core_check(build) -> None:
+    """Run a core object's own validation; its ValueError becomes the field's error."""
+    try:
+        build()
+    except ValueError as e:
+        raise ValueError(str(e)) from None
 
 
-def _non_negative(obj: Any, *names: str) -> None:
-    for n in names:
-        _require(getattr(obj, n) >= 0, n, f"must be >= 0, got {getattr(obj, n)!r}")
-
-
-def _fraction(obj: Any, *names: str, open_ends: bool = True) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        ok = 0 < v < 1 if open_ends else 0 <= v <= 1
-        _require(ok, n, f"must be in {'(0, 1)' if open_ends else '[0, 1]'}, got {v!r}")
-
-
-@dataclass(frozen=True)
-class NegativeMix:
+class NegativeMix(Section):
     """Proportions of the three kinds of 'other' images in val/test (they must sum to 1)."""
 
-    nonblack_cat: float = 0.4
-    dark_noncat: float = 0.3
-    random: float = 0.3
+    nonblack_cat: NonNegFloat = 0.4
+    dark_noncat: NonNegFloat = 0.3
+    random: NonNegFloat = 0.3
 
-    def __post_init__(self) -> None:
-        _non_negative(self, "nonblack_cat", "dark_noncat", "random")
+    @model_validator(mode="after")
+    def _sums_to_one(self):
         total = self.nonblack_cat + self.dark_noncat + self.random
-        _require(abs(total - 1.0) < 1e-6, "nonblack_cat+dark_noncat+random", f"must sum to 1, got {total:g}")
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"nonblack_cat+dark_noncat+random: must sum to 1, got {total:g}")
+        return self
 
 
-@dataclass(frozen=True)
-class DataParams:
+class DataParams(Section):
     source: Literal["folder", "cifar10"] = "folder"
-    path: str = "../shared/data/cifar10-jpg.tar.gz"
-    labels: str = "../shared/data/blackcat_labels_train.csv"
-    cat_class: str = "cat"
-    dark_luminance: int = 70
-    darkness_threshold: float = 0.6
-    black_positive: int = 600
-    black_negative: int = 600
-    cat_positive: int = 600
-    cat_negative: int = 600
-    val_fraction: float = 0.5
-    negatives_per_positive: float = 2.0
-    negative_mix: NegativeMix = field(default_factory=NegativeMix)
-    nonblack_cat_max_darkness: float = 0.15
-    sheet_per_class: int = 40
+    path: Str = "../shared/data/cifar10-jpg.tar.gz"
+    labels: Str = "../shared/data/blackcat_labels_train.csv"
+    cat_class: Str = "cat"
+    dark_luminance: Annotated[int, Strict(), Field(gt=0, le=255)] = 70
+    darkness_threshold: Fraction = 0.6
+    black_positive: Pos = 600
+    black_negative: Pos = 600
+    cat_positive: Pos = 600
+    cat_negative: Pos = 600
+    val_fraction: Fraction = 0.5
+    negatives_per_positive: PosFloat = 2.0
+    negative_mix: NegativeMix = NegativeMix()
+    nonblack_cat_max_darkness: ClosedFraction = 0.15
+    sheet_per_class: Pos = 40
 
-    def __post_init__(self) -> None:
-        _positive(self, "black_positive", "black_negative", "cat_positive", "cat_negative",
-                  "negatives_per_positive", "sheet_per_class")
-        _require(0 < self.dark_luminance <= 255, "dark_luminance", f"must be in 1..255, got {self.dark_luminance}")
-        _fraction(self, "darkness_threshold", "val_fraction")
-        _fraction(self, "nonblack_cat_max_darkness", open_ends=False)
-        _require(self.nonblack_cat_max_darkness < self.darkness_threshold, "nonblack_cat_max_darkness",
-                 f"must be below darkness_threshold ({self.darkness_threshold}) so 'non-black' and 'dark' differ")
+    @model_validator(mode="after")
+    def _dark_differs_from_light(self):
+        if self.nonblack_cat_max_darkness >= self.darkness_threshold:
+            raise ValueError(f"nonblack_cat_max_darkness: must be below darkness_threshold ({self.darkness_threshold}) "
+                             "so 'non-black' and 'dark' differ")
+        return self
 
 
-@dataclass(frozen=True)
-class TestsetParams:
-    manifest: str = ""  # CSV of `path,label`; "" keeps the test split built by the data stage
+class TestsetParams(Section):
+    manifest: Str = ""  # CSV of `path,label`; "" keeps the test split built by the data stage
 
 
-@dataclass(frozen=True)
-class DomainSizes:
-    black: int = 12
-    cat: int = 12
-
-    def __post_init__(self) -> None:
-        _positive(self, "black", "cat")
+class DomainSizes(Section):
+    black: Pos = 12
+    cat: Pos = 12
 
 
-@dataclass(frozen=True)
-class ZooParams:
-    n_models: DomainSizes = field(default_factory=DomainSizes)
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 0.01
-    val_fraction: float = 0.2
-    group_size: int = 8
-    shard_size: int = 16
-    workers: int = 2
-    grid_models: int = 4
+class ZooParams(Section):
+    n_models: DomainSizes = DomainSizes()
+    epochs: Pos = 20
+    batch_size: Pos = 128
+    lr: PosFloat = 0.01
+    val_fraction: Fraction = 0.2
+    group_size: Pos = 8
+    shard_size: Pos = 16
+    workers: Pos = 2
+    grid_models: NonNeg = 4
 
-    def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr", "group_size", "shard_size", "workers")
-        _non_negative(self, "grid_models")
-        _fraction(self, "val_fraction")
-
-
-@dataclass(frozen=True)
-class KernelsParams:
-    min_val_accuracy: float = 0.6
-
-    def __post_init__(self) -> None:
-        _fraction(self, "min_val_accuracy", open_ends=False)
+    @model_validator(mode="after")
+    def _group_fits_shard(self):
+        if self.group_size > self.shard_size:
+            raise ValueError(f"group_size: must be <= zoo.shard_size ({self.shard_size}), got {self.group_size}")
+        return self
 
 
-@dataclass(frozen=True)
-class CycleGANParams:
-    epochs: int = 200
-    batch_size: int = 64
-    lr: float = 0.0002
-    beta1: float = 0.5
-    beta2: float = 0.999
-    hidden: int = 32
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 5.0
-    checkpoint_every: int = 20
-    grid_every: int = 50
-    max_loss: float = 10000.0
-
-    def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr", "hidden", "checkpoint_every", "grid_every", "max_loss")
-        _non_negative(self, "lambda_cycle", "lambda_identity")
-        _fraction(self, "beta1", "beta2", open_ends=False)
+class KernelsParams(Section):
+    min_val_accuracy: ClosedFraction = 0.6
 
 
-@dataclass(frozen=True)
-class GenerateParams:
-    max_per_domain: int = 0  # 0 = every source model that passed the zoo's accuracy floor
+class CycleGANParams(Section):
+    epochs: Pos = 200
+    batch_size: Pos = 64
+    lr: PosFloat = 0.0002
+    beta1: Float = 0.5
+    beta2: Float = 0.999
+    hidden: Pos = 32
+    lambda_cycle: NonNegFloat = 10.0
+    lambda_identity: NonNegFloat = 5.0
+    checkpoint_every: Pos = 20
+    grid_every: Pos = 50
+    max_loss: PosFloat = 10000.0
+
+    @model_validator(mode="after")
+    def _core_rules(self):
+        from zoofusion.core.cyclegan import CycleGANConfig
+
+        _core_check(lambda: CycleGANConfig(**self.core_kwargs()))
+        return self
+
+    def core_kwargs(self) -> dict[str, Any]:
+        """The CycleGANConfig arguments these params decide (seed and device come from the top level)."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "betas": (self.beta1, self.beta2),
+                "hidden": self.hidden, "lambda_cycle": self.lambda_cycle, "lambda_identity": self.lambda_identity,
+                "checkpoint_every": self.checkpoint_every, "max_loss": self.max_loss}
+
+
+class GenerateParams(Section):
+    max_per_domain: NonNeg = 0  # 0 = every source model that passed the zoo's accuracy floor
     bias: Literal["source", "zero"] = "source"
 
-    def __post_init__(self) -> None:
-        _non_negative(self, "max_per_domain")
+
+class UmapParams(Section):
+    n_neighbors: Annotated[int, Strict(), Field(ge=2)] = 15
+    min_dist: ClosedFraction = 0.1
+    n_components: Pos = 2
+    metric: Str = "euclidean"
 
 
-@dataclass(frozen=True)
-class UmapParams:
-    n_neighbors: int = 15
-    min_dist: float = 0.1
-    n_components: int = 2
-    metric: str = "euclidean"
+class ClusteringParams(Section):
+    standardize: Bool = True
+    umap: UmapParams = UmapParams()
+    kmeans_k: Int = 2
+    kmeans_n_init: Int = 10
+    dbscan_eps: Float = 3.0
+    dbscan_min_samples: Int = 3
+    ocsvm_kernel: Str = "rbf"
+    ocsvm_nu: Float = 0.1
+    ocsvm_gamma: Str | Float = "scale"
 
-    def __post_init__(self) -> None:
-        _require(self.n_neighbors >= 2, "n_neighbors", f"must be >= 2, got {self.n_neighbors}")
-        _positive(self, "n_components")
-        _require(0 <= self.min_dist <= 1, "min_dist", f"must be in [0, 1], got {self.min_dist}")
-
-
-@dataclass(frozen=True)
-class ClusteringParams:
-    standardize: bool = True
-    umap: UmapParams = field(default_factory=UmapParams)
-    kmeans_k: int = 2
-    kmeans_n_init: int = 10
-    dbscan_eps: float = 3.0
-    dbscan_min_samples: int = 3
-    ocsvm_kernel: Literal["rbf", "linear", "poly", "sigmoid"] = "rbf"
-    ocsvm_nu: float = 0.1
-    ocsvm_gamma: str = "scale"
-
-    def __post_init__(self) -> None:
-        _require(self.kmeans_k in (2, 3), "kmeans_k", f"must be 2 or 3 (the study's choices), got {self.kmeans_k}")
-        _positive(self, "kmeans_n_init", "dbscan_eps", "dbscan_min_samples")
-        _require(0 < self.ocsvm_nu <= 1, "ocsvm_nu", f"must be in (0, 1], got {self.ocsvm_nu}")
-        g = self.ocsvm_gamma
-        ok = g in ("scale", "auto")
-        if not ok:
-            try:
-                ok = float(g) > 0
-            except ValueError:
-                ok = False
-        _require(ok, "ocsvm_gamma", f"must be 'scale', 'auto' or a positive number, got {g!r}")
+    @model_validator(mode="after")
+    def _core_rules(self):
+        _core_check(self.method_params)
+        return self
 
     def gamma(self) -> str | float:
-        return self.ocsvm_gamma if self.ocsvm_gamma in ("scale", "auto") else float(self.ocsvm_gamma)
+        g = self.ocsvm_gamma
+        if isinstance(g, str) and g not in ("scale", "auto"):
+            try:
+                return float(g)
+            except ValueError:
+                return g  # the core's check names it
+        return g
+
+    def method_params(self):
+        """The protocol's MethodParams (its constructor holds the rules of the three methods)."""
+        from zoofusion.core.protocol import MethodParams
+
+        return MethodParams(kmeans_k=self.kmeans_k, kmeans_n_init=self.kmeans_n_init, dbscan_eps=self.dbscan_eps,
+                            dbscan_min_samples=self.dbscan_min_samples, ocsvm_kernel=self.ocsvm_kernel,
+                            ocsvm_nu=self.ocsvm_nu, ocsvm_gamma=self.gamma())
+
+    def umap_kwargs(self) -> dict:
+        u = self.umap
+        return {"standardize": self.standardize, "n_neighbors": u.n_neighbors, "min_dist": u.min_dist,
+                "n_components": u.n_components, "metric": u.metric}
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    clustering: ClusteringParams = field(default_factory=ClusteringParams)
-    select_metric: str = "val/kmeans/accuracy"
-    n_selected: int = 3
-    baseline_models: int = 4
-    max_models: int = 0  # 0 = every generated model
-    feature_batch: int = 256
-    workers: int = 2
+class EvaluateParams(Section):
+    clustering: ClusteringParams = ClusteringParams()
+    select_metric: Str = "val/kmeans/accuracy"
+    n_selected: Pos = 3
+    baseline_models: Pos = 4
+    max_models: NonNeg = 0  # 0 = every generated model
+    feature_batch: Pos = 256
+    workers: Pos = 2
 
-    def __post_init__(self) -> None:
-        _positive(self, "n_selected", "baseline_models", "feature_batch", "workers")
-        _non_negative(self, "max_models")
-        parts = self.select_metric.split("/")
-        ok = len(parts) == 3 and parts[0] == "val" and parts[1] in METHODS and parts[2] in METRICS
-        _require(ok, "select_metric",
-                 f"must be val/<{'|'.join(METHODS)}>/<{'|'.join(METRICS)}> (selection uses val only), "
-                 f"got {self.select_metric!r}")
+    @field_validator("select_metric")
+    @classmethod
+    def _val_only(cls, v: str) -> str:
+        parts = v.split("/")
+        if not (len(parts) == 3 and parts[0] == "val" and parts[1] in METHODS and parts[2] in METRICS):
+            raise ValueError(f"must be val/<{'|'.join(METHODS)}>/<{'|'.join(METRICS)}> (selection uses val only), "
+                             f"got {v!r}")
+        return v
 
 
-@dataclass(frozen=True)
-class TuneParams:
-    n_trials: int = 12
+class TuneParams(Section):
+    n_trials: Pos = 12
     sampler: Literal["tpe", "random"] = "tpe"
     objective: Literal["accuracy", "precision", "recall", "purity"] = "accuracy"
-    storage: str = "sqlite:///optuna.db"
-    top_models: int = 2
-    methods: tuple[str, ...] = METHODS
-    max_clusters: int = 3  # the majority mapping is fit on the scored points: more clusters inflate accuracy
-    workers: int = 2
+    storage: Str = "sqlite:///optuna.db"
+    top_models: Pos = 2
+    methods: tuple[Literal["kmeans", "dbscan", "ocsvm"], ...] = METHODS
+    max_clusters: Annotated[int, Strict(), Field(ge=2)] = 3  # majority mapping on the scored points: more inflate
+    workers: Pos = 2
 
-    def __post_init__(self) -> None:
-        _positive(self, "n_trials", "top_models", "workers")
-        _require(self.max_clusters >= 2, "max_clusters", f"must be >= 2, got {self.max_clusters}")
-        bad = [m for m in self.methods if m not in METHODS]
-        _require(not bad and len(self.methods) > 0, "methods", f"must be a non-empty subset of {METHODS}, got {self.methods}")
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _list(cls, v):
+        if isinstance(v, list):
+            v = tuple(v)
+        if v == ():
+            raise ValueError(f"must be a non-empty subset of {METHODS}, got []")
+        return v
 
 
-@dataclass(frozen=True)
-class Params:
-    seed: int = 42
+class Params(Section):
+    seed: NonNeg = 42
     device: Literal["auto", "cpu", "cuda"] = "cpu"
-    data: DataParams = field(default_factory=DataParams)
-    testset: TestsetParams = field(default_factory=TestsetParams)
-    zoo: ZooParams = field(default_factory=ZooParams)
-    kernels: KernelsParams = field(default_factory=KernelsParams)
-    cyclegan: CycleGANParams = field(default_factory=CycleGANParams)
-    generate: GenerateParams = field(default_factory=GenerateParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    tune: TuneParams = field(default_factory=TuneParams)
+    data: DataParams = DataParams()
+    testset: TestsetParams = TestsetParams()
+    zoo: ZooParams = ZooParams()
+    kernels: KernelsParams = KernelsParams()
+    cyclegan: CycleGANParams = CycleGANParams()
+    generate: GenerateParams = GenerateParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    tune: TuneParams = TuneParams()
 
-    def __post_init__(self) -> None:
-        _non_negative(self, "seed")
+    @model_validator(mode="after")
+    def _cross_sections(self):
+        if self.tune.top_models > self.evaluate.n_selected:
+            raise ValueError(f"tune.top_models: must be <= evaluate.n_selected ({self.evaluate.n_selected}), "
+                             f"got {self.tune.top_models}; only the models selected on val are tuned")
+        return self
 
     def torch_device(self) -> str:
-        """Resolve `device: auto` to cuda when available."""
-        if self.device == "auto":
-            import torch
+        """`device` as torch names it; `cuda` on a machine without one is refused here, before any work."""
+        import torch
 
+        if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device: cuda, but torch sees no CUDA GPU on this machine; set device: cpu "
+                              "(or auto) in params.yaml")
         return self.device
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check (and lightly coerce) a YAML value against a field type."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return value in typing.get_args(tp), value
-    if origin is tuple:
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return True, tuple(value)
-        return False, value
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, a)[0] for a in typing.get_args(tp)), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if tp is str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, str(value)
-        return isinstance(value, str), value
-    return isinstance(value, tp), value
+def _key(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
 
 
-def _describe(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is tuple:
-        return "a list of strings"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix or "params.yaml"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must be a mapping of keys, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{unknown[0]}: unknown key "
-                          f"(allowed under {where}: {', '.join(names)})")
-    kwargs = {}
-    for name in names:
-        if name not in data:
-            continue
-        key = f"{prefix}.{name}" if prefix else name
-        tp, value = hints[name], data[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, key)
-            continue
-        ok, value = _type_ok(value, tp)
-        if not ok:
-            raise ConfigError(f"{key}: expected {_describe(tp)}, got {data[name]!r}")
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{prefix + '.' if prefix else ''}{e}") from None
+def _one_line(err: dict, raw: dict) -> str:
+    """pydantic's first error as `key: what is allowed, got value` (one line, the wording users know)."""
+    loc, typ, value = tuple(err["loc"]), err["type"], err.get("input")
+    key = _key(loc)
+    if typ == "extra_forbidden":
+        model = Params
+        for part in loc[:-1]:
+            model = model.model_fields[part].annotation
+        where = _key(loc[:-1]) or "params.yaml"
+        return f"{key}: unknown key (allowed under {where}: {', '.join(model.model_fields)})"
+    if typ == "literal_error":
+        return f"{key}: expected one of {err['ctx']['expected'].replace(' or ', ', ')}, got {value!r}"
+    if typ in ("int_type", "int_parsing", "int_from_float"):
+        return f"{key}: expected int, got {value!r}"
+    if typ in ("float_type", "float_parsing"):
+        return f"{key}: expected float, got {value!r}"
+    if typ in ("bool_type", "bool_parsing"):
+        return f"{key}: expected bool, got {value!r}"
+    if typ in ("string_type",):
+        return f"{key}: expected str, got {value!r}"
+    if typ in ("model_type", "model_attributes_type", "dict_type"):
+        return f"{key or 'params.yaml'}: must be a mapping of keys, got {type(value).__name__}"
+    if typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}[typ]
+        bound = next(iter(err["ctx"].values()))
+        return f"{key}: must be {op} {bound}, got {value!r}"
+    msg = err["msg"].removeprefix("Value error, ")
+    # a model-level rule names its own key ("group_size: ..."): prefix the section only
+    return f"{key + '.' if key else ''}{msg}" if ":" in msg.split(" ")[0] else f"{key}: {msg}"
 
 
 def parse_params(raw: dict) -> Params:
     """Build and validate `Params` from an already-parsed params.yaml mapping."""
-    params = _build(Params, raw, "")
-    # Cross-section checks: these combinations cannot work.
-    if params.tune.top_models > params.evaluate.n_selected:
-        raise ConfigError(f"tune.top_models: must be <= evaluate.n_selected ({params.evaluate.n_selected}), "
-                          f"got {params.tune.top_models}; only the models selected on val are tuned")
-    z = params.zoo
-    if z.group_size > z.shard_size:
-        raise ConfigError(f"zoo.group_size: must be <= zoo.shard_size ({z.shard_size}), got {z.group_size}")
-    return params
+    if raw is None:
+        raw = {}
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e.errors(include_url=False)[0], raw)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -349,5 +322,5 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         try:
             raw = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     return parse_params(raw)

@@ -6,6 +6,8 @@ from a folder, a tarball or the CIFAR-10 download, so labels and manifests refer
 
 from __future__ import annotations
 
+import hashlib
+
 import io
 import logging
 import tarfile
@@ -146,3 +148,9 @@ def load_cifar10(root: str | Path, split: str = "train") -> ImageSet:
         raise ImageSourceError(f"CIFAR-10 download into {root} failed ({e}); without a network use "
                                f"data.source: folder with data.path pointing at the image tarball") from None
     return cifar10_as_imageset(ds.data, list(ds.targets), list(ds.classes), split)
+
+
+def pixel_hashes(images: np.ndarray) -> np.ndarray:
+    """One sha1 per image of its decoded uint8 pixels [N,32,32,3]: equal pixels, equal hash, whatever the path."""
+    x = np.ascontiguousarray(images, dtype=np.uint8)
+    return np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in x])

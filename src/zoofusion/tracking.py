@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import yaml
 
-from zoofusion.util import file_md5, repo_root
+from zoofusion.io import file_md5, repo_root
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +43,37 @@ def setup_mlflow(experiment: str):
 
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_experiment(experiment)
+    end_orphan_runs(mlflow.MlflowClient(), mlflow.get_experiment_by_name(experiment).experiment_id)
     return mlflow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_orphan_runs(client, experiment_id: str) -> int:
+    """Mark KILLED the RUNNING runs whose stage process, on this host, no longer exists (e.g. after SIGKILL).
+
+    A stage that fails or is interrupted ends its runs FAILED itself; only a process killed outright cannot,
+    and the next stage that opens the experiment closes what it left.
+    """
+    runs = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+    n = 0
+    for r in runs:
+        t = r.data.tags
+        if t.get("zoofusion.host") == socket.gethostname() and t.get("zoofusion.pid", "").isdigit() \
+                and not _alive(int(t["zoofusion.pid"])):
+            client.set_terminated(r.info.run_id, "KILLED")
+            n += 1
+    if n:
+        log.warning("marked %d runs of a killed stage as KILLED", n)
+    return n
 
 
 def git_commit(root: Path) -> tuple[str, bool]:
@@ -87,7 +120,8 @@ def data_tags(inputs: list[str | Path], root: Path | None = None) -> dict[str, s
 def run_tags(stage: str, inputs: list[str | Path]) -> dict[str, str]:
     root = repo_root()
     sha, dirty = git_commit(root)
-    tags = {"git_commit": sha, "git_dirty": str(dirty).lower(), "dvc_stage": stage, **data_tags(inputs, root)}
+    tags = {"git_commit": sha, "git_dirty": str(dirty).lower(), "dvc_stage": stage, **data_tags(inputs, root),
+            "zoofusion.host": socket.gethostname(), "zoofusion.pid": str(os.getpid())}
     if os.environ.get("ZOOFUSION_LAUNCHER_RUN_ID"):
         tags["mlflow_project_run_id"] = os.environ["ZOOFUSION_LAUNCHER_RUN_ID"]
     return tags
@@ -114,3 +148,41 @@ def flat(d: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[key] = v
     return out
+
+
+class BatchLogger:
+    """Child runs logged in few tracking calls (create, one log_batch per 1000 values, artifacts, terminate):
+    a sqlite store costs ~100 ms a call, so a zoo of thousands of CNNs cannot afford one call per value."""
+
+    def __init__(self, mlflow, parent_id: str, tags: dict[str, str] | None = None):
+        self.client = mlflow.MlflowClient()
+        self.parent_id = parent_id
+        self.exp_id = mlflow.get_run(parent_id).info.experiment_id
+        self.tags = dict(tags or {})
+        self.seconds = 0.0
+
+    def find(self, tag: str, value: str) -> str | None:
+        """The id of a finished run in this experiment tagged `tag=value` (e.g. a content hash), else None."""
+        runs = self.client.search_runs([self.exp_id], f"tags.`{tag}` = '{value}' and attributes.status = 'FINISHED'",
+                                       max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def child(self, name: str, params: dict[str, Any], metrics: Iterable[tuple[str, float, int]],
+              tags: dict[str, str] | None = None, artifacts: Iterable[tuple[Path, str | None]] = (),
+              start_ms: int | None = None, end_ms: int | None = None) -> str:
+        """One finished child run: params, metrics as (key, value, step), tags, artifacts as (path, folder)."""
+        from mlflow.entities import Metric, Param
+
+        t0 = time.perf_counter()
+        now = int(time.time() * 1000)
+        run_id = self.client.create_run(self.exp_id, run_name=name, start_time=start_ms or now, tags={
+            **self.tags, **(tags or {}), "mlflow.parentRunId": self.parent_id}).info.run_id
+        ms = [Metric(k, float(v), end_ms or now, int(step)) for k, v, step in metrics]
+        ps = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, max(len(ms), 1), 1000):  # log_batch takes at most 1000 metrics, 100 params
+            self.client.log_batch(run_id, metrics=ms[i:i + 1000], params=ps if i == 0 else [])
+        for path, folder in artifacts:
+            self.client.log_artifact(run_id, str(path), folder)
+        self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+        self.seconds += time.perf_counter() - t0
+        return run_id

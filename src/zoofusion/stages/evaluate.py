@@ -22,22 +22,31 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import re
 import time
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from zoofusion.cli import stage_main
-from zoofusion.cnn import batched_features, init_weights, preprocess
 from zoofusion.config import METHODS, METRICS, ClusteringParams, Params
+from zoofusion.console import progress
+from zoofusion.core.candidates import (
+    CONV_KEYS,
+    KINDS,
+    Candidate,
+    baseline_candidates,
+    compute_features,
+    generated_candidates,
+    rank,
+    target_domain,
+)
+from zoofusion.core.cnn import preprocess
+from zoofusion.core.seeds import derive_seed
+from zoofusion.executor import run_tasks
+from zoofusion.io import atomic_dir, load_npz, write_json
+from zoofusion.render.tables import METHOD_TITLES, safe, write_table
 from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, write_json
 
 log = logging.getLogger(__name__)
 GENERATED = Path("data/generated/models.pt")
@@ -47,86 +56,11 @@ TEST = Path("data/testset/test.npz")
 OUT = Path("data/evaluate")
 REPORTS = Path("reports")
 METRICS_FILE = Path("metrics/evaluate.json")
-CONV_KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
-BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
-KINDS = ("generated", *BASELINE_KINDS)
 STUDY_COLUMNS = ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
-METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN"}
-
-
-@dataclass
-class Candidate:
-    id: str
-    kind: str
-    source_domain: str = ""  # "A" (black zoo) or "B" (cat zoo) for generated and zoo models
-    source_index: int = -1
-    weights: dict[str, torch.Tensor] | None = None  # conv tensors of one model; None = raw pixels
-    extra: dict = field(default_factory=dict)
-
-
-def method_params(c: ClusteringParams):
-    from zoofusion.cluster import MethodParams
-
-    return MethodParams(kmeans_k=c.kmeans_k, kmeans_n_init=c.kmeans_n_init, dbscan_eps=c.dbscan_eps,
-                        dbscan_min_samples=c.dbscan_min_samples, ocsvm_kernel=c.ocsvm_kernel, ocsvm_nu=c.ocsvm_nu,
-                        ocsvm_gamma=c.gamma())
-
-
-def umap_kwargs(c: ClusteringParams) -> dict:
-    u = c.umap
-    return {"standardize": c.standardize, "n_neighbors": u.n_neighbors, "min_dist": u.min_dist,
-            "n_components": u.n_components, "metric": u.metric}
-
-
-def generated_candidates(g: dict, limit: int) -> list[Candidate]:
-    n = len(g["ids"]) if limit == 0 else min(limit, len(g["ids"]))
-    return [Candidate(g["ids"][i], "generated", "AB"[int(g["source_domain"][i])], int(g["source_index"][i]),
-                      {k: g[k][i] for k in CONV_KEYS}) for i in range(n)]
-
-
-def baseline_candidates(kernels: dict[str, dict], n: int, seed: int) -> list[Candidate]:
-    """Random init, untranslated zoo models of each domain, their element-wise average, raw pixels."""
-    out = []
-    for j in range(n):
-        w = init_weights(derive_seed(seed, "baseline-random", j))
-        out.append(Candidate(f"random-{j}", "random", weights={k: w[k] for k in CONV_KEYS}))
-    na, nb = len(kernels["black"]["model_index"]), len(kernels["cat"]["model_index"])
-    for d, letter, m in (("black", "A", na), ("cat", "B", nb)):
-        for j in range(min(n, m)):
-            idx = int(kernels[d]["model_index"][j])
-            out.append(Candidate(f"zoo-{letter}-{idx}", f"zoo-{letter}", letter, idx,
-                                 {k: kernels[d][k][j] for k in CONV_KEYS}))
-    for j in range(min(n, na, nb)):
-        ia, ib = int(kernels["black"]["model_index"][j]), int(kernels["cat"]["model_index"][j])
-        w = {k: (kernels["black"][k][j] + kernels["cat"][k][j]) / 2 for k in CONV_KEYS}
-        out.append(Candidate(f"avg-{ia}A-{ib}B", "average", weights=w))
-    out.append(Candidate("pixels", "pixels"))
-    return out
-
-
-def compute_features(cands: list[Candidate], x: torch.Tensor, batch: int) -> list[np.ndarray]:
-    """Features of every candidate on the same images, batched across models (grouped convolutions)."""
-    feats: list[np.ndarray | None] = [None] * len(cands)
-    conv = [i for i, c in enumerate(cands) if c.weights is not None]
-    if conv:
-        stacked = {k: torch.stack([cands[i].weights[k] for i in conv]) for k in CONV_KEYS}
-        f = batched_features(stacked, x, batch_size=batch).numpy()
-        for j, i in enumerate(conv):
-            feats[i] = f[j]
-    for i, c in enumerate(cands):
-        if c.weights is None:
-            feats[i] = x.reshape(len(x), -1).numpy()
-    return feats  # type: ignore[return-value]
-
-
-def _worker_init() -> None:
-    # Parallelism is across candidates; each worker stays on one core.
-    os.environ["NUMBA_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
 
 
 def _evaluate_one(task: tuple) -> dict:
-    from zoofusion.cluster import evaluate_features
+    from zoofusion.core.protocol import evaluate_features
 
     cid, fv, yv, ft, yt, ukw, mp, seed = task
     t0 = time.perf_counter()
@@ -138,36 +72,16 @@ def _evaluate_one(task: tuple) -> dict:
 def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_val: np.ndarray,
                  y_test: np.ndarray, c: ClusteringParams, seed: int, workers: int) -> list[dict]:
     """Run the protocol for every candidate, in `workers` processes (one UMAP per candidate)."""
-    ukw, mp = umap_kwargs(c), method_params(c)
+    ukw, mp = c.umap_kwargs(), c.method_params()
     tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, derive_seed(seed, "evaluate"))
              for cand, f in zip(cands, feats)]
     bar = progress(total=len(tasks), desc="evaluate", unit="model")
     results = []
-    if workers == 1:
-        for t in tasks:
-            results.append(_evaluate_one(t))
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as ex:
-            for r in ex.map(_evaluate_one, tasks, chunksize=1):
-                results.append(r)
-                bar.update(1)
+    for r in run_tasks(_evaluate_one, tasks, workers):
+        results.append(r)
+        bar.update(1)
     bar.close()
     return results
-
-
-def higher_is_better(metric_key: str) -> bool:
-    return not metric_key.endswith("/entropy")
-
-
-def rank(rows: list[dict], key: str) -> list[dict]:
-    """Sort by one metric key, best first (entropy: lower is better); ties keep id order."""
-    sign = -1 if higher_is_better(key) else 1
-    return sorted(rows, key=lambda r: (sign * r["metrics"][key], r["id"]))
-
-
-def target_domain(source_domain: str) -> str:
-    return {"A": "B", "B": "A"}.get(source_domain, "")
 
 
 def study_table(rows: list[dict], method: str, selected: set[str]) -> list[dict]:
@@ -203,27 +117,10 @@ def baseline_table(rows: list[dict], select_metric: str) -> list[dict]:
     return out
 
 
-def write_table(rows: list[dict], base: Path, title: str) -> None:
-    """CSV and Markdown versions of one table."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0]) if rows else []
-    with base.with_suffix(".csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(rows)
-    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
-
-def safe(cid: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", cid)
-
-
 def figures_for(r: dict, cand: Candidate, source_w: torch.Tensor | None, feats_test: np.ndarray,
                 y_test: np.ndarray, folder: Path, seed: int) -> list[Path]:
-    from zoofusion.figures import cosine_heatmap, tsne_scatter, umap_scatter
-    from zoofusion.kernel_grid import kernel_grid_figure, save_figure
+    from zoofusion.render.figures import cosine_heatmap, tsne_scatter, umap_scatter
+    from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
 
     name = safe(r["id"])
     paths = []
@@ -271,13 +168,13 @@ class FeatureExtractor:
 
         class _FeatureExtractor(mlflow.pyfunc.PythonModel):
             def load_context(self, context):
-                from zoofusion.cnn import ConvFeatures
+                from zoofusion.core.cnn import ConvFeatures
 
                 w = torch.load(context.artifacts["weights"], weights_only=True)
                 self.model = ConvFeatures(*(w[k] for k in CONV_KEYS)).eval()
 
             def predict(self, context, model_input, params=None):
-                from zoofusion.cnn import preprocess as prep
+                from zoofusion.core.cnn import preprocess as prep
 
                 with torch.no_grad():
                     return self.model(prep(np.asarray(model_input, dtype=np.uint8))).numpy()
@@ -386,7 +283,7 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], f
                                      metrics=[Metric(k, float(v), now, 0) for k, v in r["metrics"].items()],
                                      params=[Param(k, str(v)) for k, v in {
                                          "model_id": r["id"], "kind": r["kind"], "source_domain": r["source_domain"] or "-",
-                                         "source_index": r["source_index"], **umap_kwargs(params.evaluate.clustering)}.items()])
+                                         "source_index": r["source_index"], **params.evaluate.clustering.umap_kwargs()}.items()])
                     for p in figs.get(r["id"], []):
                         client.log_artifact(child.info.run_id, str(p), "figures")
                     if r["id"] in sel_ids and cand.weights is not None:

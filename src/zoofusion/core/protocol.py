@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from zoofusion.metrics import METRIC_KEYS, score_clusters, score_predictions
+from zoofusion.core.metrics import METRIC_KEYS, score_clusters, score_predictions
 
 log = logging.getLogger(__name__)
 
@@ -67,24 +67,24 @@ class MethodParams:
     ocsvm_gamma: float | str = "scale"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.kmeans_k, (int, np.integer)) and self.kmeans_k >= 1):
-            raise ValueError(f"kmeans_k must be an integer >= 1, got {self.kmeans_k!r}")
+        if not (isinstance(self.kmeans_k, (int, np.integer)) and self.kmeans_k in (2, 3)):
+            raise ValueError(f"kmeans_k: must be 2 or 3 (the study's choices), got {self.kmeans_k!r}")
         if not (isinstance(self.kmeans_n_init, (int, np.integer)) and self.kmeans_n_init >= 1):
-            raise ValueError(f"kmeans_n_init must be an integer >= 1, got {self.kmeans_n_init!r}")
+            raise ValueError(f"kmeans_n_init: must be an integer >= 1, got {self.kmeans_n_init!r}")
         if not (isinstance(self.dbscan_eps, (int, float)) and self.dbscan_eps > 0):
-            raise ValueError(f"dbscan_eps must be a number > 0, got {self.dbscan_eps!r}")
+            raise ValueError(f"dbscan_eps: must be a number > 0, got {self.dbscan_eps!r}")
         if not (isinstance(self.dbscan_min_samples, (int, np.integer)) and self.dbscan_min_samples >= 1):
-            raise ValueError(f"dbscan_min_samples must be an integer >= 1, got {self.dbscan_min_samples!r}")
+            raise ValueError(f"dbscan_min_samples: must be an integer >= 1, got {self.dbscan_min_samples!r}")
         if self.ocsvm_kernel not in _OCSVM_KERNELS:
-            raise ValueError(f"ocsvm_kernel must be one of {_OCSVM_KERNELS}, got {self.ocsvm_kernel!r}")
+            raise ValueError(f"ocsvm_kernel: must be one of {_OCSVM_KERNELS}, got {self.ocsvm_kernel!r}")
         if not (isinstance(self.ocsvm_nu, (int, float)) and 0 < self.ocsvm_nu <= 1):
-            raise ValueError(f"ocsvm_nu must be in (0, 1], got {self.ocsvm_nu!r}")
+            raise ValueError(f"ocsvm_nu: must be in (0, 1], got {self.ocsvm_nu!r}")
         g = self.ocsvm_gamma
         if isinstance(g, str):
             if g not in ("scale", "auto"):
-                raise ValueError(f"ocsvm_gamma must be a float > 0 or 'scale'/'auto', got {g!r}")
+                raise ValueError(f"ocsvm_gamma: must be a float > 0 or 'scale'/'auto', got {g!r}")
         elif not (isinstance(g, (int, float)) and g > 0):
-            raise ValueError(f"ocsvm_gamma must be a float > 0 or 'scale'/'auto', got {g!r}")
+            raise ValueError(f"ocsvm_gamma: must be a float > 0 or 'scale'/'auto', got {g!r}")
 
 
 @dataclass

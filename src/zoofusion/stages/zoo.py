@@ -2,14 +2,16 @@
 
 Model k of domain d has seed `derive_seed(seed, "zoo", d, k)` (its init and its data order); all models of a
 domain share one train/val split of the domain's images. Shards of `zoo.shard_size` models are trained by
-`zoo.workers` processes, each as batched grouped-convolution networks (`cnn.train_batched`). A finished shard
-is kept in `data/cache/zoo/<domain>-<key>/`, keyed by everything that changes its result, so an interrupted
-run restarts from the last finished shard and a finished shard is never retrained.
+`zoo.workers` processes, each as batched grouped-convolution networks (`core.train.train_batched`). A finished
+shard is kept in `data/cache/zoo/<domain>-<key>/`, keyed by everything that changes its result — data, params,
+device and a fingerprint of the code that trains it — so an interrupted run restarts from the last finished
+shard, a finished shard is never retrained, and changed code never reuses an old shard.
 
 Outputs (data/zoo/<domain>/): `weights.pt` (stacked weights + seeds), `models.csv` (per-model seed, final
 train/val accuracy and loss), `history.npz` (per-epoch curves); and metrics/zoo_<domain>.json.
 MLflow: experiment `zoo`, a parent run per domain with a kernel grid, and a child run per CNN with its params,
-per-epoch metrics, final accuracies and its weights (`model.pt`, a SmallCNN state dict).
+per-epoch metrics, final accuracies and its weights (`model.pt`, a SmallCNN state dict). A CNN is logged once per
+content (tag `zoofusion.content`): rerunning a stage over cached shards does not log its CNNs again.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ import logging
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
-from multiprocessing import get_context
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +31,13 @@ import torch
 
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS, ZooParams
-from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir, derive_seed, file_md5, load_npz, progress, write_json
+from zoofusion.console import progress
+from zoofusion.core.cnn import unstack
+from zoofusion.core.seeds import derive_seed
+from zoofusion.executor import run_tasks
+from zoofusion.io import atomic_dir, code_fingerprint, file_md5, load_npz, save_npz, write_json
+from zoofusion.render.kernel_grid import kernel_grid_figure
+from zoofusion.tracking import BatchLogger, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
@@ -70,9 +75,8 @@ def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndar
 
 def train_shard(job: ShardJob) -> tuple[int, float]:
     """Worker: train one shard and save it atomically. Returns (shard index, training seconds)."""
-    from zoofusion.cnn import train_batched
+    from zoofusion.core.train import train_batched
 
-    torch.set_num_threads(1)  # one core per worker process; workers run in parallel
     d = load_npz(job.data)
     train_idx, val_idx = split_indices(len(d["labels"]), job.val_fraction, job.split_seed)
     t0 = time.perf_counter()
@@ -95,11 +99,15 @@ def load_shard(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def cache_key(data_md5: str, z: ZooParams, seed: int, device: str) -> str:
-    """Everything that changes a shard's trained weights (not workers, not logging)."""
+# The code that decides a shard's weights: the CNN, its training, seed derivation, and this stage (splits, seeds).
+CODE = ("core/cnn.py", "core/train.py", "core/seeds.py", "stages/zoo.py")
+
+
+def cache_key(data_md5: str, z: ZooParams, seed: int, device: str, code: str | None = None) -> str:
+    """Everything that changes a shard's trained weights (not workers, not logging), code included."""
     key = json.dumps({"data": data_md5, "epochs": z.epochs, "batch": z.batch_size, "lr": z.lr,
                       "val_fraction": z.val_fraction, "group": z.group_size, "shard": z.shard_size,
-                      "seed": seed, "device": device}, sort_keys=True)
+                      "seed": seed, "device": device, "code": code or code_fingerprint(*CODE)}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -117,43 +125,36 @@ def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path,
     return jobs
 
 
-class ZooLogger:
-    """Logs one child run per CNN under a parent run, with batched calls (sqlite costs ~100 ms per call)."""
+def content_hash(weights: dict[str, torch.Tensor], curves: list[np.ndarray]) -> str:
+    """What a logged CNN is: its weights and its training curves (same content = same run)."""
+    h = hashlib.sha256()
+    for k in sorted(weights):
+        h.update(k.encode() + weights[k].detach().cpu().contiguous().numpy().tobytes())
+    for c in curves:
+        h.update(np.ascontiguousarray(c, dtype=np.float64).tobytes())
+    return h.hexdigest()[:20]
 
-    def __init__(self, mlflow, parent_id: str, domain: str, z: ZooParams, tags: dict[str, str]):
-        from mlflow.entities import Metric, Param, RunTag
 
-        self.Metric, self.Param, self.RunTag = Metric, Param, RunTag
-        self.mlflow = mlflow
-        self.client = mlflow.MlflowClient()
-        self.parent_id = parent_id
-        self.exp_id = mlflow.get_run(parent_id).info.experiment_id
-        self.domain, self.z, self.tags = domain, z, tags
-        self.seconds = 0.0
-
-    def log_shard(self, first_index: int, shard: dict) -> None:
-        t0 = time.perf_counter()
-        from zoofusion.cnn import unstack
-
-        hist = {k: v.numpy() for k, v in shard["history"].items()}
-        for j, (seed, weights) in enumerate(zip(shard["seeds"].tolist(), unstack(shard["weights"]))):
-            k = first_index + j
-            run = self.client.create_run(self.exp_id, run_name=f"{self.domain}-{k:05d}", tags={
-                "mlflow.parentRunId": self.parent_id, "domain": self.domain, **self.tags})
-            now = int(time.time() * 1000)
-            metrics = [self.Metric(name, float(hist[name][j, e]), now, e)
-                       for name in ("train_loss", "train_acc", "val_loss", "val_acc") for e in range(hist[name].shape[1])]
-            metrics += [self.Metric(f"final_{name}", float(hist[name][j, -1]), now, 0)
-                        for name in ("train_acc", "val_acc", "train_loss", "val_loss")]
-            params = [self.Param(n, str(v)) for n, v in {
-                "domain": self.domain, "model_index": k, "seed": seed, "epochs": self.z.epochs,
-                "batch_size": self.z.batch_size, "lr": self.z.lr, "architecture": "conv6-conv16-fc2"}.items()]
-            self.client.log_batch(run.info.run_id, metrics=metrics, params=params)
-            with tempfile.TemporaryDirectory() as tmp:
-                torch.save({n: t.clone() for n, t in weights.items()}, Path(tmp) / "model.pt")
-                self.client.log_artifact(run.info.run_id, str(Path(tmp) / "model.pt"))
-            self.client.set_terminated(run.info.run_id)
-        self.seconds += time.perf_counter() - t0
+def log_shard(logger: BatchLogger, domain: str, z: ZooParams, first_index: int, shard: dict) -> int:
+    """A child run per CNN of the shard not yet logged with the same content; returns how many were new."""
+    names = ("train_loss", "train_acc", "val_loss", "val_acc")
+    hist = {k: v.numpy() for k, v in shard["history"].items()}
+    new = 0
+    for j, (seed, weights) in enumerate(zip(shard["seeds"].tolist(), unstack(shard["weights"]))):
+        k = first_index + j
+        content = content_hash(weights, [hist[n][j] for n in names])
+        if logger.find("zoofusion.content", content):
+            continue
+        metrics = [(n, hist[n][j, e], e) for n in names for e in range(hist[n].shape[1])]
+        metrics += [(f"final_{n}", hist[n][j, -1], 0) for n in names]
+        params = {"domain": domain, "model_index": k, "seed": seed, "epochs": z.epochs, "batch_size": z.batch_size,
+                  "lr": z.lr, "architecture": "conv6-conv16-fc2"}
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({n: t.clone() for n, t in weights.items()}, Path(tmp) / "model.pt")
+            logger.child(f"{domain}-{k:05d}", params, metrics, tags={"domain": domain, "zoofusion.content": content},
+                         artifacts=[(Path(tmp) / "model.pt", None)])
+        new += 1
+    return new
 
 
 def assemble(shards: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, np.ndarray], np.ndarray]:
@@ -164,8 +165,6 @@ def assemble(shards: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, np.
 
 
 def write_outputs(out: Path, weights: dict, history: dict, seeds: np.ndarray) -> None:
-    from zoofusion.util import save_npz
-
     with atomic_dir(out) as tmp:
         torch.save({"weights": weights, "seeds": torch.from_numpy(seeds)}, tmp / "weights.pt")
         save_npz(tmp / "history.npz", **history)
@@ -177,20 +176,18 @@ def write_outputs(out: Path, weights: dict, history: dict, seeds: np.ndarray) ->
 
 
 def kernel_grid(weights: dict, n: int):
-    from zoofusion.kernel_grid import kernel_grid_figure
-
     panels = {f"model {k} conv1": weights["conv1.weight"][k] for k in range(min(n, len(weights["conv1.weight"])))}
     return kernel_grid_figure(panels)
 
 
 def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, cache_root: Path = CACHE,
         metrics_root: Path = METRICS) -> dict:
+    device = params.torch_device()  # cuda without a GPU: refused before anything is created
     z = params.zoo
     n_models = getattr(z.n_models, domain)
     data = prepared / f"{domain}.npz"
     if not data.is_file():
         raise FileNotFoundError(f"{data}: missing; run `dvc repro data` first")
-    device = params.torch_device()
     cache = cache_root / f"{domain}-{cache_key(file_md5(data), z, params.seed, device)}"
     cache.mkdir(parents=True, exist_ok=True)
     jobs = plan_shards(domain, n_models, z, params.seed, data, device, cache)
@@ -202,40 +199,28 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
     tags = run_tags(f"zoo@{domain}", [data])
     t_start = time.perf_counter()
     train_seconds = 0.0
+    logged = 0
     with mlflow.start_run(run_name=f"zoo-{domain}", tags=tags) as parent:
-        mlflow.log_params({"domain": domain, "n_models": n_models, **{k: v for k, v in asdict(z).items() if k != "n_models"},
+        mlflow.log_params({"domain": domain, "n_models": n_models,
+                           **{k: v for k, v in z.model_dump().items() if k != "n_models"},
                            "seed": params.seed, "device": device})
-        zl = ZooLogger(mlflow, parent.info.run_id, domain, z, {k: v for k, v in tags.items() if k.startswith(("git", "data"))})
+        zl = BatchLogger(mlflow, parent.info.run_id, {k: v for k, v in tags.items()
+                                                      if k.startswith(("git", "data", "zoofusion."))})
         bar = progress(total=n_models, desc=f"zoo {domain}", unit="model")
-        done: set[int] = set()
 
         def finished(job: ShardJob) -> None:
-            nonlocal train_seconds
+            nonlocal train_seconds, logged
             shard = load_shard(Path(job.out))
             train_seconds += float(shard["seconds"])
-            zl.log_shard(job.index * z.shard_size, shard)
-            done.add(job.index)
+            logged += log_shard(zl, domain, z, job.index * z.shard_size, shard)
             bar.update(len(job.seeds))
 
         for job in jobs:
             if job not in todo:
                 finished(job)
-        if todo:
-            if z.workers == 1 or device != "cpu" or len(todo) == 1:
-                for job in todo:
-                    train_shard(job)
-                    finished(job)
-            else:
-                with ProcessPoolExecutor(max_workers=min(z.workers, len(todo)), mp_context=get_context("spawn")) as ex:
-                    futures = {ex.submit(train_shard, j): j for j in todo}
-                    try:
-                        for fut in as_completed(futures):
-                            fut.result()
-                            finished(futures[fut])
-                    except BaseException:
-                        # Ctrl-C or a failed shard: stop queued shards; finished ones stay in the cache.
-                        ex.shutdown(wait=False, cancel_futures=True)
-                        raise
+        # Ctrl-C or a failed shard stops the queue and the workers; finished shards stay in the cache.
+        for job, _ in zip(todo, run_tasks(train_shard, todo, z.workers if device == "cpu" else 1)):
+            finished(job)
         bar.close()
         shards = [load_shard(Path(j.out)) for j in jobs]
         weights, history, seeds = assemble(shards)
@@ -247,7 +232,7 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             "count": int(n_models), "val_acc_mean": float(val_acc.mean()), "val_acc_min": float(val_acc.min()),
             "val_acc_max": float(val_acc.max()), "train_acc_mean": float(history["train_acc"][:, -1].mean()),
             "wall_seconds": round(wall, 2), "train_seconds_summed_over_workers": round(train_seconds, 2),
-            "logging_seconds": round(zl.seconds, 2),
+            "logging_seconds": round(zl.seconds, 2), "runs_logged": logged,
             "logging_overhead": round(zl.seconds / max(train_seconds, 1e-9), 4),
             "cached_shards": len(jobs) - len(todo),
             # per core: training seconds are summed over workers (and include shards trained by earlier runs)

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from zoofusion.cli import stage_main
-from zoofusion.cnn import ConvFeatures
+from zoofusion.core.cnn import ConvFeatures
 from zoofusion.config import Params
-from zoofusion.cyclegan import load_generators, translate
-from zoofusion.kernel_grid import kernel_grid_figure
+from zoofusion.core.cyclegan import load_generators, translate
+from zoofusion.render.kernel_grid import kernel_grid_figure
 from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir
+from zoofusion.io import atomic_dir
 
 log = logging.getLogger(__name__)
 KERNELS = Path("data/kernels")

@@ -1,68 +1,34 @@
-"""Stage `tune`: Optuna searches over the clustering protocol's knobs, on val only.
+"""Tuning the clustering protocol on val only: the search space, the val objective, and Optuna studies.
 
-One study per clustering method (`tune.methods`) and per candidate. Candidates are the top `tune.top_models`
-generated models (data/evaluate/selected.json order) and, per method, the best-on-val model of each baseline kind
-(`evaluate.rank` over data/evaluate/candidates.csv by `val/<method>/<criterion of evaluate.select_metric>`, the
-same choice evaluate's headline and baseline table make). Every study gets the same budget of `tune.n_trials`
-trials, and its first trial is the untuned configuration from `evaluate.clustering` (when it lies in the search
-space), so "tuned" is never worse than "default" on the objective.
+Shared by the `tune` stage (searches on val) and the `tuned` stage (scores the best params on test). See
+`zoofusion.stages.tune` for the honesty rules; nothing here reads the test split unless handed it.
 
 Search space (:func:`suggest`): standardize (true|false), UMAP n_neighbors (int 5..50, capped at n_val - 1),
 min_dist (0..0.99), n_components (int 2..10); KMeans k (2|3); DBSCAN eps (0.1..5, log), min_samples (int 2..15);
 One-class SVM nu (0.01..0.5, log) and gamma ("scale" or a float 1e-3..10, log). UMAP metric, KMeans n_init and
 the SVM kernel stay as in `evaluate.clustering`.
-
-Honesty, val only: the stage never loads the test split. Each trial standardises and embeds the val features with
-one UMAP fitted on val alone (labels unused), then scores the method on val; the objective is the val metric
-`tune.objective`. KMeans and DBSCAN are scored as the protocol does (majority mapping on the points scored).
-The One-class SVM is *trained* on black cats, so scoring it on the val positives it was fitted on would be an
-in-sample number; instead it is cross-validated (:func:`ocsvm_cv_scores`): val is split into `OCSVM_FOLDS` seeded
-folds, stratified by label; for each fold an SVM is fitted on the positives of the other folds and predicts every
-point of the held-out fold (its positives and negatives). The pooled out-of-fold predictions cover each val point
-exactly once, with val's class balance, and no prediction comes from an SVM that saw that point. (Each SVM sees
-2/3 of the positives, so the estimate is slightly pessimistic; the UMAP it works in was fitted on all of val,
-unsupervised, as the protocol's UMAP is fitted on val and test.) Its metrics are keyed `val_cv/ocsvm/<metric>`.
-
-Determinism: samplers are seeded from `seed` per study (`derive_seed`), UMAP and KMeans use a fixed seed derived
-from `seed`, studies run whole inside one process each (trials in order, n_jobs=1), and ties between trials go to
-the earliest, so the same params give the same trials and best params whatever the number of worker processes.
-
-Outputs: data/tune/best_params.json (per method and candidate: best params, best val value, n_trials; plus each
-method's `generated` entry, the tuned generated model with the best val value), metrics/tune.json (per method: the
-best val objective of that generated model vs the tuned best-on-val model of each baseline kind), Optuna studies
-`zoofusion/<method>/<candidate>` in `tune.storage`, and MLflow experiment `tuning` (a parent run per study, one
-nested child run per trial). :func:`tuned_evaluation` runs the full protocol (val and test) with tuned params, for
-the report's tuned-vs-untuned test numbers.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
-import json
-import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from zoofusion.cli import stage_main
 from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams
-from zoofusion.evaluate import BASELINE_KINDS, GENERATED, KERNELS, VAL
-from zoofusion.util import atomic_dir, derive_seed, load_npz, progress, rng, write_json
+from zoofusion.console import progress
+from zoofusion.core.seeds import derive_seed, rng
+from zoofusion.executor import run_tasks
 
-log = logging.getLogger(__name__)
-
+GENERATED = Path("data/generated/models.pt")
+KERNELS = Path("data/kernels")
+VAL = Path("data/prepared/val.npz")
 EVALUATED = Path("data/evaluate")
-OUT = Path("data/tune")
-METRICS_FILE = Path("metrics/tune.json")
-EXPERIMENT = "tuning"
 OBJECTIVES = ("accuracy", "precision", "recall", "purity")  # all higher-is-better: every study maximises
 
 # Search space bounds (inclusive).
@@ -185,11 +151,13 @@ def _check_tuned(tuned: dict[str, Any], method: str) -> dict[str, Any]:
 def apply_tuned(base: ClusteringParams, tuned: dict[str, Any], method: str) -> ClusteringParams:
     """`base` with the tuned knobs of one method replaced (validated by ClusteringParams)."""
     t = _check_tuned(dict(tuned), method)
-    umap = dataclasses.replace(base.umap, n_neighbors=int(t.pop("n_neighbors")), min_dist=float(t.pop("min_dist")),
-                               n_components=int(t.pop("n_components")))
-    if "ocsvm_gamma" in t:
-        t["ocsvm_gamma"] = str(t["ocsvm_gamma"])  # ClusteringParams keeps gamma as text; gamma() parses it back
-    return dataclasses.replace(base, umap=umap, standardize=bool(t.pop("standardize")), **t)
+    umap = {**base.umap.model_dump(), "n_neighbors": int(t.pop("n_neighbors")), "min_dist": float(t.pop("min_dist")),
+            "n_components": int(t.pop("n_components"))}
+    if isinstance(t.get("kmeans_k"), np.integer) or isinstance(t.get("dbscan_min_samples"), np.integer):
+        t = {k: int(v) if isinstance(v, np.integer) else v for k, v in t.items()}
+    # validated as params.yaml is: a tuned value outside the rules fails here, with the key named
+    return ClusteringParams.model_validate({**base.model_dump(), "umap": umap,
+                                            "standardize": bool(t.pop("standardize")), **t})
 
 
 # --- the objective (val only) ----------------------------------------------------------------------------------
@@ -200,10 +168,9 @@ def embed_val(feats_val: np.ndarray, c: ClusteringParams, seed: int) -> np.ndarr
     `cluster.embed` fits one UMAP on the union of its two inputs; handing it val split in two (first row | rest)
     and joining the halves back gives exactly the protocol's preprocessing, fitted on val only.
     """
-    from zoofusion.cluster import embed
-    from zoofusion.evaluate import umap_kwargs
+    from zoofusion.core.protocol import embed
 
-    a, b = embed(feats_val[:1], feats_val[1:], **umap_kwargs(c), seed=seed)
+    a, b = embed(feats_val[:1], feats_val[1:], **c.umap_kwargs(), seed=seed)
     return np.concatenate([a, b])
 
 
@@ -220,11 +187,10 @@ def ocsvm_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
 def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: int,
                     k: int = OCSVM_FOLDS) -> dict[str, float]:
     """One-class SVM scored out-of-fold on val (see the module docstring)."""
-    from zoofusion.cluster import _fit_predict  # the protocol's SVM (same kernel/gamma handling, one thread)
-    from zoofusion.evaluate import method_params
-    from zoofusion.metrics import score_predictions
+    from zoofusion.core.protocol import _fit_predict  # the protocol's SVM (same kernel/gamma handling, one thread)
+    from zoofusion.core.metrics import score_predictions
 
-    mp = method_params(c)
+    mp = c.method_params()
     fold = ocsvm_folds(y, k, seed)
     pred = np.empty(len(y), dtype=np.int64)
     for f in range(k):
@@ -240,14 +206,13 @@ def metric_prefix(method: str) -> str:
 def val_scores(feats_val: np.ndarray, y_val: np.ndarray, method: str, tuned: dict[str, Any],
                base: ClusteringParams, seed: int) -> dict[str, float]:
     """All val metrics of one configuration (UMAP on val only; OCSVM cross-validated). `seed` is used as is."""
-    from zoofusion.cluster import cluster_split
-    from zoofusion.evaluate import method_params
+    from zoofusion.core.protocol import cluster_split
 
     c = apply_tuned(base, tuned, method)
     emb = embed_val(feats_val, c, seed)
     if method == "ocsvm":
         return ocsvm_cv_scores(emb, y_val, c, seed)
-    return cluster_split(emb, y_val, method, method_params(c), seed)
+    return cluster_split(emb, y_val, method, c.method_params(), seed)
 
 
 # --- studies ---------------------------------------------------------------------------------------------------
@@ -352,14 +317,6 @@ def run_study(task: tuple) -> dict:
             "untuned_value": trials[0]["value"] if trials[0]["untuned"] else None, "seconds": time.perf_counter() - t0, "trials": trials}
 
 
-def _worker_init() -> None:
-    # Parallelism is across studies; each worker stays on one core (as evaluate's workers do).
-    os.environ["NUMBA_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def validate_val(feats: dict[str, np.ndarray], y_val: np.ndarray) -> np.ndarray:
     y = np.asarray(y_val)
     if y.ndim != 1 or not np.isin(y, (0, 1)).all():
@@ -410,14 +367,8 @@ def tune_all(studies: Sequence[Study], feats: dict[str, np.ndarray], y_val: np.n
         if on_result is not None:
             on_result(r)
 
-    if workers <= 1 or len(tasks) == 1:
-        for t in tasks:
-            take(run_study(t))
-    else:
-        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn"),
-                                 initializer=_worker_init) as ex:
-            for r in ex.map(run_study, tasks, chunksize=1):
-                take(r)
+    for r in run_tasks(run_study, tasks, workers):
+        take(r)
     bar.close()
     return results
 
@@ -433,17 +384,14 @@ def tuned_evaluation(params: Params, best_params_for_method: dict[str, Any], met
     `params`. With :func:`untuned` params it reproduces evaluate's numbers, so tuned and untuned test scores
     differ only by the params.
     """
-    from zoofusion.cluster import evaluate_features
-    from zoofusion.evaluate import method_params, umap_kwargs
+    from zoofusion.core.protocol import evaluate_features
 
     tuned = best_params_for_method.get("params", best_params_for_method)
     c = apply_tuned(params.evaluate.clustering, tuned, method)
-    ev = evaluate_features(feats_val, y_val, feats_test, y_test, **umap_kwargs(c), p=method_params(c),
+    ev = evaluate_features(feats_val, y_val, feats_test, y_test, **c.umap_kwargs(), p=c.method_params(),
                            seed=derive_seed(params.seed, "evaluate"), methods=(method,))
     return ev.metrics
 
-
-# --- the stage -------------------------------------------------------------------------------------------------
 
 def read_candidates(path: Path) -> list[dict]:
     """Rows of evaluate's candidates.csv as evaluate.rank expects them: id, kind, metrics."""
@@ -454,39 +402,12 @@ def read_candidates(path: Path) -> list[dict]:
                  "metrics": {k: float(v) for k, v in r.items() if k not in fixed}} for r in reader]
 
 
-def choose_studies(rows: list[dict], selected: list[str], tp: TuneParams, select_metric: str) -> list[Study]:
-    """Per method: the top generated models (selected.json order), then each baseline kind's best-on-val model."""
-    from zoofusion.evaluate import rank
-
-    if len(selected) < tp.top_models:
-        raise TuneError(f"tune.top_models is {tp.top_models} but {EVALUATED / 'selected.json'} lists only "
-                        f"{len(selected)} models; lower tune.top_models or raise evaluate.n_selected")
-    by_id = {r["id"]: r for r in rows}
-    gen = selected[:tp.top_models]
-    for cid in gen:
-        if by_id.get(cid, {}).get("kind") != "generated":
-            raise TuneError(f"selected model {cid!r} is not a generated model in candidates.csv; "
-                            "rerun `dvc repro evaluate`")
-    crit = select_metric.split("/")[2]
-    out = []
-    for method in tp.methods:
-        key = f"val/{method}/{crit}"
-        if rows and key not in rows[0]["metrics"]:
-            raise TuneError(f"candidates.csv has no column {key!r}; rerun `dvc repro evaluate`")
-        out += [Study(method, cid, "generated") for cid in gen]
-        for kind in BASELINE_KINDS:
-            group = [r for r in rows if r["kind"] == kind]
-            if group:
-                out.append(Study(method, rank(group, key)[0]["id"], kind))
-    return out
-
-
 def candidate_features(params: Params, ids: Iterable[str], images: np.ndarray) -> dict[str, np.ndarray]:
     """Rebuild the named candidates as evaluate does and compute their features on `images` (val)."""
     import torch
 
-    from zoofusion.cnn import preprocess
-    from zoofusion.evaluate import baseline_candidates, compute_features, generated_candidates
+    from zoofusion.core.cnn import preprocess
+    from zoofusion.core.candidates import baseline_candidates, compute_features, generated_candidates
 
     kernels = {d: torch.load(KERNELS / f"{d}.pt", weights_only=True) for d in ("black", "cat")}
     g = torch.load(GENERATED, weights_only=True)
@@ -502,162 +423,3 @@ def candidate_features(params: Params, ids: Iterable[str], images: np.ndarray) -
     return {c.id: f for c, f in zip(cands, feats)}
 
 
-def summarize(results: list[dict], tp: TuneParams, seed: int, selected_order: list[str]) -> tuple[dict, dict]:
-    """(best_params.json, metrics/tune.json) from the study results."""
-    methods: dict[str, dict] = {}
-    metrics: dict[str, dict] = {}
-    for method in tp.methods:
-        rs = [r for r in results if r["method"] == method]
-        # n_clusters of the best trial: the majority mapping is fitted on the points it scores, so many small
-        # clusters raise accuracy/purity by themselves; the count shows when a tuned value owes much to that
-        entries = {r["candidate"]: {"kind": r["kind"], "params": r["best_params"], "value": r["best_value"],
-                                    "untuned_value": r["untuned_value"], "n_trials": r["n_trials"],
-                                    "best_trial": r["best_trial"], "study": r["study"],
-                                    "n_clusters": int(r["best_metrics"]["n_clusters"])}
-                   for r in rs}
-        gen = [r for r in rs if r["kind"] == "generated"]
-        # the generated model chosen on val: best tuned value, selected.json order on ties
-        top = min(gen, key=lambda r: (-r["best_value"], selected_order.index(r["candidate"])))
-        methods[method] = {"objective_key": f"{metric_prefix(method)}/{tp.objective}",
-                           "generated": {"candidate": top["candidate"], **entries[top["candidate"]]},
-                           "candidates": entries}
-        m = {"generated": round(top["best_value"], 4)}
-        if top["untuned_value"] is not None:
-            m["generated_untuned"] = round(top["untuned_value"], 4)
-        base = {r["kind"]: r["best_value"] for r in rs if r["kind"] != "generated"}
-        m.update({k: round(v, 4) for k, v in base.items()})
-        if base:
-            m["best_baseline"] = round(max(base.values()), 4)
-            m["generated_minus_best_baseline"] = round(top["best_value"] - max(base.values()), 4)
-        metrics[method] = m
-    best = {"objective": tp.objective, "sampler": tp.sampler, "n_trials": tp.n_trials, "seed": seed,
-            "storage": display_url(tp.storage), "methods": methods}
-    return best, metrics
-
-
-class MlflowLogger:
-    """A parent run per study and a nested child run per trial, logged directly with MlflowClient.log_batch
-    (3 tracking calls per trial: create, log_batch, terminate)."""
-
-    def __init__(self, tp: TuneParams, seed: int, tags: dict[str, str]):
-        from zoofusion.tracking import setup_mlflow
-
-        self.mlflow = setup_mlflow(EXPERIMENT)
-        self.client = self.mlflow.MlflowClient()
-        self.exp_id = self.mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
-        self.tp, self.seed, self.tags = tp, seed, tags
-
-    def __call__(self, r: dict) -> None:
-        from mlflow.entities import Metric, Param
-
-        tp, c = self.tp, self.client
-        first, last = r["trials"][0], r["trials"][-1]
-        parent = c.create_run(self.exp_id, run_name=r["study"], start_time=first["start_ms"], tags={
-            **self.tags, "method": r["method"], "candidate": r["candidate"], "kind": r["kind"],
-            "optuna_study": r["study"], "optuna_storage": display_url(tp.storage)}).info.run_id
-        best_so_far, hist = -np.inf, []
-        for t in r["trials"]:
-            best_so_far = max(best_so_far, t["value"])
-            hist += [Metric("trial_value", t["value"], t["end_ms"], t["number"]),
-                     Metric("best_so_far", best_so_far, t["end_ms"], t["number"])]
-        metrics = [Metric("best_value", r["best_value"], last["end_ms"], 0), *hist]
-        if r["untuned_value"] is not None:
-            metrics.append(Metric("untuned_value", r["untuned_value"], last["end_ms"], 0))
-        params = {"method": r["method"], "candidate": r["candidate"], "kind": r["kind"], "objective": tp.objective,
-                  "n_trials": tp.n_trials, "sampler": tp.sampler, "seed": self.seed, "best_trial": r["best_trial"],
-                  **{f"best.{k}": v for k, v in r["best_params"].items()}}
-        c.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()])
-        for i in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
-            c.log_batch(parent, metrics=metrics[i:i + 1000])
-        prefix = metric_prefix(r["method"])
-        for t in r["trials"]:
-            child = c.create_run(self.exp_id, run_name=f"trial-{t['number']}", start_time=t["start_ms"], tags={
-                "mlflow.parentRunId": parent, "dvc_stage": "tune", "optuna_study": r["study"],
-                "trial": str(t["number"]), "untuned": str(t["untuned"]).lower()}).info.run_id
-            c.log_batch(child, metrics=[Metric("objective", t["value"], t["end_ms"], 0),
-                                        *[Metric(f"{prefix}/{k}", float(v), t["end_ms"], 0)
-                                          for k, v in t["metrics"].items()]],
-                        params=[Param(k, str(v)) for k, v in t["params"].items()])
-            c.set_terminated(child, "FINISHED", end_time=t["end_ms"])
-        c.set_terminated(parent, "FINISHED", end_time=last["end_ms"])
-
-
-def run(params: Params) -> dict:
-    tp, e = params.tune, params.evaluate
-    t0 = time.perf_counter()
-    check_storage(tp.storage)  # before anything slow
-    inputs = [GENERATED, KERNELS / "black.pt", KERNELS / "cat.pt", VAL, EVALUATED / "candidates.csv",
-              EVALUATED / "selected.json"]
-    for f in inputs:
-        if not f.is_file():
-            how = "dvc repro " + {"generated": "generate", "kernels": "kernels", "prepared": "data"}.get(
-                f.parts[1], "evaluate")
-            raise FileNotFoundError(f"{f}: missing; run `{how}` first")
-    rows = read_candidates(EVALUATED / "candidates.csv")
-    selected = json.loads((EVALUATED / "selected.json").read_text())["selected"]
-    studies = choose_studies(rows, selected, tp, e.select_metric)
-    val = load_npz(VAL)  # the test split is never loaded here
-    validate_val({}, val["labels"])
-    feats = candidate_features(params, [s.candidate for s in studies], val["images"])
-    log.info("tune: %d studies (%s x %d candidates) x %d trials, objective val %s, sampler %s",
-             len(studies), "/".join(tp.methods), len(studies) // len(tp.methods), tp.n_trials, tp.objective,
-             tp.sampler)
-    from zoofusion.tracking import run_tags
-
-    logger = MlflowLogger(tp, params.seed, run_tags("tune", inputs))
-
-    def on_result(r: dict) -> None:
-        log.info("tune %s (%s): best %s %.4f at trial %d (untuned %s) in %.1fs", r["study"], r["kind"],
-                 f"{metric_prefix(r['method'])}/{tp.objective}", r["best_value"], r["best_trial"],
-                 "n/a" if r["untuned_value"] is None else f"{r['untuned_value']:.4f}", r["seconds"])
-        logger(r)
-
-    workers = tp.workers
-    results = tune_all(studies, feats, val["labels"], tp, e.clustering, params.seed, workers, on_result)
-    best, metrics = summarize(results, tp, params.seed, selected)
-    metrics["seconds"] = round(time.perf_counter() - t0, 1)
-    with atomic_dir(OUT) as out:
-        write_json(out / "best_params.json", best)
-    write_json(METRICS_FILE, metrics)
-    log.info("tune: %d studies in %.1fs; generated vs best baseline (val %s): %s", len(results), metrics["seconds"],
-             tp.objective, ", ".join(f"{m} {metrics[m]['generated']:.4f} vs {metrics[m].get('best_baseline', 'n/a')}"
-                                     for m in tp.methods))
-    return best
-
-
-def report_rows(params: Params, root: Path = Path(".")) -> list[dict]:
-    """Untuned vs tuned test scores of each method's tuned generated model and each baseline kind's best.
-
-    Tuning saw val only; here the tuned params go through the full protocol once more, scored on test.
-    The untuned numbers are evaluate's (same protocol, params.yaml defaults).
-    """
-    from zoofusion.util import load_npz
-
-    best = json.loads((root / OUT / "best_params.json").read_text())["methods"]
-    val, test = load_npz(root / VAL), load_npz(root / "data/testset/test.npz")
-    rows = {r["id"]: r for r in read_candidates(root / EVALUATED / "candidates.csv")}
-    ids = sorted({c for m in best.values() for c in m["candidates"]})
-    n_val = len(val["labels"])
-    feats = candidate_features(params, ids, np.concatenate([val["images"], test["images"]]))
-    out = []
-    for method, entry in sorted(best.items()):
-        for cid, b in sorted(entry["candidates"].items(), key=lambda kv: (kv[1]["kind"] != "generated", kv[0])):
-            f = feats[cid]
-            m = tuned_evaluation(params, b, method, f[:n_val], val["labels"], f[n_val:], test["labels"])
-            before = rows[cid]["metrics"]
-            out.append({"Clustering": method, "Model": cid, "Kind": b["kind"],
-                        "Val (tuned objective)": round(b["value"], 4),
-                        "Test accuracy untuned": round(before[f"test/{method}/accuracy"], 4),
-                        "Test accuracy tuned": round(m[f"test/{method}/accuracy"], 4),
-                        "Test recall tuned": round(m[f"test/{method}/recall"], 4),
-                        "Test clusters tuned": int(m[f"test/{method}/n_clusters"])})
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    stage_main("tune", lambda args, params: run(params), argv,
-               description="Tune the clustering protocol with Optuna on val only.", errors=(TuneError,))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,8 @@ By default it is the `test_split` the data stage built from the manual labels. A
 manifest instead (`testset.manifest`: a CSV with columns `path,label`, label 1 = black cat, 0 = other),
 where a path is an image file on disk or a member of the image source (e.g. `test/cat/0123.jpg`).
 Swapping the manifest reruns only this stage and evaluation, never the zoos. An image that is also in a
-training domain or in val is refused, since scores on it would not be held out.
+training domain or in val is refused, since scores on it would not be held out: images are compared by the
+hash of their decoded pixels, so a copy of a training image under another path is caught too.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import numpy as np
 
 from zoofusion.cli import stage_main
 from zoofusion.config import Params
-from zoofusion.data import OUT as PREPARED
-from zoofusion.data import write_dataset
-from zoofusion.images import ImageSourceError, read_images
-from zoofusion.util import atomic_dir, load_npz
+from zoofusion.images import ImageSourceError, pixel_hashes, read_images
+from zoofusion.io import atomic_dir, load_npz, save_npz
+from zoofusion.render.sheets import save_sheet
 
 log = logging.getLogger(__name__)
+PREPARED = Path("data/prepared")
 OUT = Path("data/testset")
 
 
@@ -53,12 +54,15 @@ def read_manifest(path: str | Path) -> tuple[list[str], np.ndarray]:
     return paths, np.array(labels, dtype=np.int64)
 
 
-def check_held_out(ids: np.ndarray, used: dict[str, np.ndarray]) -> None:
+def check_held_out(paths: list[str], images: np.ndarray, used: dict[str, np.ndarray]) -> None:
+    """Refuse manifest images whose decoded pixels equal an image of a training domain or of val."""
+    mine = pixel_hashes(images)
     for name, other in used.items():
-        both = np.intersect1d(ids, other)
-        if len(both):
-            raise ImageSourceError(f"testset.manifest: {len(both)} images are also in the {name} set (e.g. "
-                                   f"{both[0]}); a test set must be held out — drop them from the manifest")
+        both = np.isin(mine, pixel_hashes(other))
+        if both.any():
+            raise ImageSourceError(f"testset.manifest: {int(both.sum())} images have the same pixels as images in "
+                                   f"the {name} set (e.g. {paths[int(np.flatnonzero(both)[0])]}); a test set must be "
+                                   "held out — drop them from the manifest")
 
 
 def run(params: Params, prepared: Path = PREPARED, out: Path = OUT) -> int:
@@ -70,11 +74,12 @@ def run(params: Params, prepared: Path = PREPARED, out: Path = OUT) -> int:
     else:
         paths, labels = read_manifest(manifest)
         ids = np.array(paths)
-        check_held_out(ids, {n: load_npz(prepared / f"{n}.npz")["ids"] for n in ("black", "cat", "val")})
         images = read_images(paths, params.data.path)
+        check_held_out(paths, images, {n: load_npz(prepared / f"{n}.npz")["images"] for n in ("black", "cat", "val")})
         log.info("test: manifest %s, %d images (%d black cats)", manifest, len(ids), int(labels.sum()))
     with atomic_dir(out) as tmp:
-        write_dataset(tmp, "test", images, labels, ids, params.data.sheet_per_class)
+        save_npz(tmp / "test.npz", images=images, labels=labels, ids=ids)
+        save_sheet(tmp, "test", images, labels, params.data.sheet_per_class)
     return len(ids)
 
 

@@ -1,4 +1,5 @@
-"""Small shared helpers: logging, progress bars, atomic and deterministic file writes, seeds."""
+"""Files: atomic writes (one helper for files, one for folders), npz and JSON, md5s, the repository root,
+and fingerprints of the code that decides a cached result."""
 
 from __future__ import annotations
 
@@ -6,44 +7,13 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
-import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
-
-log = logging.getLogger("zoofusion")
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """One format for every stage; messages go to stderr so DVC and CI logs keep them."""
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("alembic", "mlflow", "numba", "urllib3", "matplotlib", "PIL", "git"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def progress(iterable: Iterable | None = None, **kwargs: Any):
-    """tqdm that shows on a terminal and stays silent in CI logs (disable=None checks for a TTY)."""
-    from tqdm.auto import tqdm
-
-    kwargs.setdefault("disable", None if not os.environ.get("CI") else True)
-    kwargs.setdefault("leave", False)
-    return tqdm(iterable, **kwargs)
-
-
-def derive_seed(seed: int, *tags: str | int) -> int:
-    """A stable 31-bit seed for one purpose, derived from the single params.yaml seed."""
-    h = hashlib.sha256(repr((seed,) + tags).encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
-
-
-def rng(seed: int, *tags: str | int) -> np.random.Generator:
-    return np.random.default_rng(derive_seed(seed, *tags))
 
 
 @contextlib.contextmanager
@@ -120,3 +90,23 @@ def repo_root() -> Path:
         if (p / "dvc.yaml").is_file():
             return p
     return here
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def code_fingerprint(*modules: str) -> str:
+    """sha256 (first 16 hex) over the source of the named modules or subpackages of zoofusion.
+
+    `code_fingerprint("core/cnn.py", "core/train.py")` changes when either file changes, so a cache keyed by it
+    never serves results computed by other code. A folder name covers every .py file under it.
+    """
+    h = hashlib.sha256()
+    for name in modules:
+        p = PACKAGE / name
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        if not files or not files[0].is_file():
+            raise FileNotFoundError(f"{p}: no such module in the zoofusion package")
+        for f in files:
+            h.update(str(f.relative_to(PACKAGE)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]

@@ -1,31 +1,20 @@
-"""The zoo CNN, and training many of them at once as one grouped computation.
+"""The zoo CNN: one model, many models as one grouped network, and features of many models at once.
 
 Architecture (per model): conv1 3->6 k5, ReLU, maxpool 2; conv2 6->16 k5, ReLU, maxpool 2; flatten (C,H,W) 400;
 fc 400->2.  ReLU and 2x2 max-pooling commute exactly (ReLU is monotone, both are exact in floating point), so every
 path here pools first and applies ReLU to the 4x smaller tensor; outputs and gradients are those of conv-ReLU-pool.
 
-Seed rules (shared by :func:`train_single` and :func:`train_batched`, so the two give the same models):
-
-* initial weights of the model with seed ``s``: :func:`init_weights` ``(s)`` (PyTorch default init, global RNG
-  untouched);
-* its data order: one ``torch.Generator().manual_seed(s + DATA_SEED_OFFSET)`` created before training; each epoch
-  draws ``torch.randperm(len(train_idx), generator=g)`` and walks ``train_idx`` in that order in batches of
-  ``batch_size`` (the last batch may be smaller). The offset keeps the data stream of seed ``s`` apart from the init
-  stream of seed ``s + 1`` when a zoo uses consecutive seeds.
+Training lives in :mod:`zoofusion.core.train`.
 """
 
 from __future__ import annotations
 
-import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "DATA_SEED_OFFSET",
@@ -41,8 +30,6 @@ __all__ = [
     "stack",
     "unstack",
     "batched_features",
-    "train_single",
-    "train_batched",
 ]
 
 DATA_SEED_OFFSET = 1_000_003
@@ -332,14 +319,6 @@ def batched_features(
     return out
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_seed(seed: object, name: str) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**62:
-        raise ValueError(f"{name} must be an int in [0, 2**62); got {seed!r}.")
 
 
 def _check_pos_int(v: object, name: str) -> None:
@@ -347,232 +326,6 @@ def _check_pos_int(v: object, name: str) -> None:
         raise ValueError(f"{name} must be an int >= 1; got {v!r}.")
 
 
-def _as_index(idx: np.ndarray | Tensor | Sequence[int], n: int, name: str, allow_empty: bool) -> Tensor:
-    t = torch.as_tensor(np.asarray(idx) if not isinstance(idx, Tensor) else idx)
-    if t.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D integer index array; got shape {tuple(t.shape)}.")
-    if t.numel() == 0:
-        if not allow_empty:
-            raise ValueError(f"{name} is empty; pass at least one image index.")
-        return t.to(torch.long)
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
-        raise ValueError(f"{name} must hold integer indices; got dtype {t.dtype}.")
-    t = t.to(torch.long)
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 0 or hi >= n:
-        raise ValueError(f"{name} has indices in [{lo}, {hi}] but there are {n} images; keep them in [0, {n - 1}].")
-    return t
-
-
-def _prepare_data(
-    images: np.ndarray | Tensor,
-    labels: np.ndarray | Tensor,
-    train_idx: np.ndarray | Tensor | Sequence[int],
-    val_idx: np.ndarray | Tensor | Sequence[int],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    device: str | torch.device,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, torch.device]:
-    """Validate everything up front; return HWC image source, labels, train/val index, device (all on device)."""
-    x = torch.as_tensor(images)
-    if x.dtype == torch.uint8 and x.ndim == 4 and tuple(x.shape[1:]) == (32, 32, 3):
-        src = x  # kept uint8: gathers move 4x fewer bytes; scaled per batch
-    elif x.is_floating_point() and x.ndim == 4 and tuple(x.shape[1:]) == IMAGE_SHAPE_CHW:
-        src = x.to(torch.float32).permute(0, 2, 3, 1).contiguous()
-    else:
-        raise ValueError(
-            f"images must be uint8 [N,32,32,3] (raw HWC) or preprocessed float [N,3,32,32]; got dtype {x.dtype} "
-            f"shape {tuple(x.shape)}."
-        )
-    n = x.shape[0]
-    y = torch.as_tensor(labels)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"labels must be 1-D with one entry per image ({n}); got shape {tuple(y.shape)}.")
-    if y.dtype.is_floating_point or y.dtype.is_complex:
-        raise ValueError(f"labels must be integers in {{0,1}}; got dtype {y.dtype}. Cast with .astype(int).")
-    y = y.to(torch.long)
-    bad = y[(y != 0) & (y != 1)]
-    if bad.numel():
-        raise ValueError(
-            f"labels must be in {{0,1}}; found {bad.unique()[:5].tolist()}. Map the target class to 1, others to 0."
-        )
-    tr = _as_index(train_idx, n, "train_idx", allow_empty=False)
-    va = _as_index(val_idx, n, "val_idx", allow_empty=True)
-    _check_pos_int(epochs, "epochs")
-    _check_pos_int(batch_size, "batch_size")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite float > 0; got {lr!r}.")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device {device!r} is not a torch device string (use 'cpu' or 'cuda').") from exc
-    return src.to(dev), y.to(dev), tr.to(dev), va.to(dev), dev
-
-
-def _gather_single(src: Tensor, idx: Tensor) -> Tensor:
-    """[b] indices -> float [b,3,32,32] (contiguous NCHW)."""
-    x = src[idx]
-    if x.dtype == torch.uint8:
-        x = _scale_uint8(x)
-    return x.permute(0, 3, 1, 2).contiguous()
-
-
-def _new_history(n_models: int, epochs: int) -> History:
-    return {k: np.full((n_models, epochs), np.nan) for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
-
-
-def train_single(
-    images: np.ndarray | Tensor,
-    labels: np.ndarray | Tensor,
-    train_idx: np.ndarray | Tensor | Sequence[int],
-    val_idx: np.ndarray | Tensor | Sequence[int],
-    seed: int,
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    device: str | torch.device = "cpu",
-) -> tuple[dict[str, Tensor], History]:
-    """Train one SmallCNN with Adam(lr) and cross-entropy; the reference that :func:`train_batched` must equal.
-
-    ``images``: uint8 [N,32,32,3] or preprocessed float [N,3,32,32]. Returns (CPU weight dict, history of
-    [epochs] arrays ``train_loss``/``train_acc`` (running, over the epoch's batches, per image) and
-    ``val_loss``/``val_acc`` (at epoch end; NaN if ``val_idx`` is empty)).
-    """
-    _check_seed(seed, "seed")
-    src, y, tr, va, dev = _prepare_data(
-        images, labels, train_idx, val_idx, epochs=epochs, batch_size=batch_size, lr=lr, device=device
-    )
-    model = SmallCNN()
-    model.load_state_dict(init_weights(int(seed)))
-    model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(int(seed) + DATA_SEED_OFFSET)
-    n_tr = tr.shape[0]
-    hist = _new_history(1, epochs)
-    for ep in range(epochs):
-        order = tr[torch.randperm(n_tr, generator=gen).to(dev)]
-        loss_sum = torch.zeros((), device=dev)
-        correct = torch.zeros((), device=dev, dtype=torch.long)
-        model.train()
-        for s0 in range(0, n_tr, batch_size):
-            bidx = order[s0 : s0 + batch_size]
-            logits = model(_gather_single(src, bidx))
-            yb = y[bidx]
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * bidx.shape[0]
-            correct += (logits.detach().argmax(1) == yb).sum()
-        hist["train_loss"][0, ep] = loss_sum.item() / n_tr
-        hist["train_acc"][0, ep] = correct.item() / n_tr
-        if va.numel():
-            model.eval()
-            with torch.no_grad():
-                vl = torch.zeros((), device=dev)
-                vc = torch.zeros((), device=dev, dtype=torch.long)
-                for s0 in range(0, va.shape[0], max(batch_size, 256)):
-                    bidx = va[s0 : s0 + max(batch_size, 256)]
-                    logits = model(_gather_single(src, bidx))
-                    vl += F.cross_entropy(logits, y[bidx], reduction="sum")
-                    vc += (logits.argmax(1) == y[bidx]).sum()
-            hist["val_loss"][0, ep] = vl.item() / va.shape[0]
-            hist["val_acc"][0, ep] = vc.item() / va.shape[0]
-    weights = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-    return weights, {k: v[0] for k, v in hist.items()}
-
-
-def train_batched(
-    images: np.ndarray | Tensor,
-    labels: np.ndarray | Tensor,
-    train_idx: np.ndarray | Tensor | Sequence[int],
-    val_idx: np.ndarray | Tensor | Sequence[int],
-    seeds: Sequence[int],
-    *,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    group_size: int,
-    device: str | torch.device = "cpu",
-    on_group_done: Callable[[int, int], None] | None = None,
-) -> tuple[dict[str, Tensor], History]:
-    """Train ``len(seeds)`` SmallCNNs, ``group_size`` at a time as one :class:`BatchedCNN`.
-
-    Model k equals ``train_single(..., seeds[k])`` up to float rounding: same init and data order (module
-    docstring), and the batched loss is the sum over models of each model's mean cross-entropy, so each model's
-    gradient is its own; Adam is element-wise, so one Adam over the stacked parameters is per-model Adam.
-    Returns (stacked CPU weights [n_models,...], history of [n_models, epochs] arrays, as in train_single).
-    ``on_group_done(first_index, n_in_group)`` is called after each group finishes.
-    """
-    seeds = list(seeds)
-    if len(seeds) == 0:
-        raise ValueError("seeds is empty; pass one int seed per model to train.")
-    for i, s in enumerate(seeds):
-        _check_seed(s, f"seeds[{i}]")
-    _check_pos_int(group_size, "group_size")
-    if on_group_done is not None and not callable(on_group_done):
-        raise ValueError("on_group_done must be callable(first_index, n_in_group) or None.")
-    src, y, tr, va, dev = _prepare_data(
-        images, labels, train_idx, val_idx, epochs=epochs, batch_size=batch_size, lr=lr, device=device
-    )
-    n_models, n_tr = len(seeds), tr.shape[0]
-    hist = _new_history(n_models, epochs)
-    out: list[dict[str, Tensor]] = []
-    val_bs = max(batch_size, 256)
-    # Validation images are the same for all models: preprocess once per run.
-    val_x = _gather_single(src, va) if va.numel() else None
-    val_y = y[va]
-    for g0 in range(0, n_models, group_size):
-        gseeds = [int(s) for s in seeds[g0 : g0 + group_size]]
-        g = len(gseeds)
-        model = BatchedCNN(stack([init_weights(s) for s in gseeds])).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in gseeds]
-        for ep in range(epochs):
-            order = torch.stack([torch.randperm(n_tr, generator=gen) for gen in gens]).to(dev)
-            order = tr[order]  # [G, n_tr] image ids, one row per model
-            loss_sum = torch.zeros(g, device=dev)
-            correct = torch.zeros(g, device=dev, dtype=torch.long)
-            for s0 in range(0, n_tr, batch_size):
-                bidx = order[:, s0 : s0 + batch_size]  # [G,b]
-                b = bidx.shape[1]
-                xp = _pack_hwc(src[bidx.t()])  # [b,G,H,W,3] -> [b,G*3,H,W]
-                yb = y[bidx]
-                logits = model._logits(model._features_packed(xp))  # [G,b,2]
-                per_model = F.cross_entropy(logits.reshape(g * b, 2), yb.reshape(g * b), reduction="none")
-                per_model = per_model.view(g, b).mean(1)
-                opt.zero_grad(set_to_none=True)
-                per_model.sum().backward()
-                opt.step()
-                loss_sum += per_model.detach() * b
-                correct += (logits.detach().argmax(2) == yb).sum(1)
-            hist["train_loss"][g0 : g0 + g, ep] = (loss_sum / n_tr).cpu().numpy()
-            hist["train_acc"][g0 : g0 + g, ep] = (correct.double() / n_tr).cpu().numpy()
-            if val_x is not None:
-                vl, vc = _eval_shared(model, val_x, val_y, val_bs)
-                hist["val_loss"][g0 : g0 + g, ep] = vl
-                hist["val_acc"][g0 : g0 + g, ep] = vc
-        out.extend(unstack({k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}))
-        logger.debug("trained models %d..%d of %d", g0, g0 + g - 1, n_models)
-        if on_group_done is not None:
-            on_group_done(g0, g)
-    return stack(out), hist
-
-
-@torch.no_grad()
-def _eval_shared(model: BatchedCNN, x: Tensor, y: Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean cross-entropy and accuracy of every model in ``model`` on the same images -> two [G] arrays."""
-    g, n = model.n_models, x.shape[0]
-    loss = torch.zeros(g, device=x.device)
-    correct = torch.zeros(g, device=x.device, dtype=torch.long)
-    for s0 in range(0, n, batch_size):
-        logits = model.forward_shared(x[s0 : s0 + batch_size])  # [G,b,2]
-        yb = y[s0 : s0 + batch_size]
-        b = yb.shape[0]
-        ce = F.cross_entropy(logits.reshape(g * b, 2), yb.repeat(g), reduction="none").view(g, b)
-        loss += ce.sum(1)
-        correct += (logits.argmax(2) == yb).sum(1)
-    return (loss / n).cpu().numpy(), (correct.double() / n).cpu().numpy()
+def _check_seed(seed: object, name: str) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**62:
+        raise ValueError(f"{name} must be an int in [0, 2**62); got {seed!r}.")

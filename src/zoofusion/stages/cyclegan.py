@@ -17,24 +17,19 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from zoofusion.cli import stage_main
 from zoofusion.config import Params
-from zoofusion.cyclegan import (
-    CycleGANConfig,
-    TrainingDiverged,
-    kernel_stat_distance,
-    save_generators,
-    train_cyclegan,
-    translate,
-)
-from zoofusion.kernel_grid import kernel_grid_figure, save_figure
+from zoofusion.core.cyclegan import CycleGANConfig, TrainingDiverged, save_generators, train_cyclegan, translate
+from zoofusion.core.kernel_stats import kernel_stat_distance
+from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
 from zoofusion.tracking import run_tags, setup_mlflow
-from zoofusion.util import atomic_dir, derive_seed, file_md5, progress, write_json
+from zoofusion.console import progress
+from zoofusion.core.seeds import derive_seed
+from zoofusion.io import atomic_dir, code_fingerprint, file_md5, write_json
 
 log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2")
@@ -56,16 +51,19 @@ def layer_data(kernels: Path, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def make_config(params: Params, layer: str) -> CycleGANConfig:
-    c = params.cyclegan
-    return CycleGANConfig(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, betas=(c.beta1, c.beta2),
-                          hidden=c.hidden, lambda_cycle=c.lambda_cycle, lambda_identity=c.lambda_identity,
-                          seed=derive_seed(params.seed, "cyclegan", layer), device=params.torch_device(),
-                          checkpoint_every=c.checkpoint_every, max_loss=c.max_loss)
+    return CycleGANConfig(**params.cyclegan.core_kwargs(), seed=derive_seed(params.seed, "cyclegan", layer),
+                          device=params.torch_device())
 
 
-def checkpoint_path(cache: Path, layer: str, cfg: CycleGANConfig, data_md5: str) -> Path:
-    # epochs is left out so raising it resumes training instead of starting over.
+# The code that decides a checkpoint's content: the CycleGAN, seed derivation, and this stage.
+CODE = ("core/cyclegan.py", "core/seeds.py", "stages/cyclegan.py")
+
+
+def checkpoint_path(cache: Path, layer: str, cfg: CycleGANConfig, data_md5: str, code: str | None = None) -> Path:
+    """Keyed by config, data and the training code's fingerprint: other code never resumes an old checkpoint.
+    epochs is left out so raising it resumes training instead of starting over."""
     key = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "checkpoint_every", "max_loss")}
+    key["code"] = code or code_fingerprint(*CODE)
     digest = hashlib.sha256(json.dumps([key, data_md5], sort_keys=True, default=str).encode()).hexdigest()[:12]
     return cache / f"{layer}-{digest}.ckpt"
 
@@ -85,8 +83,8 @@ def distances(state, A: torch.Tensor, B: torch.Tensor) -> dict[str, float]:
 
 def run(layer: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = CACHE,
         metrics: Path = METRICS) -> dict:
+    cfg = make_config(params, layer)  # cuda without a GPU: refused before anything is created
     A, B = layer_data(kernels, layer)
-    cfg = make_config(params, layer)
     ckpt = checkpoint_path(cache, layer, cfg, file_md5(kernels / "black.pt") + file_md5(kernels / "cat.pt"))
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     log.info("cyclegan %s: A %s, B %s, %d epochs (checkpoint %s%s)", layer, tuple(A.shape), tuple(B.shape),
@@ -97,7 +95,7 @@ def run(layer: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, ca
     with mlflow.start_run(run_name=f"cyclegan-{layer}",
                           tags=run_tags(f"cyclegan@{layer}", [kernels / "black.pt", kernels / "cat.pt"])) as run:
         mlflow.log_params({"layer": layer, "n_A": len(A), "n_B": len(B), "domain_A": "black", "domain_B": "cat",
-                           **{k: v for k, v in asdict(params.cyclegan).items()}, "seed": cfg.seed,
+                           **params.cyclegan.model_dump(), "seed": cfg.seed,
                            "scaler": "max|w| of both zoos / 0.9"})
         client, run_id = mlflow.MlflowClient(), run.info.run_id
         pending: list = []

@@ -17,23 +17,18 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from zoofusion.cli import stage_main
 from zoofusion.config import DataParams
 from zoofusion.images import ImageSet, ImageSourceError, load_cifar10, load_split, missing_source_message
-from zoofusion.util import atomic_dir, rng, save_npz
+from zoofusion.core.darkness import darkness
+from zoofusion.core.seeds import rng
+from zoofusion.render.sheets import save_sheet
+from zoofusion.io import atomic_dir, save_npz
 
 log = logging.getLogger(__name__)
 OUT = Path("data/prepared")
 DATASETS = ("black", "cat", "val", "test_split")
-
-
-def darkness(images: np.ndarray, luminance: int = 70) -> np.ndarray:
-    """Fraction of pixels with luminance 0.299R+0.587G+0.114B below `luminance` in the central 24x24 crop."""
-    crop = images[:, 4:28, 4:28, :].astype(np.float32)
-    lum = crop @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return (lum < luminance).mean(axis=(1, 2))
 
 
 def read_labels(path: str | Path, cat_class: str = "cat") -> dict[str, int | None]:
@@ -48,12 +43,15 @@ def read_labels(path: str | Path, cat_class: str = "cat") -> dict[str, int | Non
         need = {"split", "class", "file", "black_cat"}
         if not need <= set(reader.fieldnames or []):
             raise ImageSourceError(f"{path}: needs columns {sorted(need)}, found {reader.fieldnames}")
-        for row in reader:
+        for line, row in enumerate(reader, start=2):
+            if any(row.get(k) is None for k in need) or None in row:
+                raise ImageSourceError(f"{path}:{line}: a row needs exactly the {len(reader.fieldnames)} columns "
+                                       f"{','.join(reader.fieldnames)}; fix or delete that line")
             if row["class"] != cat_class or row["split"] != "train":
                 continue
             v = row["black_cat"].strip()
             if v not in ("0", "1", "?"):
-                raise ImageSourceError(f"{path}: black_cat must be 0, 1 or ?, got {v!r} for file {row['file']}")
+                raise ImageSourceError(f"{path}:{line}: black_cat must be 0, 1 or ?, got {v!r} for file {row['file']}")
             name = row["file"].strip()
             name = name if "." in name else f"{name}.jpg"
             out[f"train/{cat_class}/{name}"] = None if v == "?" else int(v)
@@ -141,48 +139,6 @@ def build_indices(ids: np.ndarray, classes: np.ndarray, dark: np.ndarray, labels
     return out
 
 
-def contact_sheet(images: np.ndarray, labels: np.ndarray, names: dict[int, str], per_class: int,
-                  scale: int = 2) -> Image.Image:
-    """A grid of up to `per_class` samples for each label, one block of rows per class, captioned."""
-    cols = 10
-    tile = 32 * scale
-    blocks = []
-    for lab in sorted(names):
-        members = np.flatnonzero(labels == lab)
-        # Spread picks over the whole (id-sorted) set so every source class shows up.
-        idx = members[np.linspace(0, len(members) - 1, min(per_class, len(members))).astype(int)]
-        rows = max(1, -(-len(idx) // cols))
-        block = Image.new("RGB", (cols * tile, 14 + rows * tile), "white")
-        ImageDraw.Draw(block).text((2, 1), f"{names[lab]} (label {lab}, n={int((labels == lab).sum())})", fill="black")
-        for j, i in enumerate(idx):
-            im = Image.fromarray(images[i]).resize((tile, tile), Image.NEAREST)
-            block.paste(im, ((j % cols) * tile, 14 + (j // cols) * tile))
-        blocks.append(block)
-    sheet = Image.new("RGB", (cols * tile, sum(b.height for b in blocks)), "white")
-    y = 0
-    for b in blocks:
-        sheet.paste(b, (0, y))
-        y += b.height
-    return sheet
-
-
-CLASS_NAMES = {
-    "black": {1: "dark object", 0: "random"},
-    "cat": {1: "cat", 0: "random"},
-    "val": {1: "black cat", 0: "other"},
-    "test_split": {1: "black cat", 0: "other"},
-    "test": {1: "black cat", 0: "other"},
-}
-
-
-def write_dataset(folder: Path, name: str, images: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-                  per_class: int) -> None:
-    save_npz(folder / f"{name}.npz", images=images, labels=labels, ids=ids)
-    (folder / "sheets").mkdir(exist_ok=True)
-    contact_sheet(images, labels, CLASS_NAMES.get(name, {1: "positive", 0: "negative"}), per_class).save(
-        folder / "sheets" / f"{name}.png", optimize=False)
-
-
 def load_source(p: DataParams) -> ImageSet:
     if p.source == "cifar10":
         return load_cifar10(p.path, "train")
@@ -201,7 +157,8 @@ def run(p: DataParams, seed: int, out: Path = OUT) -> dict[str, int]:
     with atomic_dir(out) as tmp:
         for name in DATASETS:
             idx, y = chosen[name]
-            write_dataset(tmp, name, src.images[idx], y, src.ids[idx], p.sheet_per_class)
+            save_npz(tmp / f"{name}.npz", images=src.images[idx], labels=y, ids=src.ids[idx])
+            save_sheet(tmp, name, src.images[idx], y, p.sheet_per_class)
             sizes[name] = len(idx)
             log.info("%s: %d images (%d positive)", name, len(idx), int(y.sum()))
     return sizes

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
-from zoofusion.cluster import rows_identical
+from zoofusion.core.protocol import rows_identical
 
 log = logging.getLogger(__name__)
 

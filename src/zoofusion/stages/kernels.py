@@ -15,7 +15,7 @@ import torch
 
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS
-from zoofusion.util import atomic_dir, load_npz, write_json
+from zoofusion.io import atomic_dir, load_npz, write_json
 
 log = logging.getLogger(__name__)
 ZOO = Path("data/zoo")

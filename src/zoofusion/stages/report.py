@@ -8,27 +8,27 @@ hypothesis drawn from the numbers. The HTML embeds every image, so it works offl
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 import logging
-import re
 from pathlib import Path
-
-import numpy as np
-import yaml
 
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS, METHODS, Params
-from zoofusion.evaluate import BASELINE_KINDS, METHOD_TITLES, safe
-from zoofusion.kernel_grid import save_figure
-from zoofusion.tracking import git_commit
-from zoofusion.util import atomic_dir, atomic_path, load_npz
+from zoofusion.core.candidates import BASELINE_KINDS
+from zoofusion.io import atomic_dir, atomic_path, file_md5, load_npz
+from zoofusion.render.kernel_grid import save_figure
+from zoofusion.render.report import cyclegan_figure, md_table, md_to_html, zoo_figure
+from zoofusion.render.tables import METHOD_TITLES, safe
 
 log = logging.getLogger(__name__)
 REPORTS = Path("reports")
 OUT = REPORTS / "report"
+TUNED = Path("data/tuned/tuned.csv")
+# Files whose md5 the report prints: every file it reads (its declared DVC deps)
+READS = ("metrics/evaluate.json", "metrics/kernels.json", "metrics/zoo_black.json", "metrics/zoo_cat.json",
+         "metrics/cyclegan_conv1.json", "metrics/cyclegan_conv2.json", "data/testset/test.npz",
+         "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv")
 KIND_NAMES = {"generated": "generated (CycleGAN-translated)", "random": "random init (untrained)",
               "zoo-A": "black-zoo model, untranslated", "zoo-B": "cat-zoo model, untranslated",
               "average": "average of a black and a cat model", "pixels": "raw pixels"}
@@ -38,70 +38,6 @@ def read_json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run `dvc repro` up to the stage that writes it")
     return json.loads(path.read_text())
-
-
-def zoo_figure(zoo: Path):
-    """Histogram of final validation accuracy per domain."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 3.2))
-    ax = fig.add_subplot()
-    for d in DOMAINS:
-        acc = load_npz(zoo / d / "history.npz")["val_acc"][:, -1]
-        ax.hist(acc, bins=20, range=(0.4, 1.0), alpha=0.6, label=f"{d} (n={len(acc)})")
-    ax.set_xlabel("final validation accuracy")
-    ax.set_ylabel("models")
-    ax.legend()
-    ax.set_title("Zoo models on their own domain")
-    fig.tight_layout()
-    return fig
-
-
-def cyclegan_figure(gans: Path):
-    """Per-epoch losses of both layers' CycleGANs."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.4))
-    for i, layer in enumerate(("conv1", "conv2")):
-        ax = fig.add_subplot(1, 2, i + 1)
-        hist = json.loads((gans / layer / "history.json").read_text())
-        for name, values in hist.items():
-            ax.plot(np.arange(1, len(values) + 1), values, label=name)
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-        ax.set_title(f"CycleGAN {layer}")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def lock_versions(lock: Path = Path("dvc.lock")) -> dict[str, str]:
-    """md5 of each DVC output, as recorded in dvc.lock (the data versions this report describes)."""
-    if not lock.is_file():
-        return {}
-    data = yaml.safe_load(lock.read_text()) or {}
-    out = {}
-    for name, stage in (data.get("stages") or {}).items():
-        if name == "report":  # its own outputs: the lock still holds the previous report's
-            continue
-        for o in stage.get("outs") or []:
-            out[o["path"]] = o.get("md5", "?")
-        for d in stage.get("deps") or []:
-            if not d["path"].startswith("src/"):
-                out.setdefault(d["path"], d.get("md5", "?"))
-    return out
-
-
-def md_table(rows: list[dict], cols: list[str] | None = None, limit: int | None = None) -> str:
-    if not rows:
-        return "_(no rows)_\n"
-    cols = cols or list(rows[0])
-    shown = rows if limit is None else rows[:limit]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in shown]
-    if limit is not None and len(rows) > limit:
-        lines.append(f"\n_{len(rows) - limit} more rows in the CSV._")
-    return "\n".join(lines) + "\n"
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -147,68 +83,6 @@ def verdict(ev: dict, test_positive_share: float) -> tuple[str, list[dict]]:
     return text, rows
 
 
-def md_to_html(md: str, folder: Path) -> str:
-    """Render the small Markdown subset the report uses; images are embedded as data URIs (offline)."""
-    out, table, para = [], [], []
-
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-        s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-        return re.sub(r"_(\(.+?\)|[^_]+?)_(?=\W|$)", r"<i>\1</i>", s)
-
-    def flush() -> None:
-        if para:
-            out.append("<p>" + inline(" ".join(para)) + "</p>")
-            para.clear()
-        if table:
-            rows = [r.strip().strip("|").split("|") for r in table if not re.match(r"^\|(\s*-+\s*\|)+$", r.strip())]
-            out.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{inline(c.strip())}</{'th' if i == 0 else 'td'}>"
-                                 for c in r) + "</tr>" for i, r in enumerate(rows)) + "</table>")
-            table.clear()
-
-    for line in md.splitlines():
-        img = re.match(r"^!\[(.*?)\]\((.+?)\)$", line.strip())
-        if line.startswith("|"):
-            if para:
-                flush()
-            table.append(line)
-            continue
-        if table:
-            flush()
-        if img:
-            flush()
-            data = base64.b64encode((folder / img.group(2)).read_bytes()).decode()
-            out.append(f'<figure><img alt="{html.escape(img.group(1))}" src="data:image/png;base64,{data}">'
-                       f"<figcaption>{html.escape(img.group(1))}</figcaption></figure>")
-        elif line.startswith("#"):
-            flush()
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("- "):
-            flush()
-            out.append(f"<ul><li>{inline(line[2:])}</li></ul>")
-        elif not line.strip():
-            flush()
-        else:
-            para.append(line)
-    flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
-             "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
-             "th{background:#f0f0f0}img{max-width:100%}figure{margin:1em 0}code{background:#f4f4f4}"
-             "ul{margin:0.2em 0}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>zoofusion report</title>"
-            f"<style>{style}</style></head><body>{''.join(out)}</body></html>\n")
-
-
-def tuned_rows(params: Params) -> list[dict]:
-    """Tuned (val-only) vs untuned test accuracy for the selected generated model and each baseline's best."""
-    from zoofusion import tune
-
-    return tune.report_rows(params)
-
-
 def build(params: Params, root: Path = Path(".")) -> str:
     ev = read_json(root / "metrics/evaluate.json")
     test = load_npz(root / "data/testset/test.npz")
@@ -216,9 +90,8 @@ def build(params: Params, root: Path = Path(".")) -> str:
     zoo = {d: read_json(root / f"metrics/zoo_{d}.json") for d in DOMAINS}
     kernels = read_json(root / "metrics/kernels.json")
     gans = {layer: read_json(root / f"metrics/cyclegan_{layer}.json") for layer in ("conv1", "conv2")}
-    sha, dirty = git_commit(root)
     text, vrows = verdict(ev, float(test["labels"].mean()))
-    versions = lock_versions(root / "dvc.lock")
+    versions = {f: file_md5(root / f) for f in READS}
     z, c, e = params.zoo, params.cyclegan, params.evaluate
     md = [
         "# zoofusion report",
@@ -234,7 +107,8 @@ def build(params: Params, root: Path = Path(".")) -> str:
         md_table(vrows),
         "## What was run",
         "",
-        f"- code: git `{sha[:12]}`{' (with uncommitted changes)' if dirty else ''}; seed `{params.seed}`",
+        f"- seed `{params.seed}`; code versions: dvc.lock holds the md5 of each stage's code, and every MLflow "
+        "run its git commit",
         f"- zoos: {z.n_models.black} black-domain and {z.n_models.cat} cat-domain CNNs, {z.epochs} epochs, "
         f"batch {z.batch_size}, Adam lr {z.lr}",
         f"- CycleGAN: {c.epochs} epochs, batch {c.batch_size}, lr {c.lr}, hidden {c.hidden}, "
@@ -248,7 +122,7 @@ def build(params: Params, root: Path = Path(".")) -> str:
         f"min_samples {e.clustering.dbscan_min_samples}; One-class SVM nu {e.clustering.ocsvm_nu}, gamma "
         f"{e.clustering.ocsvm_gamma}",
         "",
-        "Data versions (md5 recorded by DVC):",
+        "Inputs of this report (md5):",
         "",
         md_table([{"path": k, "md5": v} for k, v in sorted(versions.items())]),
         "## Zoos",
@@ -283,7 +157,7 @@ def build(params: Params, root: Path = Path(".")) -> str:
     md += ["## Generated models vs baselines (test)", "",
            md_table(read_csv(root / "reports/tables/baselines.csv")), ""]
     md += ["## Tuned vs untuned (tuned on val, scored on test)", ""]
-    md.append(md_table(tuned_rows(params)))
+    md.append(md_table(read_csv(root / TUNED)))
     md += ["## Figures of the selected models", ""]
     for s in ev["selected"]:
         for kind, title in (("kernels", "kernels: source vs generated"), ("umap", "UMAP of test"),
@@ -297,8 +171,10 @@ def build(params: Params, root: Path = Path(".")) -> str:
 
 def run(params: Params, root: Path = Path(".")) -> Path:
     with atomic_dir(root / OUT) as tmp:
-        save_figure(zoo_figure(root / "data/zoo"), tmp / "zoo_accuracy.png")
-        save_figure(cyclegan_figure(root / "data/cyclegan"), tmp / "cyclegan_losses.png")
+        acc = {d: load_npz(root / "data/zoo" / d / "history.npz")["val_acc"][:, -1] for d in DOMAINS}
+        save_figure(zoo_figure(acc), tmp / "zoo_accuracy.png")
+        hist = {layer: read_json(root / "data/cyclegan" / layer / "history.json") for layer in ("conv1", "conv2")}
+        save_figure(cyclegan_figure(hist), tmp / "cyclegan_losses.png")
         (tmp / "conv1_grid.png").write_bytes((root / "data/cyclegan/conv1/final_grid.png").read_bytes())
     md = build(params, root)
     for name, text in (("report.md", md), ("report.html", md_to_html(md, root / REPORTS))):

@@ -1,0 +1,26 @@
+"""Tables as CSV and Markdown, and names safe for files."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN"}
+
+
+def write_table(rows: list[dict], base: Path, title: str) -> None:
+    """CSV and Markdown versions of one table."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0]) if rows else []
+    with base.with_suffix(".csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    lines = [f"### {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def safe(cid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", cid)
