@@ -1,9 +1,6 @@
-import numpy as np
-import torch
-
-from zoofusion.core.cnn import ConvFeatures, init_weights, stack
-from zoofusion.stages.evaluate import (baseline_candidates, baseline_table, compute_features, rank, study_table,
-                                write_table)
+from zoofusion.core.candidates import rank
+from zoofusion.render.tables import write_table
+from zoofusion.stages.evaluate import baseline_table, study_table
 
 
 def _row(cid, kind, val_acc, test_acc, dom="A"):
@@ -38,20 +35,3 @@ def test_write_table_csv_and_markdown(tmp_path):
     write_table([{"a": 1, "b": "x"}], tmp_path / "t", "T")
     assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,x"]
     assert "| 1 | x |" in (tmp_path / "t.md").read_text()
-
-
-def test_baselines_and_batched_features_match_single_models():
-    kernels = {d: {**{k: v for k, v in stack([init_weights(s + o) for s in range(2)]).items()
-                      if not k.startswith("fc")}, "model_index": torch.tensor([3, 4])}
-               for d, o in (("black", 0), ("cat", 100))}
-    cands = baseline_candidates(kernels, 2, seed=1)
-    kinds = [c.kind for c in cands]
-    assert kinds == ["random", "random", "zoo-A", "zoo-A", "zoo-B", "zoo-B", "average", "average", "pixels"]
-    avg = cands[6].weights["conv1.weight"]
-    torch.testing.assert_close(avg, (kernels["black"]["conv1.weight"][0] + kernels["cat"]["conv1.weight"][0]) / 2)
-    x = torch.randn(5, 3, 32, 32)
-    feats = compute_features(cands, x, batch=2)
-    c = cands[2]
-    ref = ConvFeatures(*(c.weights[k] for k in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")))(x)
-    np.testing.assert_allclose(feats[2], ref.detach().numpy(), atol=1e-5)
-    assert feats[-1].shape == (5, 3072)  # raw pixels

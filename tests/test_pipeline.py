@@ -29,7 +29,7 @@ TINY = {
             "grid_models": 2},
     "kernels": {"min_val_accuracy": 0.0},
     "cyclegan": {"epochs": 3, "checkpoint_every": 2, "grid_every": 2, "hidden": 8},
-    "evaluate": {"n_selected": 1, "baseline_models": 1, "workers": 1},
+    "evaluate": {"n_selected": 1, "budget": 2, "n_boot": 200, "workers": 1},
     "tune": {"n_trials": 2, "top_models": 1},
 }
 
@@ -76,11 +76,17 @@ def test_pipeline_outputs(project):
     zoo = json.loads((work / "metrics/zoo_black.json").read_text())
     assert zoo["count"] == 3 and 0 <= zoo["val_acc_min"] <= zoo["val_acc_max"] <= 1
     ev = json.loads((work / "metrics/evaluate.json").read_text())
-    assert ev["n_generated"] == 6  # 3 source models per domain, translated
+    assert ev["n_generated"] == 2  # the budget: 2 of the 6 translated models (3 source models per domain)
+    assert ev["budget_per_kind"] == {"generated": 2, "random": 2, "zoo-A": 2, "zoo-B": 2, "average": 2, "aligned": 2,
+                                     "concat": 2, "pixels": 1, "darkness": 1}
     assert {"generated", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
+    v = ev["verdict"]
+    assert len(v["comparisons"]) == 3 * 8 and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
+                                                  for c in v["comparisons"])
     assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
     report = (work / "reports/report.md").read_text()
-    assert "## Verdict" in report and "## Tuned vs untuned" in report
+    assert "## Verdict" in report and "## Tuned vs untuned" in report and "95% CI" in report
+    assert "Every kind, same budget" in report and "figures/kinds.png" in report
     html = (work / "reports/report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and "src=\"http" not in html
 
@@ -121,8 +127,8 @@ print(json.dumps(out))
     runs = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                      check=True).stdout.strip().splitlines()[-1])
     assert len(runs["zoo"]) == 2 + 6  # a parent per domain, a child per CNN
-    # parent, 6 generated, baselines: random, zoo-A, zoo-B, average, pixels (1 each)
-    assert len(runs["generated-models"]) == 1 + 6 + 5
+    # parent, 2 generated, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat; pixels, darkness
+    assert len(runs["generated-models"]) == 1 + 2 + 6 * 2 + 2
     parents = [t for t in runs["zoo"] if "mlflow.parentRunId" not in t]
     for t in parents:
         assert t["dvc_stage"].startswith("zoo@")

@@ -1,24 +1,29 @@
-"""The report's verdict is drawn from the numbers, and its HTML works offline."""
+"""The report renders the verdict from evaluate's intervals, and its HTML works offline."""
 
 from __future__ import annotations
 
-from zoofusion.stages.report import md_to_html, verdict
+from zoofusion.render.report import md_to_html
+from zoofusion.stages.report import comparison_rows, verdict_text
 
 
-def _ev(generated: float, baseline: float) -> dict:
-    kinds = {"generated": generated, "random": baseline, "pixels": baseline - 0.15}
-    return {k: {m: {"best_on_val_test_accuracy": v, "mean_test_accuracy": v - 0.05}
-                for m in ("kmeans", "dbscan", "ocsvm")} for k, v in kinds.items()}
+def _ev(no_black_cats: bool = False) -> dict:
+    c = {"method": "kmeans", "metric": "auroc", "kind": "random", "best_diff": 0.05, "best_low": 0.01,
+         "best_high": 0.09, "mean_diff": -0.01, "mean_low": -0.03, "mean_high": 0.02, "outcome": "generated",
+         "mean_outcome": "none"}
+    return {"test_images": 300, "test_black_cat_share": 0.1, "budget_per_kind": {"generated": 48},
+            "verdict": {"no_method_finds_black_cats": no_black_cats, "comparisons": [c],
+                        "sentence": "With KMeans (AUROC, ...), generated kernels beat random init (untrained)."}}
 
 
-def test_verdict_counts_wins_and_reads_the_margin():
-    text, rows = verdict(_ev(0.80, 0.70), test_positive_share=1 / 3)
-    assert "beat the matching baseline in 6 of 6" in text and "supports the study's claim" in text
-    assert rows[0]["Generated (best on val)"] == 0.80 and rows[0]["All 'other' (chance)"] == round(2 / 3, 4)
-    text, _ = verdict(_ev(0.70, 0.80), test_positive_share=1 / 3)
-    assert "in 3 of 6" in text and "do not support" in text  # beats pixels only
-    text, _ = verdict(_ev(0.71, 0.70), test_positive_share=1 / 3)
-    assert "within 0.02" in text
+def test_verdict_states_prevalence_budget_and_the_interval_sentence():
+    text = verdict_text(_ev())
+    assert "300 images, 10.0% of them black cats" in text and "budget of candidates (generated: 48" in text
+    assert text.endswith("generated kernels beat random init (untrained).")
+    assert "No method finds black cats" not in text
+    assert "No method finds black cats" in verdict_text(_ev(no_black_cats=True))
+    (row,) = comparison_rows(_ev())
+    assert row["Best on val: generated − baseline [95% CI]"] == "+0.050 [+0.010, +0.090]"
+    assert row["Verdict"] == "generated better" and row["On average"] == "no difference shown"
 
 
 def test_html_embeds_images_and_loads_nothing(tmp_path):

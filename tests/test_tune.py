@@ -261,7 +261,7 @@ def test_tuned_evaluation_runs_evaluates_protocol_with_the_given_params(val_data
 
 def _conv(seed: int) -> dict[str, torch.Tensor]:
     from zoofusion.core.cnn import init_weights
-    from zoofusion.stages.evaluate import CONV_KEYS
+    from zoofusion.core.candidates import CONV_KEYS
 
     w = init_weights(seed)
     return {k: w[k] for k in CONV_KEYS}
@@ -295,7 +295,7 @@ def make_project(root: Path, storage: str) -> Path:
             w.writerow([cid, kind, "", -1, *[f"{0.5 + 0.01 * i:.6f}"] * len(keys)])
     (root / "data/evaluate/selected.json").write_text(json.dumps({"selected": ["0/B", "0/A"]}))
     p = root / "params.yaml"
-    p.write_text(yaml.safe_dump({"seed": 7, "evaluate": {"baseline_models": 1, "workers": 1},
+    p.write_text(yaml.safe_dump({"seed": 7, "evaluate": {"budget": 0, "workers": 1},
                                  "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
                                           "storage": storage}}))
     return p

@@ -33,7 +33,7 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
     args = ap.parse_args(argv)
     name = stage.format(**vars(args))
     setup_logging()
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends MLflow runs FAILED, as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends MLflow runs FAILED, as Ctrl-C does
     try:
         run(args, load_params(args.params))
     except (ConfigError, FileNotFoundError, *errors) as e:
@@ -42,3 +42,5 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
         if on_interrupt is None:
             raise
         raise SystemExit(f"{name}: interrupted; {on_interrupt}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)

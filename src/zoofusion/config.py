@@ -202,8 +202,8 @@ class EvaluateParams(Section):
     clustering: ClusteringParams = ClusteringParams()
     select_metric: Str = "val/kmeans/accuracy"
     n_selected: Pos = 3
-    baseline_models: Pos = 4
-    max_models: NonNeg = 0  # 0 = every generated model
+    budget: NonNeg = 0  # candidates per kind, generated and every baseline alike; 0 = as many as generated models
+    n_boot: Annotated[int, Strict(), Field(ge=100)] = 1000  # bootstrap resamples of the test images per interval
     feature_batch: Pos = 256
     workers: Pos = 2
 

@@ -407,19 +407,20 @@ def candidate_features(params: Params, ids: Iterable[str], images: np.ndarray) -
     import torch
 
     from zoofusion.core.cnn import preprocess
-    from zoofusion.core.candidates import baseline_candidates, compute_features, generated_candidates
+    from zoofusion.core.candidates import baseline_candidates, budget_of, compute_features, generated_candidates
 
     kernels = {d: torch.load(KERNELS / f"{d}.pt", weights_only=True) for d in ("black", "cat")}
     g = torch.load(GENERATED, weights_only=True)
     e = params.evaluate
-    pool = {c.id: c for c in generated_candidates(g, 0) + baseline_candidates(kernels, e.baseline_models, params.seed)}
+    k = budget_of(len(g["ids"]), e.budget)
+    pool = {c.id: c for c in generated_candidates(g, e.budget, params.seed) + baseline_candidates(kernels, k, params.seed)}
     want = list(dict.fromkeys(ids))
     missing = [i for i in want if i not in pool]
     if missing:
         raise TuneError(f"candidate(s) {missing} of {EVALUATED / 'candidates.csv'} cannot be rebuilt from the "
                         "current generated models and params; rerun `dvc repro evaluate`")
     cands = [pool[i] for i in want]
-    feats = compute_features(cands, preprocess(images), e.feature_batch)
+    feats = compute_features(cands, preprocess(images), e.feature_batch, params.data.dark_luminance)
     return {c.id: f for c, f in zip(cands, feats)}
 
 

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 
 from zoofusion.core.cnn import CONV_KEYS, batched_features, init_weights
-from zoofusion.core.seeds import derive_seed
+from zoofusion.core.darkness import darkness
+from zoofusion.core.seeds import derive_seed, rng
 
-BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "pixels")
+BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "aligned", "concat", "pixels", "darkness")
 KINDS = ("generated", *BASELINE_KINDS)
 
 
@@ -24,48 +25,89 @@ class Candidate:
     kind: str
     source_domain: str = ""  # "A" (black zoo) or "B" (cat zoo) for generated and zoo models
     source_index: int = -1
-    weights: dict[str, torch.Tensor] | None = None  # conv tensors of one model; None = raw pixels
+    weights: dict[str, torch.Tensor] | None = None  # conv tensors of one model; None = not a CNN
+    weights2: dict[str, torch.Tensor] | None = None  # a second model whose features are concatenated (`concat`)
     extra: dict = field(default_factory=dict)
 
 
-def generated_candidates(g: dict, limit: int) -> list[Candidate]:
-    n = len(g["ids"]) if limit == 0 else min(limit, len(g["ids"]))
+def budget_of(n_generated: int, budget: int) -> int:
+    """Candidates per kind: `budget`, or every generated model when 0 (never more than there are)."""
+    return n_generated if budget == 0 else min(budget, n_generated)
+
+
+def _sample(n: int, k: int, seed: int, *tags) -> np.ndarray:
+    """k of range(n) without replacement, sorted; all of them when k >= n."""
+    if k >= n:
+        return np.arange(n)
+    return np.sort(rng(seed, *tags).choice(n, size=k, replace=False))
+
+
+def generated_candidates(g: dict, budget: int, seed: int) -> list[Candidate]:
+    """`budget` generated models (0 = all), a seeded sample over both source domains."""
+    n = len(g["ids"])
     return [Candidate(g["ids"][i], "generated", "AB"[int(g["source_domain"][i])], int(g["source_index"][i]),
-                      {k: g[k][i] for k in CONV_KEYS}) for i in range(n)]
+                      {k: g[k][i] for k in CONV_KEYS}) for i in _sample(n, budget_of(n, budget), seed, "generated")]
 
 
-def baseline_candidates(kernels: dict[str, dict], n: int, seed: int) -> list[Candidate]:
-    """Random init, untranslated zoo models of each domain, their element-wise average, raw pixels."""
+def model_pairs(na: int, nb: int, k: int, seed: int) -> list[tuple[int, int]]:
+    """k distinct (black model, cat model) pairs, seeded; shared by every kind built from two models."""
+    flat = _sample(na * nb, k, seed, "pairs")
+    return [(int(f // nb), int(f % nb)) for f in flat]
+
+
+def baseline_candidates(kernels: dict[str, dict], k: int, seed: int) -> list[Candidate]:
+    """The baselines with k candidates per kind (equal budgets; fewer only where fewer exist):
+
+    random (PyTorch default init, untrained); zoo-A / zoo-B (untranslated zoo models, up to all kept ones);
+    average (element-wise mean of a black and a cat model); aligned (the same pairs, the cat model's channels
+    first permuted to match the black model by weight matching, Git Re-Basin, then averaged); concat (both
+    models' features side by side, 800-d: the ensemble a merge tries to reach); and one each of the
+    deterministic pixels (raw pixels) and darkness (fraction of dark pixels, the one-number "black" detector).
+    """
+    from zoofusion.core.align import align
+
     out = []
-    for j in range(n):
+    for j in range(k):
         w = init_weights(derive_seed(seed, "baseline-random", j))
-        out.append(Candidate(f"random-{j}", "random", weights={k: w[k] for k in CONV_KEYS}))
-    na, nb = len(kernels["black"]["model_index"]), len(kernels["cat"]["model_index"])
-    for d, letter, m in (("black", "A", na), ("cat", "B", nb)):
-        for j in range(min(n, m)):
-            idx = int(kernels[d]["model_index"][j])
+        out.append(Candidate(f"random-{j}", "random", weights={key: w[key] for key in CONV_KEYS}))
+    black, cat = kernels["black"], kernels["cat"]
+    na, nb = len(black["model_index"]), len(cat["model_index"])
+    for d, letter, m in ((black, "A", na), (cat, "B", nb)):
+        for j in _sample(m, k, seed, "zoo", letter):
+            idx = int(d["model_index"][j])
             out.append(Candidate(f"zoo-{letter}-{idx}", f"zoo-{letter}", letter, idx,
-                                 {k: kernels[d][k][j] for k in CONV_KEYS}))
-    for j in range(min(n, na, nb)):
-        ia, ib = int(kernels["black"]["model_index"][j]), int(kernels["cat"]["model_index"][j])
-        w = {k: (kernels["black"][k][j] + kernels["cat"][k][j]) / 2 for k in CONV_KEYS}
-        out.append(Candidate(f"avg-{ia}A-{ib}B", "average", weights=w))
+                                 {key: d[key][j] for key in CONV_KEYS}))
+    for ja, jb in model_pairs(na, nb, k, seed):
+        ia, ib = int(black["model_index"][ja]), int(cat["model_index"][jb])
+        wa = {key: black[key][ja] for key in CONV_KEYS}
+        wb = {key: cat[key][jb] for key in CONV_KEYS}
+        out.append(Candidate(f"avg-{ia}A-{ib}B", "average", weights={key: (wa[key] + wb[key]) / 2 for key in CONV_KEYS}))
+        wb_aligned = align(wa, wb)
+        out.append(Candidate(f"aligned-{ia}A-{ib}B", "aligned",
+                             weights={key: (wa[key] + wb_aligned[key]) / 2 for key in CONV_KEYS}))
+        out.append(Candidate(f"concat-{ia}A-{ib}B", "concat", weights=wa, weights2=wb))
     out.append(Candidate("pixels", "pixels"))
+    out.append(Candidate("darkness", "darkness"))
     return out
 
 
-def compute_features(cands: list[Candidate], x: torch.Tensor, batch: int) -> list[np.ndarray]:
-    """Features of every candidate on the same images, batched across models (grouped convolutions)."""
+def compute_features(cands: list[Candidate], x: torch.Tensor, batch: int,
+                     dark_luminance: int = 70) -> list[np.ndarray]:
+    """Features of every candidate on the same preprocessed images x [N,3,32,32], batched across models."""
     feats: list[np.ndarray | None] = [None] * len(cands)
-    conv = [i for i, c in enumerate(cands) if c.weights is not None]
+    conv = [(i, c.weights) for i, c in enumerate(cands) if c.weights is not None]
+    conv += [(i, c.weights2) for i, c in enumerate(cands) if c.weights2 is not None]
     if conv:
-        stacked = {k: torch.stack([cands[i].weights[k] for i in conv]) for k in CONV_KEYS}
+        stacked = {k: torch.stack([w[k] for _, w in conv]) for k in CONV_KEYS}
         f = batched_features(stacked, x, batch_size=batch).numpy()
-        for j, i in enumerate(conv):
-            feats[i] = f[j]
+        for j, (i, _) in enumerate(conv):
+            feats[i] = f[j] if feats[i] is None else np.concatenate([feats[i], f[j]], axis=1)
     for i, c in enumerate(cands):
-        if c.weights is None:
+        if c.kind == "pixels":
             feats[i] = x.reshape(len(x), -1).numpy()
+        elif c.kind == "darkness":
+            uint8 = np.rint((x.permute(0, 2, 3, 1).numpy() * 0.5 + 0.5) * 255).astype(np.uint8)
+            feats[i] = darkness(uint8, dark_luminance)[:, None].astype(np.float32)
     return feats  # type: ignore[return-value]
 
 

@@ -11,6 +11,15 @@ Protocol, as the study runs it:
    splits (inlier -> 1); scored with :func:`zoofusion.metrics.score_predictions`. On val this is a
    training-set score by design; test is the honest number.
 
+Beside the study's metrics, each method gets metrics that mean the same at any class balance
+(:mod:`zoofusion.core.scores`), keyed the same way: ``balanced_accuracy`` of its predictions; ``ari`` and
+``nmi`` of its clustering against the labels (KMeans, DBSCAN); and ``auroc`` / ``average_precision`` of a
+continuous black-cat score — the One-class SVM's decision function, and for KMeans how much nearer a point is to
+the centroid of the val KMeans cluster with the largest share of val black cats than to the nearest other val
+centroid (chosen on val, so the test score never sees a test label; ``balanced_accuracy`` of KMeans uses the same val mapping: a point is called a
+black cat when that centroid is its nearest). DBSCAN has no centroid, so its balanced accuracy uses the study's
+majority mapping on the scored split.
+
 Degenerate input: when every feature row is identical (a dead network that outputs zeros, say) there
 is no structure to embed; UMAP would return random scatter, so :func:`embed` returns an all-zero
 embedding instead and logs a warning. The methods then see one point repeated: KMeans finds one
@@ -28,7 +37,8 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from zoofusion.core.metrics import METRIC_KEYS, score_clusters, score_predictions
+from zoofusion.core.metrics import METRIC_KEYS, mapped_predictions, score_clusters, score_predictions
+from zoofusion.core.scores import adjusted_rand, average_precision, balanced_accuracy, nmi, positive_cluster, roc_auc
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +111,7 @@ class Evaluation:
     emb_val: np.ndarray
     emb_test: np.ndarray
     clusters: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    scores: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # continuous black-cat scores
 
 
 def rows_identical(x: np.ndarray, rtol: float = 1e-9) -> bool:
@@ -208,11 +219,18 @@ def _fit_predict(emb: np.ndarray, method: str, p: MethodParams, seed: int,
     # A few hundred low-dim points need no threads; OpenMP spin-waiting on a busy machine made
     # KMeans 100x slower (2 s vs 0.02 s for 300 points on 2 shared cores).
     with threadpool_limits(1):
-        return _fit_predict_1thread(emb, method, p, seed, ocsvm_train)
+        return _fit_1thread(emb, method, p, seed, ocsvm_train)[0]
 
 
-def _fit_predict_1thread(emb: np.ndarray, method: str, p: MethodParams, seed: int,
-                         ocsvm_train: np.ndarray | None) -> np.ndarray:
+def _fit(emb: np.ndarray, method: str, p: MethodParams, seed: int,
+         ocsvm_train: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels, extra): KMeans' centroids or the One-class SVM's decision function on emb; None for DBSCAN."""
+    with threadpool_limits(1):
+        return _fit_1thread(emb, method, p, seed, ocsvm_train)
+
+
+def _fit_1thread(emb: np.ndarray, method: str, p: MethodParams, seed: int,
+                 ocsvm_train: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
@@ -225,11 +243,11 @@ def _fit_predict_1thread(emb: np.ndarray, method: str, p: MethodParams, seed: in
             log.warning("kmeans: only %d distinct points for k=%d; using k=%d", n_distinct, k, n_distinct)
             k = n_distinct
         km = KMeans(n_clusters=k, n_init=p.kmeans_n_init, random_state=int(seed))
-        return km.fit_predict(emb).astype(np.int64)
+        return km.fit_predict(emb).astype(np.int64), km.cluster_centers_
     if method == "dbscan":
         from sklearn.cluster import DBSCAN
 
-        return DBSCAN(eps=float(p.dbscan_eps), min_samples=int(p.dbscan_min_samples)).fit_predict(emb).astype(np.int64)
+        return DBSCAN(eps=float(p.dbscan_eps), min_samples=int(p.dbscan_min_samples)).fit_predict(emb).astype(np.int64), None
     if method == "ocsvm":
         from sklearn.svm import OneClassSVM
 
@@ -241,8 +259,24 @@ def _fit_predict_1thread(emb: np.ndarray, method: str, p: MethodParams, seed: in
                              "use embeddings from the same UMAP")
         gamma = p.ocsvm_gamma if isinstance(p.ocsvm_gamma, str) else float(p.ocsvm_gamma)
         svm = OneClassSVM(kernel=p.ocsvm_kernel, nu=float(p.ocsvm_nu), gamma=gamma).fit(tr)
-        return (svm.predict(emb) == 1).astype(np.int64)
+        return (svm.predict(emb) == 1).astype(np.int64), svm.decision_function(emb)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+
+
+def _free_scores(y: np.ndarray, pred: np.ndarray | None = None, score: np.ndarray | None = None,
+                 clusters: np.ndarray | None = None) -> dict[str, float]:
+    """The prevalence-free metrics that apply; NaN where a split holds one class only."""
+    out: dict[str, float] = {}
+    two = len(np.unique(y)) == 2
+    if pred is not None:
+        out["balanced_accuracy"] = balanced_accuracy(y, pred) if two else float("nan")
+    if score is not None:
+        out["auroc"] = roc_auc(y, score) if two else float("nan")
+        out["average_precision"] = average_precision(y, score) if two else float("nan")
+    if clusters is not None:
+        out["ari"] = adjusted_rand(y, clusters)
+        out["nmi"] = nmi(y, clusters)
+    return out
 
 
 def cluster_split(emb: np.ndarray, y: np.ndarray, method: str, p: MethodParams, seed: int,
@@ -279,14 +313,36 @@ def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndar
         train = ev[yv == 1]
     metrics: dict[str, float] = {}
     clusters: dict[tuple[str, str], np.ndarray] = {}
+    scores: dict[tuple[str, str], np.ndarray] = {}
+    centers, positive = None, 0
     for split, e, yy in (("val", ev, yv), ("test", et, yt)):
         for method in m:
-            labels = _fit_predict(e, method, p, seed, train)
+            labels, extra = _fit(e, method, p, seed, train)
             clusters[(split, method)] = labels
             s = score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
             for k in METRIC_KEYS:
                 metrics[f"{split}/{method}/{k}"] = float(s[k])
-    return Evaluation(metrics=metrics, emb_val=ev, emb_test=et, clusters=clusters)
+            if method == "kmeans":
+                if split == "val":  # the val fit decides the black-cat centroid, for both splits
+                    centers = extra
+                    positive = positive_cluster(yy, labels)
+                dist = np.linalg.norm(e[:, None, :] - centers[None, :, :], axis=2)
+                others = np.delete(dist, positive, axis=1)
+                # margin: how much nearer the black-cat centroid than the nearest other one (>0: called black cat)
+                score = (others.min(1) if others.shape[1] else 0.0) - dist[:, positive]
+                free = _free_scores(yy, pred=(dist.argmin(1) == positive).astype(np.int64), score=score,
+                                    clusters=labels)
+            elif method == "ocsvm":
+                score = extra
+                free = _free_scores(yy, pred=labels, score=score)
+            else:
+                score = None
+                free = _free_scores(yy, pred=mapped_predictions(yy, labels), clusters=labels)
+            if score is not None:
+                scores[(split, method)] = np.asarray(score, dtype=np.float64)
+            for k, v in free.items():
+                metrics[f"{split}/{method}/{k}"] = float(v)
+    return Evaluation(metrics=metrics, emb_val=ev, emb_test=et, clusters=clusters, scores=scores)
 
 
 def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,

@@ -154,3 +154,22 @@ def tsne_scatter(features: np.ndarray, y_true: np.ndarray, seed: int, title: str
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
     return fig
+
+
+def kinds_boxplot(values: dict[str, dict[str, list[float]]], metrics: dict[str, str]) -> Figure:
+    """One panel per method: the distribution of its verdict metric on test over each kind's candidates
+    (box: quartiles; points: candidates; dashed line: chance)."""
+    chance = {"auroc": 0.5, "ari": 0.0}
+    fig = Figure(figsize=(4.2 * len(values), 3.8))
+    for i, (method, by_kind) in enumerate(values.items()):
+        ax = fig.add_subplot(1, len(values), i + 1)
+        kinds = [k for k, v in by_kind.items() if len(v)]
+        data = [np.asarray(by_kind[k], dtype=float) for k in kinds]
+        ax.boxplot(data, showfliers=False)
+        for j, d in enumerate(data):
+            ax.scatter(np.full(len(d), j + 1) + np.linspace(-0.15, 0.15, len(d)), d, s=4, alpha=0.4)
+        ax.axhline(chance.get(metrics[method], 0.0), ls="--", c="grey", lw=0.8)
+        ax.set_xticks(range(1, len(kinds) + 1), kinds, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{method}: test {metrics[method]}")
+    fig.tight_layout()
+    return fig

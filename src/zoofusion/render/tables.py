@@ -7,6 +7,10 @@ import re
 from pathlib import Path
 
 METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN"}
+KIND_NAMES = {"generated": "generated (CycleGAN-translated)", "random": "random init (untrained)",
+              "zoo-A": "black-zoo models, untranslated", "zoo-B": "cat-zoo models, untranslated",
+              "average": "the average of a black and a cat model", "aligned": "the channel-aligned merge",
+              "concat": "both models' features (800-d)", "pixels": "raw pixels", "darkness": "the darkness feature"}
 
 
 def write_table(rows: list[dict], base: Path, title: str) -> None:

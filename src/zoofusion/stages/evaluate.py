@@ -36,6 +36,7 @@ from zoofusion.core.candidates import (
     KINDS,
     Candidate,
     baseline_candidates,
+    budget_of,
     compute_features,
     generated_candidates,
     rank,
@@ -43,9 +44,12 @@ from zoofusion.core.candidates import (
 )
 from zoofusion.core.cnn import preprocess
 from zoofusion.core.seeds import derive_seed
+from zoofusion.core.verdict import VERDICT_METRIC, Comparison, compare, sentence
 from zoofusion.executor import run_tasks
 from zoofusion.io import atomic_dir, load_npz, write_json
-from zoofusion.render.tables import METHOD_TITLES, safe, write_table
+from zoofusion.render.figures import kinds_boxplot
+from zoofusion.render.kernel_grid import save_figure
+from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe, write_table
 from zoofusion.tracking import run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -66,7 +70,8 @@ def _evaluate_one(task: tuple) -> dict:
     t0 = time.perf_counter()
     ev = evaluate_features(fv, yv, ft, yt, **ukw, p=mp, seed=seed)
     return {"id": cid, "metrics": ev.metrics, "emb_val": ev.emb_val, "emb_test": ev.emb_test,
-            "clusters": {f"{s}/{m}": v for (s, m), v in ev.clusters.items()}, "seconds": time.perf_counter() - t0}
+            "clusters": {f"{s}/{m}": v for (s, m), v in ev.clusters.items()},
+            "scores": {f"{s}/{m}": v for (s, m), v in ev.scores.items()}, "seconds": time.perf_counter() - t0}
 
 
 def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_val: np.ndarray,
@@ -115,6 +120,48 @@ def baseline_table(rows: list[dict], select_metric: str) -> list[dict]:
                         "Its test recall": round(best["metrics"][f"test/{method}/recall"], 4),
                         "Its test purity": round(best["metrics"][f"test/{method}/purity"], 4)})
     return out
+
+
+def kinds_table(rows: list[dict]) -> list[dict]:
+    """Per kind and method, the prevalence-free verdict metric on test: how many candidates (the budget), the
+    distribution (mean, median, quartiles, spread), and the test value of the kind's best-on-val candidate."""
+    out = []
+    for method in METHODS:
+        key = VERDICT_METRIC[method]
+        for kind in KINDS:
+            group = [r for r in rows if r["kind"] == kind]
+            if not group:
+                continue
+            v = np.array([r["metrics"][f"test/{method}/{key}"] for r in group], dtype=float)
+            best = rank(group, f"val/{method}/{key}")[0]
+            ba = np.array([r["metrics"][f"test/{method}/balanced_accuracy"] for r in group], dtype=float)
+            out.append({"Clustering": METHOD_TITLES[method], "Metric": key, "Kind": kind, "Candidates": len(group),
+                        "Mean": round(float(np.nanmean(v)), 4), "Median": round(float(np.nanmedian(v)), 4),
+                        "Q1": round(float(np.nanquantile(v, 0.25)), 4), "Q3": round(float(np.nanquantile(v, 0.75)), 4),
+                        "Std": round(float(np.nanstd(v)), 4), "Best on val": best["id"],
+                        "Its test value": round(float(best["metrics"][f"test/{method}/{key}"]), 4),
+                        "Balanced accuracy mean": round(float(np.nanmean(ba)), 4)})
+    return out
+
+
+def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int) -> list[Comparison]:
+    """Generated vs each baseline kind, per method, with paired bootstrap intervals (see core/verdict.py)."""
+    ids, kinds = [r["id"] for r in rows], [r["kind"] for r in rows]
+    out = []
+    for method in METHODS:
+        key = VERDICT_METRIC[method]
+        val = np.array([r["metrics"][f"val/{method}/{key}"] for r in rows], dtype=float)
+        # continuous black-cat scores where the method has one, the test clustering for DBSCAN (ARI)
+        source = "scores" if key == "auroc" else "clusters"
+        arrays = np.stack([np.asarray(r[source][f"test/{method}"], dtype=float) for r in rows])
+        out += compare(method, y_test, kinds, ids, np.nan_to_num(val, nan=-np.inf), arrays, n_boot,
+                       derive_seed(seed, "bootstrap", method))
+    return out
+
+
+def nobody_finds_black_cats(rows: list[dict]) -> bool:
+    """True when no candidate's clustering or SVM calls any test black cat a black cat (recall 0 everywhere)."""
+    return all(r["metrics"][f"test/{m}/recall"] == 0 for r in rows for m in METHODS)
 
 
 def figures_for(r: dict, cand: Candidate, source_w: torch.Tensor | None, feats_test: np.ndarray,
@@ -206,10 +253,12 @@ def run(params: Params) -> dict:
     e = params.evaluate
     g, kernels, val, test = load_inputs(params)
     t0 = time.perf_counter()
-    cands = generated_candidates(g, e.max_models) + baseline_candidates(kernels, e.baseline_models, params.seed)
+    # equal budgets: every kind gets as many candidates as the generated side (fewer only where fewer exist)
+    k = budget_of(len(g["ids"]), e.budget)
+    cands = generated_candidates(g, e.budget, params.seed) + baseline_candidates(kernels, k, params.seed)
     images = np.concatenate([val["images"], test["images"]])
     x = preprocess(images)
-    feats = compute_features(cands, x, e.feature_batch)
+    feats = compute_features(cands, x, e.feature_batch, params.data.dark_luminance)
     t_feat = time.perf_counter() - t0
     log.info("evaluate: features of %d candidates on %d images in %.1fs", len(cands), len(images), t_feat)
     results = evaluate_all(cands, feats, len(val["labels"]), val["labels"], test["labels"], e.clustering,
@@ -221,6 +270,8 @@ def run(params: Params) -> dict:
     selected = rank(generated, e.select_metric)[:e.n_selected]
     sel_ids = {r["id"] for r in selected}
     t_eval = time.perf_counter() - t0
+    comparisons = verdict(rows, test["labels"], e.n_boot, params.seed)
+    t_boot = time.perf_counter() - t0 - t_eval
 
     src = {"A": kernels["black"], "B": kernels["cat"]}
     fig_rows = selected + [rank([r for r in rows if r["kind"] == k], e.select_metric)[0]
@@ -241,6 +292,13 @@ def run(params: Params) -> dict:
                         f"{METHOD_TITLES[method]} — generated models on test (sorted by test accuracy, as the study)")
         write_table(baseline_table(rows, e.select_metric), tabdir / "baselines",
                     "Generated models vs baselines on test (best-on-val model's test score, and the distribution)")
+        write_table(kinds_table(rows), tabdir / "kinds",
+                    "Every kind with the same budget: the prevalence-free metric on test")
+        write_table([c.as_dict() for c in comparisons], tabdir / "verdict",
+                    "Generated minus each baseline kind, with 95% paired bootstrap intervals (test)")
+        save_figure(kinds_boxplot({m: {kind: [r["metrics"][f"test/{m}/{VERDICT_METRIC[m]}"] for r in rows
+                                              if r["kind"] == kind] for kind in KINDS} for m in METHODS},
+                                  {m: VERDICT_METRIC[m] for m in METHODS}), figdir / "kinds.png")
         with (outdir / "candidates.csv").open("w", newline="") as f:
             keys = sorted(rows[0]["metrics"])
             w = csv.writer(f)
@@ -253,14 +311,25 @@ def run(params: Params) -> dict:
         summary = headline(rows, selected, e.select_metric)
         summary["seconds_features"] = round(t_feat, 2)
         summary["seconds_protocol"] = round(t_eval - t_feat, 2)
+        summary["seconds_bootstrap"] = round(t_boot, 2)
         summary["n_candidates"] = len(rows)
-        log_runs(params, rows, by_id, sel_ids, figs, test["images"][:4])
+        summary["budget_per_kind"] = {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS}
+        summary["test_images"] = int(len(test["labels"]))
+        summary["test_black_cat_share"] = round(float(np.mean(test["labels"])), 4)
+        summary["verdict"] = {"metric": VERDICT_METRIC, "n_boot": e.n_boot, "level": 0.95,
+                              "no_method_finds_black_cats": nobody_finds_black_cats(rows),
+                              "sentence": sentence(comparisons, KIND_NAMES),
+                              "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v)
+                                               for k, v in c.as_dict().items()} for c in comparisons]}
+        (outdir / "verdict.json").write_text(json.dumps(summary["verdict"], indent=2) + "\n")
+        log_runs(params, rows, by_id, sel_ids, figs, test["images"][:4], comparisons)
     write_json(METRICS_FILE, summary)
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), t_eval, ", ".join(sorted(sel_ids)))
     return summary
 
 
-def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], figs: dict, example: np.ndarray) -> None:
+def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], figs: dict, example: np.ndarray,
+             comparisons: list[Comparison]) -> None:
     """One MLflow child run per candidate under a parent run, so the UI's compare view lines them up."""
     import tempfile
 
@@ -271,7 +340,13 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], f
     client = mlflow.MlflowClient()
     with mlflow.start_run(run_name="evaluate", tags=tags) as parent:
         mlflow.log_params({"select_metric": params.evaluate.select_metric, "n_candidates": len(rows),
-                           "seed": params.seed, "test_manifest": params.testset.manifest or "built split"})
+                           "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
+                           "budget_per_kind": sum(r["kind"] == "generated" for r in rows), "n_boot": params.evaluate.n_boot})
+        # the verdict's intervals: verdict/<method>/<kind>/{best,mean}_{diff,low,high}
+        now = int(time.time() * 1000)
+        client.log_batch(parent.info.run_id, metrics=[
+            Metric(f"verdict/{c.method}/{c.kind}/{what}_{part}", float(getattr(c, f"{what}_{part}")), now, 0)
+            for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")])
         exp = parent.info.experiment_id
         with tempfile.TemporaryDirectory() as tmp:
             for r in rows:

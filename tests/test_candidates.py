@@ -1,0 +1,66 @@
+"""Candidates: equal budgets for every kind, and each baseline's definition on a worked example."""
+
+import numpy as np
+import torch
+
+from zoofusion.core.align import align
+from zoofusion.core.candidates import (CONV_KEYS, baseline_candidates, budget_of, compute_features,
+                                       generated_candidates, model_pairs)
+from zoofusion.core.cnn import ConvFeatures, init_weights, preprocess, stack
+from zoofusion.core.darkness import darkness
+
+
+def _zoo(n: int, offset: int) -> dict:
+    w = {k: v for k, v in stack([init_weights(s + offset) for s in range(n)]).items() if not k.startswith("fc")}
+    return {**w, "model_index": torch.arange(n) + 10}
+
+
+def _generated(n: int) -> dict:
+    w = stack([init_weights(500 + s) for s in range(n)])
+    return {"ids": [f"{i}/{'AB'[i % 2]}" for i in range(n)], "source_domain": torch.tensor([i % 2 for i in range(n)]),
+            "source_index": torch.arange(n), **{k: w[k] for k in CONV_KEYS}}
+
+
+def test_every_kind_gets_the_generated_budget():
+    kernels = {"black": _zoo(5, 0), "cat": _zoo(4, 100)}
+    for budget in (0, 3):
+        gen = generated_candidates(_generated(6), budget, seed=1)
+        k = budget_of(6, budget)
+        cands = baseline_candidates(kernels, k, seed=1)
+        counts = {kind: sum(c.kind == kind for c in cands) for kind in dict.fromkeys(c.kind for c in cands)}
+        assert len(gen) == k == (6 if budget == 0 else 3)
+        # every kind as many as generated, or all it has (zoo-A 5, zoo-B 4); one per deterministic feature
+        assert counts == {"random": k, "zoo-A": min(k, 5), "zoo-B": min(k, 4), "average": k, "aligned": k,
+                          "concat": k, "pixels": 1, "darkness": 1}
+    assert budget_of(190, 0) == 190 and budget_of(190, 48) == 48 and budget_of(10, 48) == 10
+
+
+def test_generated_sample_and_pairs_are_seeded_and_distinct():
+    a, b = generated_candidates(_generated(20), 5, seed=1), generated_candidates(_generated(20), 5, seed=1)
+    assert [c.id for c in a] == [c.id for c in b] and len({c.id for c in a}) == 5
+    assert {c.source_domain for c in generated_candidates(_generated(20), 8, seed=2)} == {"A", "B"}
+    pairs = model_pairs(3, 4, 12, seed=0)
+    assert sorted(pairs) == [(i, j) for i in range(3) for j in range(4)]  # all 12, each once
+
+
+def test_merges_and_features_match_their_definitions():
+    kernels = {"black": _zoo(2, 0), "cat": _zoo(2, 100)}
+    cands = baseline_candidates(kernels, 1, seed=3)
+    by = {c.kind: c for c in cands}
+    ia, ib = (int(v) for v in by["average"].id.replace("avg-", "").replace("A", "").replace("B", "").split("-"))
+    ja, jb = ia - 10, ib - 10
+    wa = {k: kernels["black"][k][ja] for k in CONV_KEYS}
+    wb = {k: kernels["cat"][k][jb] for k in CONV_KEYS}
+    for k in CONV_KEYS:
+        torch.testing.assert_close(by["average"].weights[k], (wa[k] + wb[k]) / 2)
+        torch.testing.assert_close(by["aligned"].weights[k], (wa[k] + align(wa, wb)[k]) / 2)
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
+    x = preprocess(images)
+    feats = dict(zip([c.kind for c in cands], compute_features(cands, x, batch=2)))
+    ref = {n: ConvFeatures(*(w[k] for k in CONV_KEYS))(x).detach().numpy() for n, w in (("a", wa), ("b", wb))}
+    np.testing.assert_allclose(feats["concat"], np.concatenate([ref["a"], ref["b"]], axis=1), atol=1e-5)
+    z = by["zoo-A"]
+    np.testing.assert_allclose(feats["zoo-A"], ConvFeatures(*(z.weights[k] for k in CONV_KEYS))(x).detach().numpy(),
+                               atol=1e-5)
+    assert feats["pixels"].shape == (5, 3072)
+    np.testing.assert_allclose(feats["darkness"][:, 0], darkness(images, 70))

@@ -1,0 +1,61 @@
+"""The verdict follows the intervals: a real difference is called, a null one is not, and test labels never
+choose anything."""
+
+import numpy as np
+
+from zoofusion.core.protocol import MethodParams, evaluate_features
+from zoofusion.core.verdict import compare, sentence
+
+
+def _kinds(n_test: int, shift_generated: float, seed: int = 0):
+    r = np.random.default_rng(seed)
+    y = np.r_[np.ones(n_test // 3, int), np.zeros(n_test - n_test // 3, int)]
+    kinds, ids, arrays = [], [], []
+    for kind, shift in (("generated", shift_generated), ("random", 0.0)):
+        for j in range(6):
+            kinds.append(kind)
+            ids.append(f"{kind}-{j}")
+            arrays.append(y * (1.0 + shift) + r.normal(size=n_test))
+    return y, kinds, ids, np.stack(arrays)
+
+
+def test_a_real_difference_is_called_and_a_null_one_is_not():
+    y, kinds, ids, arrays = _kinds(300, shift_generated=1.5)
+    val = np.arange(len(ids), dtype=float)  # any val ranking: selection is not the point here
+    (c,) = compare("ocsvm", y, kinds, ids, val, arrays, n_boot=400, seed=1)
+    assert c.kind == "random" and c.metric == "auroc"
+    assert c.best_low > 0 and c.mean_low > 0 and c.outcome == "generated"
+    assert "generated kernels beat random" in sentence([c], {"random": "random"})
+    y, kinds, ids, arrays = _kinds(300, shift_generated=0.0)
+    (c,) = compare("ocsvm", y, kinds, ids, val, arrays, n_boot=400, seed=1)
+    assert c.mean_low < 0 < c.mean_high and c.mean_outcome == "none"
+    assert c.outcome in ("none", "generated", "baseline")
+    assert "no difference" in sentence([c], {}) or c.outcome != "none"
+
+
+def test_best_on_val_is_chosen_on_val_not_test():
+    y, kinds, ids, arrays = _kinds(120, shift_generated=0.0)
+    val = np.zeros(len(ids))
+    val[ids.index("generated-3")] = 1.0  # the best on val, whatever its test score
+    (c,) = compare("kmeans", y, kinds, ids, val, arrays, n_boot=200, seed=0)
+    assert c.generated_id == "generated-3" and c.baseline_id == "random-0"  # ties: lowest id
+
+
+def test_shuffling_test_labels_leaves_every_val_metric_unchanged():
+    """Nothing on val (so no selection) depends on test labels: UMAP is unsupervised, the KMeans black-cat
+    centroid and the SVM are chosen and fitted on val."""
+    r = np.random.default_rng(0)
+    yv = np.r_[np.ones(20, int), np.zeros(40, int)]
+    yt = np.r_[np.ones(20, int), np.zeros(40, int)]
+    xv = r.normal(size=(60, 12)) + yv[:, None]
+    xt = r.normal(size=(60, 12)) + yt[:, None]
+    kw = dict(standardize=True, n_neighbors=10, min_dist=0.1, n_components=2, metric="euclidean",
+              p=MethodParams(), seed=3)
+    a = evaluate_features(xv, yv, xt, yt, **kw)
+    b = evaluate_features(xv, yv, xt, r.permutation(yt), **kw)
+    val_a = {k: v for k, v in a.metrics.items() if k.startswith("val/")}
+    val_b = {k: v for k, v in b.metrics.items() if k.startswith("val/")}
+    assert val_a == val_b and len(val_a) > 20
+    for m in ("kmeans", "ocsvm"):
+        np.testing.assert_array_equal(a.scores[("test", m)], b.scores[("test", m)])  # scores never see labels
+    assert {"val/kmeans/auroc", "test/ocsvm/auroc", "test/dbscan/ari", "test/kmeans/balanced_accuracy"} <= set(a.metrics)
