@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test ui study
+.PHONY: setup run test test-services ui study
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The `services` tests: a real PostgreSQL + mlflow server (scripts/services.sh); CI runs them after `make test`.
+test-services: setup
+	$(BIN)/python -m pytest -q -m services
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

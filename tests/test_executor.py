@@ -14,7 +14,7 @@ SCRIPT = r"""
 import os, sys, time
 from zoofusion.executor import run_tasks
 
-def task(i):
+def task(i, shared):
     with open(os.path.join(sys.argv[1], f"worker-{os.getpid()}"), "w"):
         pass
     time.sleep(60)  # "training"
@@ -56,6 +56,10 @@ def test_sigkill_of_the_stage_leaves_no_orphan_workers(tmp_path):
         parent.kill()
 
 
+def _shift(task: int, shared: dict) -> int:
+    return abs(task) + shared["offset"]
+
+
 def test_results_come_in_task_order_in_and_out_of_process():
-    assert list(run_tasks(abs, [-3, 1, -2], workers=1)) == [3, 1, 2]
-    assert list(run_tasks(abs, [-3, 1, -2], workers=2, initializer=None)) == [3, 1, 2]
+    for workers in (1, 2):
+        assert list(run_tasks(_shift, [-3, 1, -2], workers, {"offset": 10}, initializer=None)) == [13, 11, 12]

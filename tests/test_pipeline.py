@@ -169,6 +169,34 @@ print(out.shape, float(np.abs(out - ref).max()))
     assert shape == "(6, 400)" and float(diff) < 1e-5
 
 
+def test_champion_is_registered_and_runs_show_their_datasets(project):
+    """models:/zoofusion-generated@champion serves the best-on-val model; every run lists its data versions."""
+    work, env, _ = project
+    code = f"""
+import json, mlflow, numpy as np
+from zoofusion.core.cnn import preprocess
+from zoofusion.stages.generate import load_models
+from zoofusion.io import load_npz
+mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
+c = mlflow.MlflowClient()
+v = c.get_model_version_by_alias("zoofusion-generated", "champion")
+sel = json.load(open("data/evaluate/selected.json"))["selected"][0]
+x = load_npz("data/testset/test.npz")["images"][:5]
+out = np.asarray(mlflow.pyfunc.load_model("models:/zoofusion-generated@champion").predict(x))
+ref = load_models()[sel](preprocess(x)).detach().numpy()
+runs = c.search_runs([c.get_experiment_by_name(n).experiment_id for n in ("generated-models", "zoo", "cyclegan")],
+                     max_results=1000)
+ctx = [sorted(t.value for d in r.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context") for r in runs]
+print(json.dumps([v.tags["model_id"], sel, list(out.shape), float(np.abs(out - ref).max()), "verdict" in v.tags,
+                  sum(1 for c_ in ctx if not c_), sorted(set(tuple(c_) for c_ in ctx))]))
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-3000:]
+    model_id, sel, shape, diff, has_verdict, no_data, contexts = json.loads(p.stdout.strip().splitlines()[-1])
+    assert model_id == sel and shape == [5, 400] and diff < 1e-5 and has_verdict
+    assert no_data == 0 and ["test", "train", "train", "train", "val"] in [list(c) for c in contexts]
+
+
 def test_cyclegan_runs_log_curves_and_grids_per_epoch(project):
     work, env, _ = project
     code = f"""

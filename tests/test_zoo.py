@@ -7,7 +7,7 @@ import torch
 from zoofusion.stages import zoo
 from zoofusion.core.train import train_single
 from zoofusion.config import parse_params
-from zoofusion.io import save_npz
+from zoofusion.io import load_npz, save_npz
 
 
 @pytest.fixture
@@ -33,16 +33,22 @@ def test_model_seeds_are_stable_and_distinct():
     assert s != zoo.model_seeds(42, "cat", 5) and s[:3] == zoo.model_seeds(42, "black", 3)
 
 
+def _train(job, domain) -> None:
+    """As the stage does: the worker computes, the driver saves."""
+    d = load_npz(domain)
+    zoo.save_shard(zoo.train_shard(job, {"images": d["images"], "labels": d["labels"]}), Path(job.out))
+
+
 def test_shards_resume_and_never_retrain(domain, tmp_path):
     p = _params()
     jobs = zoo.plan_shards("black", 3, p.zoo, p.seed, domain, "cpu", tmp_path / "cache")
     assert [len(j.seeds) for j in jobs] == [2, 1]
     (tmp_path / "cache").mkdir()
-    zoo.train_shard(jobs[0])  # as if the run was interrupted after the first shard
+    _train(jobs[0], domain)  # as if the run was interrupted after the first shard
     first = Path(jobs[0].out).stat().st_mtime_ns
     todo = [j for j in jobs if not Path(j.out).is_file()]
     assert todo == [jobs[1]]
-    zoo.train_shard(todo[0])
+    _train(todo[0], domain)
     assert Path(jobs[0].out).stat().st_mtime_ns == first
 
 
@@ -58,10 +64,8 @@ def test_a_larger_zoo_reuses_full_shards_only(domain, tmp_path):
 def test_batched_shard_equals_model_trained_alone(domain, tmp_path):
     p = _params()
     job = zoo.plan_shards("black", 2, p.zoo, p.seed, domain, "cpu", tmp_path)[0]
-    zoo.train_shard(job)
+    _train(job, domain)
     shard = zoo.load_shard(Path(job.out))
-    from zoofusion.io import load_npz
-
     d = load_npz(domain)
     tr, va = zoo.split_indices(40, p.zoo.val_fraction, job.split_seed)
     w, _ = train_single(d["images"], d["labels"], tr, va, job.seeds[1], epochs=1, batch_size=16, lr=p.zoo.lr)
@@ -114,3 +118,21 @@ def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
 def test_missing_domain_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cat\.npz: missing; run `dvc repro data` first"):
         zoo.run("cat", _params(), prepared=tmp_path)
+
+
+def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
+    """The same tiny zoo through a local Ray instance and through local processes: identical weights."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prepared").mkdir()
+    domain.rename(tmp_path / "prepared" / "black.npz")
+    out = {}
+    for backend in ("local", "ray"):
+        p = parse_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
+                                  "shard_size": 2, "workers": 2}, "seed": 9, "executor": {"backend": backend}})
+        zoo.run("black", p, prepared=tmp_path / "prepared", out_root=tmp_path / backend,
+                cache_root=tmp_path / f"cache-{backend}", metrics_root=tmp_path / "metrics")
+        out[backend] = torch.load(tmp_path / backend / "black" / "weights.pt", weights_only=True)
+    for k, v in out["local"]["weights"].items():
+        assert torch.equal(v, out["ray"]["weights"][k]), k

@@ -237,6 +237,11 @@ class TuneParams(Section):
         return v
 
 
+class ExecutorParams(Section):
+    backend: Literal["local", "ray"] = "local"  # where zoo shards and evaluate's candidates run
+    address: Str = ""  # ray: a cluster to join ("" = RAY_ADDRESS, else a local instance)
+
+
 class Params(Section):
     seed: NonNeg = 42
     device: Literal["auto", "cpu", "cuda"] = "cpu"
@@ -248,6 +253,7 @@ class Params(Section):
     generate: GenerateParams = GenerateParams()
     evaluate: EvaluateParams = EvaluateParams()
     tune: TuneParams = TuneParams()
+    executor: ExecutorParams = ExecutorParams()
 
     @model_validator(mode="after")
     def _cross_sections(self):

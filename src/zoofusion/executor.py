@@ -1,9 +1,16 @@
-"""Where shard-sized work runs: in this process, or in worker processes that never outlive it.
+"""Where shard-sized work runs: in this process, in local worker processes, or as Ray tasks on a cluster.
 
-`run_tasks(fn, tasks, workers)` yields `fn(task)` for every task, in task order. With workers > 1 each task runs
-in a spawned process; every worker asks the kernel to SIGKILL it when its parent dies (Linux PR_SET_PDEATHSIG),
-so a stage killed with SIGKILL leaves no orphan workers training on, and a stage that stops on an error or
-Ctrl-C cancels queued tasks and ends its workers before it re-raises.
+`run_tasks(fn, tasks, workers, shared=..., backend=...)` yields `fn(task, shared)` for every task, in task order.
+Workers are pure compute: `shared` (e.g. a domain's images) goes to them once — through Ray's object store, or
+through each local worker's initializer — and results come back to the caller, which alone writes files and
+logs to MLflow, so a cluster needs no shared filesystem. The results do not depend on the backend.
+
+* `local` (default): spawned processes on this machine. Each asks the kernel to SIGKILL it when its parent dies
+  (Linux PR_SET_PDEATHSIG), so a stage killed with SIGKILL leaves no orphan workers; a stage that stops on an
+  error or Ctrl-C cancels queued tasks and ends its workers before it re-raises.
+* `ray`: one Ray task per shard (1 CPU each). `ray.init(address)` joins the cluster at `address` (or at
+  RAY_ADDRESS; `ray start --head` on one machine, `ray start --address=...` on the others) and otherwise
+  starts a local Ray instance for this run.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
+BACKENDS = ("local", "ray")
+_SHARED: Any = None  # a local worker's copy of `shared`, set once by its initializer
 
 
 def die_with_parent() -> None:
@@ -39,24 +48,46 @@ def one_core() -> None:
     torch.set_num_threads(1)
 
 
-def _init(user_init: Callable[[], None] | None) -> None:
+def _init(user_init: Callable[[], None] | None, shared: Any) -> None:
+    global _SHARED
     die_with_parent()
+    _SHARED = shared
     if user_init is not None:
         user_init()
 
 
-def run_tasks(fn: Callable[[Any], T], tasks: Iterable[Any], workers: int,
-              initializer: Callable[[], None] | None = one_core) -> Iterator[T]:
-    """`fn(task)` for each task, in order; in `workers` processes when workers > 1 and there is more than one."""
+def _call_local(fn: Callable, task: Any) -> Any:
+    return fn(task, _SHARED)
+
+
+def _call_ray(fn: Callable, task: Any, shared: Any, user_init: Callable[[], None] | None) -> Any:
+    if user_init is not None:
+        user_init()
+    return fn(task, shared)
+
+
+def run_tasks(fn: Callable[[Any, Any], T], tasks: Iterable[Any], workers: int, shared: Any = None,
+              initializer: Callable[[], None] | None = one_core, backend: str = "local",
+              address: str = "") -> Iterator[T]:
+    """`fn(task, shared)` for each task, in order.
+
+    local: in this process when workers <= 1 or there is one task, else in `workers` processes. ray: as Ray tasks
+    (`workers` is then the cluster's business).
+    """
     tasks = list(tasks)
+    if backend == "ray":
+        yield from _run_ray(fn, tasks, shared, initializer, address)
+        return
+    if backend != "local":
+        raise ValueError(f"executor backend {backend!r}: choose one of {BACKENDS}")
     if workers <= 1 or len(tasks) <= 1:
         for t in tasks:
-            yield fn(t)
+            yield fn(t, shared)
         return
     ex = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn"), initializer=_init,
-                             initargs=(initializer,))
+                             initargs=(initializer, shared))
     try:
-        futures = [ex.submit(fn, t) for t in tasks]
+        futures = [ex.submit(_call_local, fn, t) for t in tasks]
         for f in futures:
             yield f.result()
     finally:
@@ -67,3 +98,28 @@ def run_tasks(fn: Callable[[Any], T], tasks: Iterable[Any], workers: int,
             if p.is_alive():
                 p.kill()
         ex.shutdown(wait=True)
+
+
+def _run_ray(fn: Callable, tasks: list, shared: Any, initializer: Callable[[], None] | None,
+             address: str) -> Iterator:
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        # the driver's code travels to the workers as its package on PYTHONPATH (same checkout on every node,
+        # or `pip install` of this project there); logs stay on the nodes
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(_call_ray)
+        ref = ray.put(shared)  # once, through the object store
+        pending = [remote.remote(fn, t, ref, initializer) for t in tasks]
+        try:
+            for p in pending:
+                yield ray.get(p)
+        finally:
+            for p in pending:
+                ray.cancel(p, force=True)
+    finally:
+        if started:
+            ray.shutdown()

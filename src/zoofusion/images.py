@@ -7,7 +7,6 @@ from a folder, a tarball or the CIFAR-10 download, so labels and manifests refer
 from __future__ import annotations
 
 import hashlib
-
 import io
 import logging
 import tarfile
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from zoofusion.console import progress
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -71,13 +72,14 @@ def load_split(path: str | Path, split: str = "train") -> ImageSet:
         if not tarfile.is_tarfile(path):
             raise ImageSourceError(f"{path}: not a folder or a tar archive; point data.path at a folder of class "
                                    f"folders or a .tar.gz of one")
-        with tarfile.open(path, "r:*") as tf:
+        with tarfile.open(path, "r:*") as tf, progress(desc=f"reading {path.name}", unit="file") as bar:
             for m in tf:
+                bar.update(1)
                 name = _member_name(m.name)
                 if m.isfile() and _wanted(name, split):
                     found[name] = decode(tf.extractfile(m).read(), f"{path}:{m.name}")
     else:
-        for f in sorted(path.glob(f"{split}/*/*")):
+        for f in progress(sorted(path.glob(f"{split}/*/*")), desc=f"reading {path.name}", unit="file"):
             name = f"{split}/{f.parent.name}/{f.name}"
             if f.is_file() and _wanted(name, split):
                 found[name] = decode(f.read_bytes(), str(f))

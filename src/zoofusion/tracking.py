@@ -102,19 +102,47 @@ def lock_md5s(root: Path) -> dict[str, str]:
     return found
 
 
+def _rel(p: str | Path, root: Path) -> str:
+    """An input's path as dvc.lock names it: relative to the repository root."""
+    return os.path.normpath(os.path.relpath(Path(p).resolve(), root)) if Path(p).is_absolute() else os.path.normpath(str(p))
+
+
 def data_tags(inputs: list[str | Path], root: Path | None = None) -> dict[str, str]:
     """`data.<path>.md5` for each input: DVC's recorded md5 when an upstream stage made it, else hashed here."""
     root = root or repo_root()
     recorded = lock_md5s(root)
     tags = {}
     for p in inputs:
-        rel = os.path.normpath(os.path.relpath(Path(p).resolve(), root)) if Path(p).is_absolute() else os.path.normpath(str(p))
+        rel = _rel(p, root)
         md5 = recorded.get(rel)
         full = root / rel
         if md5 is None and full.is_file():
             md5 = file_md5(full)
         tags[f"data.{rel}.md5"] = md5 or "missing"
     return tags
+
+
+def dataset_inputs(inputs: dict[str | Path, str], root: Path | None = None) -> list:
+    """MLflow dataset inputs for a run (the runs table's Datasets column): each input file by its path, with the
+    md5 DVC recorded as digest, its location as source, and its context (train / val / test)."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+
+    root = root or repo_root()
+    md5 = data_tags(list(inputs), root)
+    out = []
+    for path, context in inputs.items():
+        rel = _rel(path, root)
+        with warnings.catch_warnings():  # two registered local sources claim a plain path; either is right
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(root / rel))
+        ds = MetaDataset(source=source, name=rel, digest=md5[f"data.{rel}.md5"][:36])
+        out.append(DatasetInput(dataset=ds._to_mlflow_entity(),
+                                tags=[InputTag(key="mlflow.data.context", value=context)]))
+    return out
 
 
 def run_tags(stage: str, inputs: list[str | Path]) -> dict[str, str]:
@@ -154,8 +182,9 @@ class BatchLogger:
     """Child runs logged in few tracking calls (create, one log_batch per 1000 values, artifacts, terminate):
     a sqlite store costs ~100 ms a call, so a zoo of thousands of CNNs cannot afford one call per value."""
 
-    def __init__(self, mlflow, parent_id: str, tags: dict[str, str] | None = None):
+    def __init__(self, mlflow, parent_id: str, tags: dict[str, str] | None = None, datasets: list | None = None):
         self.client = mlflow.MlflowClient()
+        self.datasets = datasets or []  # dataset inputs every child run shows (see dataset_inputs)
         self.parent_id = parent_id
         self.exp_id = mlflow.get_run(parent_id).info.experiment_id
         self.tags = dict(tags or {})
@@ -181,6 +210,8 @@ class BatchLogger:
         ps = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, max(len(ms), 1), 1000):  # log_batch takes at most 1000 metrics, 100 params
             self.client.log_batch(run_id, metrics=ms[i:i + 1000], params=ps if i == 0 else [])
+        if self.datasets:
+            self.client.log_inputs(run_id, datasets=self.datasets)
         for path, folder in artifacts:
             self.client.log_artifact(run_id, str(path), folder)
         self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)

@@ -236,7 +236,7 @@ def check_storage(url: str):
     """Open (and create the tables of) the Optuna RDB storage now, so a bad URL fails before any work."""
     from sqlalchemy.engine import make_url
 
-    hint = "use an RDB URL such as sqlite:///optuna.db (relative to the cwd) or postgresql://user@host/db"
+    hint = "use an RDB URL such as sqlite:///optuna.db (relative to the cwd) or postgresql+psycopg2://user:password@host/db"
     try:
         u = make_url(url)
     except Exception as e:  # noqa: BLE001 - sqlalchemy raises several kinds
@@ -268,7 +268,7 @@ def _ms(dt) -> int:
     return int(dt.timestamp() * 1000) if dt is not None else int(time.time() * 1000)
 
 
-def run_study(task: tuple) -> dict:
+def run_study(task: tuple, shared: None = None) -> dict:
     """Run one study to completion (in this process) and return its trials as plain data."""
     import optuna
 

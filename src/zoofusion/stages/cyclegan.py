@@ -26,7 +26,7 @@ from zoofusion.config import Params
 from zoofusion.core.cyclegan import CycleGANConfig, TrainingDiverged, save_generators, train_cyclegan, translate
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
-from zoofusion.tracking import run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 from zoofusion.console import progress
 from zoofusion.core.seeds import derive_seed
 from zoofusion.io import atomic_dir, code_fingerprint, file_md5, write_json
@@ -98,6 +98,7 @@ def run(layer: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, ca
                            **params.cyclegan.model_dump(), "seed": cfg.seed,
                            "scaler": "max|w| of both zoos / 0.9"})
         client, run_id = mlflow.MlflowClient(), run.info.run_id
+        client.log_inputs(run_id, datasets=dataset_inputs({kernels / "black.pt": "train", kernels / "cat.pt": "train"}))
         pending: list = []
         bar = progress(total=cfg.epochs, desc=f"cyclegan {layer}", unit="epoch")
         t0 = time.perf_counter()
@@ -131,6 +132,11 @@ def run(layer: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, ca
         with atomic_dir(out / layer) as tmp:
             save_generators(tmp / "generators.pt", result, meta={"layer": layer})
             (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
+            names = list(result.history)
+            rows = [",".join(["epoch", *names])]  # losses.csv: a DVC plot
+            rows += [",".join([str(e + 1), *(f"{result.history[n][e]:.6g}" for n in names)])
+                     for e in range(len(result.history[names[0]]))]
+            (tmp / "losses.csv").write_text("\n".join(rows) + "\n")
             save_figure(grid(result, A, B, layer, cfg.epochs), tmp / "final_grid.png")
         mlflow.log_artifact(str(out / layer / "generators.pt"))
         mlflow.log_metrics({k: float(v) for k, v in summary.items() if k not in dist})

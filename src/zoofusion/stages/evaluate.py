@@ -50,7 +50,7 @@ from zoofusion.io import atomic_dir, load_npz, write_json
 from zoofusion.render.figures import kinds_boxplot
 from zoofusion.render.kernel_grid import save_figure
 from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe, write_table
-from zoofusion.tracking import run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
 GENERATED = Path("data/generated/models.pt")
@@ -63,7 +63,7 @@ METRICS_FILE = Path("metrics/evaluate.json")
 STUDY_COLUMNS = ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
 
 
-def _evaluate_one(task: tuple) -> dict:
+def _evaluate_one(task: tuple, shared: None = None) -> dict:
     from zoofusion.core.protocol import evaluate_features
 
     cid, fv, yv, ft, yt, ukw, mp, seed = task
@@ -75,14 +75,15 @@ def _evaluate_one(task: tuple) -> dict:
 
 
 def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_val: np.ndarray,
-                 y_test: np.ndarray, c: ClusteringParams, seed: int, workers: int) -> list[dict]:
+                 y_test: np.ndarray, c: ClusteringParams, seed: int, workers: int, backend: str = "local",
+                 address: str = "") -> list[dict]:
     """Run the protocol for every candidate, in `workers` processes (one UMAP per candidate)."""
     ukw, mp = c.umap_kwargs(), c.method_params()
     tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, derive_seed(seed, "evaluate"))
              for cand, f in zip(cands, feats)]
     bar = progress(total=len(tasks), desc="evaluate", unit="model")
     results = []
-    for r in run_tasks(_evaluate_one, tasks, workers):
+    for r in run_tasks(_evaluate_one, tasks, workers, backend=backend, address=address):
         results.append(r)
         bar.update(1)
     bar.close()
@@ -207,33 +208,34 @@ def headline(rows: list[dict], selected: list[dict], select_metric: str) -> dict
     return out
 
 
-class FeatureExtractor:
-    """MLflow pyfunc wrapper: uint8 images [N,32,32,3] -> 400-d features [N,400]."""
-
-    def __new__(cls, *a, **k):  # built lazily so importing evaluate does not import mlflow.pyfunc
-        import mlflow.pyfunc
-
-        class _FeatureExtractor(mlflow.pyfunc.PythonModel):
-            def load_context(self, context):
-                from zoofusion.core.cnn import ConvFeatures
-
-                w = torch.load(context.artifacts["weights"], weights_only=True)
-                self.model = ConvFeatures(*(w[k] for k in CONV_KEYS)).eval()
-
-            def predict(self, context, model_input, params=None):
-                from zoofusion.core.cnn import preprocess as prep
-
-                with torch.no_grad():
-                    return self.model(prep(np.asarray(model_input, dtype=np.uint8))).numpy()
-
-        return _FeatureExtractor()
+REGISTERED_MODEL = "zoofusion-generated"
 
 
-def log_pyfunc(mlflow, cand: Candidate, example: np.ndarray, tmpdir: Path) -> None:
+def log_pyfunc(mlflow, cand: Candidate, example: np.ndarray, tmpdir: Path):
+    """The candidate as a pyfunc model from code (zoofusion/serving.py), with a signature, registered."""
+    from mlflow.models import infer_signature
+
+    import zoofusion.serving as serving
+    from zoofusion.core.cnn import ConvFeatures
+
     f = tmpdir / f"{safe(cand.id)}.pt"
     torch.save({k: v.clone() for k, v in cand.weights.items()}, f)
-    mlflow.pyfunc.log_model(name="feature_extractor", python_model=FeatureExtractor(), artifacts={"weights": str(f)},
-                            input_example=example, pip_requirements=["torch==2.14.1", "numpy", "zoofusion"])
+    with torch.no_grad():
+        out = ConvFeatures(*(cand.weights[k] for k in CONV_KEYS))(preprocess(example)).numpy()
+    return mlflow.pyfunc.log_model(name="feature_extractor", python_model=serving.__file__, artifacts={"weights": str(f)},
+                                   signature=infer_signature(example, out), input_example=example,
+                                   registered_model_name=REGISTERED_MODEL,
+                                   pip_requirements=["torch==2.14.1", "numpy", "zoofusion"])
+
+
+def register_champion(client, versions: dict[str, str], champion: str, ev_verdict: dict) -> None:
+    """Alias `champion` = the best-on-val generated model; every version tagged with the verdict it came with."""
+    for cid, version in versions.items():
+        client.set_model_version_tag(REGISTERED_MODEL, version, "model_id", cid)
+        client.set_model_version_tag(REGISTERED_MODEL, version, "verdict", ev_verdict["sentence"][:5000])
+        for c in ev_verdict["comparisons"]:
+            client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}", c["outcome"])
+    client.set_registered_model_alias(REGISTERED_MODEL, "champion", versions[champion])
 
 
 def load_inputs(params: Params):
@@ -262,7 +264,7 @@ def run(params: Params) -> dict:
     t_feat = time.perf_counter() - t0
     log.info("evaluate: features of %d candidates on %d images in %.1fs", len(cands), len(images), t_feat)
     results = evaluate_all(cands, feats, len(val["labels"]), val["labels"], test["labels"], e.clustering,
-                           params.seed, e.workers)
+                           params.seed, e.workers, params.executor.backend, params.executor.address)
     by_id = {c.id: c for c in cands}
     rows = [{**r, "kind": by_id[r["id"]].kind, "source_domain": by_id[r["id"]].source_domain,
              "source_index": by_id[r["id"]].source_index} for r in results]
@@ -322,23 +324,29 @@ def run(params: Params) -> dict:
                               "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v)
                                                for k, v in c.as_dict().items()} for c in comparisons]}
         (outdir / "verdict.json").write_text(json.dumps(summary["verdict"], indent=2) + "\n")
-        log_runs(params, rows, by_id, sel_ids, figs, test["images"][:4], comparisons)
+        log_runs(params, rows, by_id, [r["id"] for r in selected], figs, test["images"][:4], comparisons,
+                 summary["verdict"])
     write_json(METRICS_FILE, summary)
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), t_eval, ", ".join(sorted(sel_ids)))
     return summary
 
 
-def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], figs: dict, example: np.ndarray,
-             comparisons: list[Comparison]) -> None:
+def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str], figs: dict, example: np.ndarray,
+             comparisons: list[Comparison], ev_verdict: dict) -> None:
     """One MLflow child run per candidate under a parent run, so the UI's compare view lines them up."""
     import tempfile
 
     from mlflow.entities import Metric, Param
 
     mlflow = setup_mlflow("generated-models")
-    tags = run_tags("evaluate", [GENERATED, VAL, TEST, KERNELS / "black.pt", KERNELS / "cat.pt"])
+    inputs = {GENERATED: "train", KERNELS / "black.pt": "train", KERNELS / "cat.pt": "train", VAL: "val", TEST: "test"}
+    tags = run_tags("evaluate", list(inputs))
+    datasets = dataset_inputs(inputs)
     client = mlflow.MlflowClient()
+    sel_ids = set(selected)
+    versions: dict[str, str] = {}
     with mlflow.start_run(run_name="evaluate", tags=tags) as parent:
+        client.log_inputs(parent.info.run_id, datasets=datasets)
         mlflow.log_params({"select_metric": params.evaluate.select_metric, "n_candidates": len(rows),
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
                            "budget_per_kind": sum(r["kind"] == "generated" for r in rows), "n_boot": params.evaluate.n_boot})
@@ -359,10 +367,13 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, sel_ids: set[str], f
                                      params=[Param(k, str(v)) for k, v in {
                                          "model_id": r["id"], "kind": r["kind"], "source_domain": r["source_domain"] or "-",
                                          "source_index": r["source_index"], **params.evaluate.clustering.umap_kwargs()}.items()])
+                    client.log_inputs(child.info.run_id, datasets=datasets[-2:])  # val and test
                     for p in figs.get(r["id"], []):
                         client.log_artifact(child.info.run_id, str(p), "figures")
                     if r["id"] in sel_ids and cand.weights is not None:
-                        log_pyfunc(mlflow, cand, example, Path(tmp))
+                        versions[r["id"]] = str(log_pyfunc(mlflow, cand, example, Path(tmp)).registered_model_version)
+        if versions:
+            register_champion(client, versions, selected[0], ev_verdict)
         del exp
 
 

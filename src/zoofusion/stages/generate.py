@@ -22,7 +22,7 @@ from zoofusion.core.cnn import ConvFeatures
 from zoofusion.config import Params
 from zoofusion.core.cyclegan import load_generators, translate
 from zoofusion.render.kernel_grid import kernel_grid_figure
-from zoofusion.tracking import run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 from zoofusion.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,9 @@ def run(params: Params, kernels: Path = KERNELS, gans: Path = GANS, out: Path = 
              int((g["source_domain"] == 1).sum()))
 
     mlflow = setup_mlflow("cyclegan")
-    with mlflow.start_run(run_name="generate", tags=run_tags("generate", [kernels / "black.pt", kernels / "cat.pt",
-                                                                        gans / "conv1" / "generators.pt",
-                                                                        gans / "conv2" / "generators.pt"])):
+    inputs = [kernels / "black.pt", kernels / "cat.pt", gans / "conv1" / "generators.pt", gans / "conv2" / "generators.pt"]
+    with mlflow.start_run(run_name="generate", tags=run_tags("generate", inputs)) as run:
+        mlflow.MlflowClient().log_inputs(run.info.run_id, datasets=dataset_inputs({f: "train" for f in inputs}))
         mlflow.log_params({"n_generated": n, "bias": params.generate.bias,
                            "max_per_domain": params.generate.max_per_domain})
         for d_i, domain in enumerate(("black", "cat")):

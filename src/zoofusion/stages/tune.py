@@ -47,7 +47,7 @@ from zoofusion.cli import stage_main
 from zoofusion.config import Params, TuneParams
 from zoofusion.core.candidates import BASELINE_KINDS, rank
 from zoofusion.io import atomic_dir, load_npz, write_json
-from zoofusion.tracking import run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 from zoofusion.tuning import (
     EVALUATED,
     GENERATED,
@@ -138,6 +138,7 @@ class MlflowLogger:
         self.client = self.mlflow.MlflowClient()
         self.exp_id = self.mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
         self.tp, self.seed, self.tags = tp, seed, tags
+        self.datasets = dataset_inputs({VAL: "val"})  # tuning sees val only
 
     def __call__(self, r: dict) -> None:
         from mlflow.entities import Metric, Param
@@ -147,6 +148,7 @@ class MlflowLogger:
         parent = c.create_run(self.exp_id, run_name=r["study"], start_time=first["start_ms"], tags={
             **self.tags, "method": r["method"], "candidate": r["candidate"], "kind": r["kind"],
             "optuna_study": r["study"], "optuna_storage": display_url(tp.storage)}).info.run_id
+        c.log_inputs(parent, datasets=self.datasets)
         best_so_far, hist = -np.inf, []
         for t in r["trials"]:
             best_so_far = max(best_so_far, t["value"])

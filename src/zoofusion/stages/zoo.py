@@ -37,7 +37,7 @@ from zoofusion.core.seeds import derive_seed
 from zoofusion.executor import run_tasks
 from zoofusion.io import atomic_dir, code_fingerprint, file_md5, load_npz, save_npz, write_json
 from zoofusion.render.kernel_grid import kernel_grid_figure
-from zoofusion.tracking import BatchLogger, run_tags, setup_mlflow
+from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
@@ -73,26 +73,25 @@ def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndar
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
-def train_shard(job: ShardJob) -> tuple[int, float]:
-    """Worker: train one shard and save it atomically. Returns (shard index, training seconds)."""
+def train_shard(job: ShardJob, data: dict[str, np.ndarray]) -> dict:
+    """Worker, pure compute: train one shard on the domain's images and return it (the driver saves it)."""
     from zoofusion.core.train import train_batched
 
-    d = load_npz(job.data)
-    train_idx, val_idx = split_indices(len(d["labels"]), job.val_fraction, job.split_seed)
+    train_idx, val_idx = split_indices(len(data["labels"]), job.val_fraction, job.split_seed)
     t0 = time.perf_counter()
-    weights, history = train_batched(d["images"], d["labels"], train_idx, val_idx, list(job.seeds),
+    weights, history = train_batched(data["images"], data["labels"], train_idx, val_idx, list(job.seeds),
                                      epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
                                      group_size=job.group_size, device=job.device)
-    seconds = time.perf_counter() - t0
-    payload = {"weights": {k: v.detach().cpu().contiguous() for k, v in weights.items()},
-               "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()},
-               "seeds": torch.tensor(job.seeds, dtype=torch.int64), "seconds": seconds,
-               "n_train": len(train_idx)}
-    out = Path(job.out)
+    return {"weights": {k: v.detach().cpu().contiguous() for k, v in weights.items()},
+            "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()},
+            "seeds": torch.tensor(job.seeds, dtype=torch.int64), "seconds": time.perf_counter() - t0,
+            "n_train": len(train_idx)}
+
+
+def save_shard(payload: dict, out: Path) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, out)
-    return job.index, seconds
 
 
 def load_shard(path: Path) -> dict:
@@ -168,6 +167,12 @@ def write_outputs(out: Path, weights: dict, history: dict, seeds: np.ndarray) ->
     with atomic_dir(out) as tmp:
         torch.save({"weights": weights, "seeds": torch.from_numpy(seeds)}, tmp / "weights.pt")
         save_npz(tmp / "history.npz", **history)
+        with (tmp / "curves.csv").open("w", newline="") as f:  # mean per-epoch curves: a DVC plot
+            w = csv.writer(f)
+            names = ("train_loss", "train_acc", "val_loss", "val_acc")
+            w.writerow(["epoch", *names])
+            for e in range(history["val_acc"].shape[1]):
+                w.writerow([e + 1, *(f"{history[n][:, e].mean():.6f}" for n in names)])
         with (tmp / "models.csv").open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["model", "seed", "train_acc", "val_acc", "train_loss", "val_loss"])
@@ -204,8 +209,10 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
         mlflow.log_params({"domain": domain, "n_models": n_models,
                            **{k: v for k, v in z.model_dump().items() if k != "n_models"},
                            "seed": params.seed, "device": device})
+        datasets = dataset_inputs({data: "train"})
+        mlflow.MlflowClient().log_inputs(parent.info.run_id, datasets=datasets)
         zl = BatchLogger(mlflow, parent.info.run_id, {k: v for k, v in tags.items()
-                                                      if k.startswith(("git", "data", "zoofusion."))})
+                                                      if k.startswith(("git", "data", "zoofusion."))}, datasets)
         bar = progress(total=n_models, desc=f"zoo {domain}", unit="model")
 
         def finished(job: ShardJob) -> None:
@@ -219,7 +226,11 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             if job not in todo:
                 finished(job)
         # Ctrl-C or a failed shard stops the queue and the workers; finished shards stay in the cache.
-        for job, _ in zip(todo, run_tasks(train_shard, todo, z.workers if device == "cpu" else 1)):
+        ex = params.executor
+        shared = {k: v for k, v in load_npz(data).items() if k in ("images", "labels")}
+        for job, shard in zip(todo, run_tasks(train_shard, todo, z.workers if device == "cpu" else 1, shared,
+                                              backend=ex.backend, address=ex.address)):
+            save_shard(shard, Path(job.out))
             finished(job)
         bar.close()
         shards = [load_shard(Path(j.out)) for j in jobs]
