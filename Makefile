@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-services ui study
+.PHONY: setup run test test-services test-ui ui ui-check plots-template study
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,8 +27,19 @@ test: setup
 test-services: setup
 	$(BIN)/python -m pytest -q -m services
 
+# Offline Vega for `dvc plots show`: fetched from npm at set-up into data/cache/vega/ (git-ignored, never committed)
+plots-template: setup
+	$(BIN)/python scripts/vega_template.py --configure-dvc
+
+# Browser check of the MLflow UI, optuna-dashboard and the DVC plots page (needs: apt-get install -y chromium)
+ui-check: setup
+	$(BIN)/python scripts/ui_screenshot.py $(if $(wildcard dvc_plots/index.html),--plots-html dvc_plots/index.html)
+
+test-ui: setup
+	$(BIN)/python -m pytest -q -m slow tests/test_ui_browser.py tests/test_vega_template.py
+
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 # The study's scale (2749 + 1749 zoo models, 200 CycleGAN epochs, the study's domain sizes as far as CIFAR-10
 # allows) as a DVC experiment: params.yaml stays the quick profile. Hours on 2 CPU cores; see README.md.
