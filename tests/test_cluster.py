@@ -66,7 +66,12 @@ def noise_eval() -> tuple[Evaluation, np.ndarray, np.ndarray]:
 def test_metric_keys_and_shapes(blob_eval, blob_data):
     xv, yv, xt, yt = blob_data
     want = {f"{s}/{m}/{k}" for s in ("val", "test") for m in METHODS for k in METRIC_KEYS}
+    # beside the study's metrics, the prevalence-free ones that apply to each method
+    free = {"kmeans": ("balanced_accuracy", "auroc", "average_precision", "ari", "nmi"),
+            "ocsvm": ("balanced_accuracy", "auroc", "average_precision"), "dbscan": ("balanced_accuracy", "ari", "nmi")}
+    want |= {f"{s}/{m}/{k}" for s in ("val", "test") for m, ks in free.items() for k in ks}
     assert set(blob_eval.metrics) == want
+    assert set(blob_eval.scores) == {(s, m) for s in ("val", "test") for m in ("kmeans", "ocsvm")}
     assert all(isinstance(v, float) and np.isfinite(v) for v in blob_eval.metrics.values())
     assert blob_eval.emb_val.shape == (60, 2) and blob_eval.emb_test.shape == (60, 2)
     assert np.isfinite(blob_eval.emb_val).all()  # constant columns standardised without NaN
