@@ -237,8 +237,8 @@ def test_every_shared_order_path_equals_train_single_on_the_shared_order() -> No
         ("batched_g8", "shared", "cannot train data_order 'shared'; use single or shared_g<G>"),
         ("shared_g8", "own", "cannot train data_order 'own'; use single or batched_g<G>"),
         ("single", "mine", "data_order must be one of"),
-        ("batched8", None, "path must be 'single', 'batched_g<G>' or 'shared_g<G>'"),
-        ("shared_g0", None, "path must be"),
+        ("batched8", None, "path: must be 'single', 'batched_g<G>' or 'shared_g<G>'"),
+        ("shared_g0", None, "path: must be"),
     ],
 )
 def test_train_models_refuses_bad_path_or_order(path: str, order: str | None, message: str) -> None:

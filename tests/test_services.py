@@ -39,7 +39,7 @@ pytestmark = [
 TINY = {
     "data": {"path": str(TARBALL), "labels": str(LABELS), "black_positive": 60, "black_negative": 60,
              "cat_positive": 60, "cat_negative": 60, "negatives_per_positive": 1.0, "sheet_per_class": 10},
-    "zoo": {"n_models": {"black": 3, "cat": 3}, "epochs": 2, "group_size": 2, "shard_size": 2, "workers": 2,
+    "zoo": {"n_models": {"black": 3, "cat": 3}, "epochs": 2, "group_size": 2, "shard_size": 2, "workers": 2, "path": "single",
             "grid_models": 2},
     "kernels": {"min_val_accuracy": 0.0},
     "cyclegan": {"epochs": 3, "checkpoint_every": 2, "grid_every": 2, "hidden": 8},

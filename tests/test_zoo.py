@@ -22,7 +22,7 @@ def domain(tmp_path):
 
 def _params(**zoo_over):
     z = {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2, "shard_size": 2,
-         "workers": 1}
+         "workers": 1, "path": "batched_g2"}
     z.update(zoo_over)
     return parse_params({"zoo": z, "seed": 9})
 
@@ -80,6 +80,35 @@ def test_cache_key_changes_with_result_affecting_params_only():
     assert a != zoo.cache_key("other", _params().zoo, 1, "cpu")
 
 
+def test_a_fixed_path_must_fit_the_data_order():
+    from zoofusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match="zoo.path: shared_g2 cannot train data_order own"):
+        _params(path="shared_g2")
+    with pytest.raises(ConfigError, match="zoo.path: must be 'single'"):
+        _params(path="fastest")
+    assert _params(path="shared_g2", data_order="shared").zoo.path == "shared_g2"
+
+
+def test_auto_path_uses_the_calibrated_plan(monkeypatch, tmp_path):
+    """path: auto asks the calibration (cached per machine) and trains with what it chose."""
+    import zoofusion.calibrate as cal
+
+    seen = {}
+
+    def fake(device, data_order, cache_dir, **kw):
+        seen.update(kw, device=device, data_order=data_order)
+        return cal.Plan(path="single", workers=2, threads=1, data_order=data_order, model_images_per_s=123.0,
+                        rates={}, seconds=0.0, key={})
+
+    monkeypatch.setattr(cal, "calibrate", fake)
+    plan = zoo.choose_path(_params(path="auto", workers=2).zoo, "cpu", "local")
+    assert plan == {"path": "single", "workers": 2, "threads": 1, "model_images_per_s": 123.0}
+    assert seen["cores"] == 2 and seen["max_group_size"] == 2 and seen["data_order"] == "own"
+    zoo.choose_path(_params(path="auto").zoo, "cpu", "ray")
+    assert seen["cores"] == 1  # a Ray task is one CPU
+
+
 def test_cache_key_changes_with_the_training_code():
     """A shard trained by other code is never reused: the key holds a fingerprint of cnn/train/seeds/zoo."""
     same = zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
@@ -130,7 +159,8 @@ def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
     out = {}
     for backend in ("local", "ray"):
         p = parse_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
-                                  "shard_size": 2, "workers": 2}, "seed": 9, "executor": {"backend": backend}})
+                                  "shard_size": 2, "workers": 2, "path": "batched_g2"}, "seed": 9,
+                          "executor": {"backend": backend}})
         zoo.run("black", p, prepared=tmp_path / "prepared", out_root=tmp_path / backend,
                 cache_root=tmp_path / f"cache-{backend}", metrics_root=tmp_path / "metrics")
         out[backend] = torch.load(tmp_path / backend / "black" / "weights.pt", weights_only=True)

@@ -183,8 +183,10 @@ def run_zoo(args: argparse.Namespace) -> list[str]:
     try:
         with contextlib.ExitStack() as stack:
             cache = args.cache_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="zoofusion-cal-"))
-            plan = cal.calibrate(args.device, args.data_order, cache, batch_size=args.batch_size, cores=cores,
-                                 threads=threads, group_sizes=args.group_size, max_group_size=args.models, gangs=gangs,
+            # the zoo stage's calibration; its synthetic shard no larger than the benchmark's (tiny test runs)
+            cal_work = cal.Work(n_images=min(cal.Work.n_images, args.images), batch_size=args.batch_size)
+            plan = cal.calibrate(args.device, args.data_order, cache, cores=cores, threads=threads,
+                                 group_sizes=args.group_size, max_group_size=args.models, work=cal_work, gangs=gangs,
                                  refresh=args.cache_dir is None)
         work = cal.Work(n_models=args.models, n_images=args.images, epochs=args.epochs, batch_size=args.batch_size,
                         repeats=args.repeats, seed=args.seed)

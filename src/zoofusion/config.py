@@ -104,15 +104,25 @@ class ZooParams(Section):
     batch_size: Pos = 128
     lr: PosFloat = 0.01
     val_fraction: Fraction = 0.2
-    group_size: Pos = 8
+    group_size: Pos = 8  # the largest group of models trained as one network (batched_g*, shared_g*)
     shard_size: Pos = 16
     workers: Pos = 2
     grid_models: NonNeg = 4
+    data_order: Literal["own", "shared"] = "own"  # own: a model's seed fixes its data order (the study); shared: a
+    #                                               shard's models walk one order (faster path, other models)
+    path: Str = "auto"  # auto: the fastest path calibrated on this machine; or single, batched_g<N>, shared_g<N>
 
     @model_validator(mode="after")
     def _group_fits_shard(self):
         if self.group_size > self.shard_size:
             raise ValueError(f"group_size: must be <= zoo.shard_size ({self.shard_size}), got {self.group_size}")
+        if self.path != "auto":
+            from zoofusion.core.train import path_data_orders
+
+            _core_check(lambda: path_data_orders(self.path))
+            if self.data_order not in path_data_orders(self.path):
+                raise ValueError(f"path: {self.path} cannot train data_order {self.data_order}; use auto or a path "
+                                 f"that can ({'shared_g<N>' if self.data_order == 'shared' else 'single, batched_g<N>'})")
         return self
 
 

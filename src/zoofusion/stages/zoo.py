@@ -17,6 +17,7 @@ content (tag `zoofusion.content`): rerunning a stage over cached shards does not
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -60,6 +61,8 @@ class ShardJob:
     split_seed: int
     device: str
     out: str
+    path: str = "batched_g8"  # how the shard trains (zoofusion.core.train.train_models); results equal up to rounding
+    data_order: str = "own"
 
 
 def model_seeds(seed: int, domain: str, n: int) -> list[int]:
@@ -73,15 +76,32 @@ def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndar
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
+CALIBRATION = Path("data/cache/calibrate")
+
+
+def choose_path(z: ZooParams, device: str, backend: str) -> dict:
+    """The training path: zoo.path when fixed, else the fastest on this machine (timed once, then cached)."""
+    if z.path != "auto":
+        return {"path": z.path, "workers": z.workers, "threads": 1 if z.workers > 1 else torch.get_num_threads(),
+                "model_images_per_s": 0.0}
+    from zoofusion.calibrate import calibrate
+
+    # Ray runs one shard per CPU: calibrate one process of one thread; locally up to zoo.workers processes
+    plan = calibrate(device, z.data_order, CALIBRATION, max_group_size=z.group_size, batch_size=z.batch_size,
+                     cores=1 if backend == "ray" else z.workers)
+    return {"path": plan.path, "workers": plan.workers, "threads": plan.threads,
+            "model_images_per_s": round(plan.model_images_per_s, 1)}
+
+
 def train_shard(job: ShardJob, data: dict[str, np.ndarray]) -> dict:
     """Worker, pure compute: train one shard on the domain's images and return it (the driver saves it)."""
-    from zoofusion.core.train import train_batched
+    from zoofusion.core.train import train_models
 
     train_idx, val_idx = split_indices(len(data["labels"]), job.val_fraction, job.split_seed)
     t0 = time.perf_counter()
-    weights, history = train_batched(data["images"], data["labels"], train_idx, val_idx, list(job.seeds),
-                                     epochs=job.epochs, batch_size=job.batch_size, lr=job.lr,
-                                     group_size=job.group_size, device=job.device)
+    weights, history = train_models(data["images"], data["labels"], train_idx, val_idx, list(job.seeds),
+                                    path=job.path, data_order=job.data_order, epochs=job.epochs,
+                                    batch_size=job.batch_size, lr=job.lr, device=job.device)
     return {"weights": {k: v.detach().cpu().contiguous() for k, v in weights.items()},
             "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()},
             "seeds": torch.tensor(job.seeds, dtype=torch.int64), "seconds": time.perf_counter() - t0,
@@ -99,6 +119,7 @@ def load_shard(path: Path) -> dict:
 
 
 # The code that decides a shard's weights: the CNN, its training, seed derivation, and this stage (splits, seeds).
+# The training path is not in the key: every path trains the same models up to float rounding.
 CODE = ("core/cnn.py", "core/train.py", "core/seeds.py", "stages/zoo.py")
 
 
@@ -106,12 +127,13 @@ def cache_key(data_md5: str, z: ZooParams, seed: int, device: str, code: str | N
     """Everything that changes a shard's trained weights (not workers, not logging), code included."""
     key = json.dumps({"data": data_md5, "epochs": z.epochs, "batch": z.batch_size, "lr": z.lr,
                       "val_fraction": z.val_fraction, "group": z.group_size, "shard": z.shard_size,
-                      "seed": seed, "device": device, "code": code or code_fingerprint(*CODE)}, sort_keys=True)
+                      "seed": seed, "device": device, "data_order": z.data_order,
+                      "code": code or code_fingerprint(*CODE)}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path, device: str,
-                cache: Path) -> list[ShardJob]:
+                cache: Path, path: str = "batched_g8") -> list[ShardJob]:
     seeds = model_seeds(seed, domain, n_models)
     jobs = []
     for i, start in enumerate(range(0, n_models, z.shard_size)):
@@ -120,7 +142,8 @@ def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path,
         # partial shard as if it were full.
         name = f"shard_{start:05d}-{start + len(chunk) - 1:05d}.pt"
         jobs.append(ShardJob(domain, i, chunk, str(data), z.epochs, z.batch_size, z.lr, z.group_size,
-                             z.val_fraction, derive_seed(seed, "zoo-split", domain), device, str(cache / name)))
+                             z.val_fraction, derive_seed(seed, "zoo-split", domain), device, str(cache / name),
+                             path, z.data_order))
     return jobs
 
 
@@ -197,8 +220,11 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
     cache.mkdir(parents=True, exist_ok=True)
     jobs = plan_shards(domain, n_models, z, params.seed, data, device, cache)
     todo = [j for j in jobs if not Path(j.out).is_file()]
-    log.info("zoo %s: %d models in %d shards (%d cached, %d to train) with %d workers", domain, n_models,
-             len(jobs), len(jobs) - len(todo), len(todo), z.workers)
+    plan = choose_path(z, device, params.executor.backend) if todo else {"path": "-", "workers": 0, "threads": 0,
+                                                                          "model_images_per_s": 0.0}
+    todo = [dataclasses.replace(j, path=plan["path"]) for j in todo]
+    log.info("zoo %s: %d models in %d shards (%d cached, %d to train) on path %s, %d workers x %d threads", domain,
+             n_models, len(jobs), len(jobs) - len(todo), len(todo), plan["path"], plan["workers"], plan["threads"])
 
     mlflow = setup_mlflow("zoo")
     tags = run_tags(f"zoo@{domain}", [data])
@@ -223,16 +249,21 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             bar.update(len(job.seeds))
 
         for job in jobs:
-            if job not in todo:
+            if Path(job.out).is_file():
                 finished(job)
         # Ctrl-C or a failed shard stops the queue and the workers; finished shards stay in the cache.
         ex = params.executor
         shared = {k: v for k, v in load_npz(data).items() if k in ("images", "labels")}
-        for job, shard in zip(todo, run_tasks(train_shard, todo, z.workers if device == "cpu" else 1, shared,
+        workers = plan["workers"] if device == "cpu" and ex.backend == "local" else 1
+        if workers == 1 and ex.backend == "local":
+            torch.set_num_threads(plan["threads"])
+        t_train = time.perf_counter()
+        for job, shard in zip(todo, run_tasks(train_shard, todo, workers, shared,
                                               backend=ex.backend, address=ex.address)):
             save_shard(shard, Path(job.out))
             finished(job)
         bar.close()
+        t_train = time.perf_counter() - t_train if todo else 0.0
         shards = [load_shard(Path(j.out)) for j in jobs]
         weights, history, seeds = assemble(shards)
         write_outputs(out_root / domain, weights, history, seeds)
@@ -245,7 +276,10 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             "wall_seconds": round(wall, 2), "train_seconds_summed_over_workers": round(train_seconds, 2),
             "logging_seconds": round(zl.seconds, 2), "runs_logged": logged,
             "logging_overhead": round(zl.seconds / max(train_seconds, 1e-9), 4),
-            "cached_shards": len(jobs) - len(todo),
+            "cached_shards": len(jobs) - len(todo), "path": plan["path"], "workers": plan["workers"],
+            "calibrated_model_images_per_s": plan["model_images_per_s"],
+            # the stage's own rate, wall clock of this run's training, to hold against the calibrated one
+            "model_images_per_s": round(sum(len(j.seeds) for j in todo) * n_train * z.epochs / t_train, 1) if todo else 0.0,
             # per core: training seconds are summed over workers (and include shards trained by earlier runs)
             "model_images_per_second_per_core": round(n_models * n_train * z.epochs / max(train_seconds, 1e-9), 1),
         }
