@@ -45,7 +45,7 @@ ui: setup
 # allows) as a DVC experiment: params.yaml stays the quick profile. Hours on 2 CPU cores; see README.md.
 STUDY_PARAMS = -S zoo.n_models.black=2749 -S zoo.n_models.cat=1749 -S zoo.shard_size=64 \
 	-S data.darkness_threshold=0.5 -S data.black_positive=1745 -S data.black_negative=81 \
-	-S data.cat_positive=4400 -S data.cat_negative=562 -S cyclegan.epochs=200 -S evaluate.n_selected=10
+	-S data.cat_positive=4400 -S data.cat_negative=562 -S cyclegan.epochs=200 -S evaluate.n_selected=10 -S evaluate.budget=0
 
 study: setup
-	$(BIN)/dvc exp run -n study $(STUDY_PARAMS)
+	$(BIN)/dvc exp run -n study $(STUDY_PARAMS) $(STUDY_EXTRA)
