@@ -20,7 +20,7 @@ saves FAILED_<check>.png); the exit status is 1 if any failed.
 - zoo_runs.png                `zoo`: the trained CNNs, i.e. the child runs of the latest finished `zoo-<domain>`
                               run of each domain (of one domain where no filter selects exactly all of them), with
                               columns domain, seed and final_{train,val}_acc, sorted by final_val_acc
-- cyclegan_run.png            `cyclegan`: the latest finished `cyclegan-conv1` run, its Model metrics tab filtered
+- cyclegan_run.png            `cyclegan`: the latest finished `cyclegan-study-conv1` run, its Model metrics tab filtered
                               to the per-epoch loss curves (loss_G, loss_D_A, loss_D_B, loss_adv, loss_cycle, ...)
 - cyclegan_artifacts.png      the same run's Artifacts tab showing its kernel grid of the last epoch
                               (grids/epoch_NNNN.png, NNNN = the run's `epochs`; else the last grid)
@@ -64,7 +64,7 @@ EXPERIMENT = "generated-models"
 SELECT = "val/kmeans/accuracy"
 SHOW_METRICS = ["val/kmeans/accuracy", "test/kmeans/accuracy", "test/kmeans/precision", "test/kmeans/recall"]
 ZOO_METRICS = ["final_train_acc", "final_val_acc"]  # logged on every zoo child run (one trained CNN each)
-CYCLEGAN_RUN = "cyclegan-conv1"
+CYCLEGAN_RUN = "cyclegan-study-conv1"
 LOSS_CHARTS = "^loss_"  # the Model metrics tab's chart search takes a regular expression: the per-epoch losses
 LOSSES = ["loss_G", "loss_D_A", "loss_D_B", "loss_cycle"]  # charts that must show a curve
 TUNE_METHOD = "kmeans"  # optuna_study.png: the study of the first generated model tuned for this method
@@ -227,12 +227,12 @@ def pick_runs(client, evaluate_run: str | None):
     if not children:
         raise RuntimeError(f"evaluate run {parent.info.run_id} has no child runs")
     ranked = sorted(children, key=lambda r: -r.data.metrics.get(SELECT, float("-inf")))
-    chosen = [r for r in ranked if r.data.params.get("kind") == "generated"
+    chosen = [r for r in ranked if r.data.params.get("kind", "").startswith("generated")
               and r.data.tags.get("selected_on_val") == "true"]
     seen = set()
     for r in ranked:  # the best baseline of each kind, by the same val metric
         kind = r.data.params.get("kind")
-        if kind != "generated" and kind not in seen:
+        if not kind.startswith("generated") and kind not in seen:
             seen.add(kind)
             chosen.append(r)
     return exp_id, parent, children, chosen
@@ -324,7 +324,7 @@ def pick_study(storage_url: str):
     if not studies:
         raise RuntimeError(f"no Optuna study in {storage_url}: run the tune stage first")
     ids = {s.study_name: storage.get_study_id_from_name(s.study_name) for s in studies}
-    mine = [s for s in studies if s.user_attrs.get("method") == TUNE_METHOD and s.user_attrs.get("kind") == "generated"]
+    mine = [s for s in studies if s.user_attrs.get("method") == TUNE_METHOD and str(s.user_attrs.get("kind", "")).startswith("generated")]
     mine = mine or [s for s in studies if s.study_name.startswith(f"zoofusion/{TUNE_METHOD}/")]
     if not mine:
         raise RuntimeError(f"no Optuna study for method {TUNE_METHOD!r} in {storage_url}")

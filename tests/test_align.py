@@ -41,6 +41,21 @@ def test_match_recovers_a_random_permutation(seed: int) -> None:
     np.testing.assert_array_equal(p2c, align.inverse(q2))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_a_model_and_its_permuted_copy_align_to_identical_tensors_against_any_reference(seed: int) -> None:
+    """The canonical order: aligned to a third model (as the kernels stage aligns both zoos to one reference),
+    a model and any permuted copy of it become the same tensors, computing the same outputs."""
+    ref, w = cnn.init_weights(seed), cnn.init_weights(700 + seed)
+    q1, q2 = _perms(seed)
+    a, b = align.align(ref, w), align.align(ref, align.permute(w, q1, q2))
+    for k in w:
+        assert torch.equal(a[k], b[k]), k
+    x = cnn.preprocess(np.random.default_rng(seed).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    with torch.no_grad():
+        assert torch.equal(_model(a).features(x), _model(b).features(x))
+        torch.testing.assert_close(_model(a)(x), _model(w)(x), rtol=0, atol=1e-5)
+
+
 def test_permuted_model_computes_the_same_function() -> None:
     w = cnn.init_weights(3)
     q1, q2 = _perms(7)

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from zoofusion.core.align import align
-from zoofusion.core.candidates import (CONV_KEYS, baseline_candidates, budget_of, compute_features,
-                                       generated_candidates, model_pairs)
+from zoofusion.core.candidates import (CONV_KEYS, all_candidates, baseline_candidates, budget_of, compute_features,
+                                       generated_candidates, is_generated, kinds_of, model_pairs)
 from zoofusion.core.cnn import ConvFeatures, init_weights, preprocess, stack
 from zoofusion.core.darkness import darkness
 
@@ -33,6 +33,22 @@ def test_every_kind_gets_the_generated_budget():
         assert counts == {"random": k, "zoo-A": min(k, 5), "zoo-B": min(k, 4), "average": k, "aligned": k,
                           "concat": k, "pixels": 1, "darkness": 1}
     assert budget_of(190, 0) == 190 and budget_of(190, 48) == 48 and budget_of(10, 48) == 10
+
+
+def test_every_variant_is_its_own_generated_kind_with_the_same_budget_and_sources():
+    kernels = {"black": _zoo(5, 0), "cat": _zoo(4, 100)}
+    cands = all_candidates({"study": _generated(10), "aligned": _generated(10)}, kernels, budget=3, seed=1)
+    counts = {kind: sum(c.kind == kind for c in cands) for kind in dict.fromkeys(c.kind for c in cands)}
+    assert list(counts)[:2] == ["generated-study", "generated-aligned"]
+    assert counts["generated-study"] == counts["generated-aligned"] == counts["random"] == 3
+    study = [c for c in cands if c.kind == "generated-study"]
+    aligned = [c for c in cands if c.kind == "generated-aligned"]
+    assert all(c.id.startswith("study/") for c in study) and all(c.id.startswith("aligned/") for c in aligned)
+    # the same source models in both variants: a paired comparison
+    assert [(c.source_domain, c.source_index) for c in study] == [(c.source_domain, c.source_index) for c in aligned]
+    assert len({c.id for c in cands}) == len(cands)
+    assert kinds_of(("study", "aligned"))[:3] == ("generated-study", "generated-aligned", "random")
+    assert is_generated("generated") and is_generated("generated-aligned") and not is_generated("aligned")
 
 
 def test_generated_sample_and_pairs_are_seeded_and_distinct():

@@ -32,11 +32,11 @@ def test_missing_input_is_one_line_and_says_what_to_run(tmp_path, monkeypatch):
 def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("seed: 1\nzoo: {epoch: 3}\n")
-    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.generate", "--params", str(p)], cwd=tmp_path,
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.generate", "--variant", "aligned", "--params", str(p)],
+                       cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
-        "generate: zoo.epoch: unknown key (allowed under zoo: n_models, epochs, batch_size, lr, val_fraction, "
+        "generate@aligned: zoo.epoch: unknown key (allowed under zoo: n_models, epochs, batch_size, lr, val_fraction, "
         "group_size, shard_size, workers, grid_models)"]
 
 

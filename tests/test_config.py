@@ -64,3 +64,18 @@ def test_yaml_round_trip_of_overrides(tmp_path):
     f.write_text(yaml.safe_dump({"seed": 7, "evaluate": {"clustering": {"ocsvm_gamma": 0.5}}}))
     p = load_params(f)
     assert p.seed == 7 and p.evaluate.clustering.gamma() == 0.5
+
+
+def test_translation_variants_study_off_aligned_on():
+    p = load_params(ROOT / "params.yaml")
+    s, a = p.translation.study, p.translation.aligned
+    assert (s.align, s.translate, s.lr_decay, s.disc_output, s.pool_size) == (False, "layers", False, "sigmoid", 0)
+    assert (a.align, a.translate, a.lr_decay, a.disc_output, a.pool_size) == (True, "pair", True, "raw", 50)
+    assert parse_params({}).translation == p.translation  # the defaults are the same
+    assert s.core_kwargs() == {"arch": "volume", "lr_decay": False, "disc_output": "sigmoid", "pool_size": 0}
+    with pytest.raises(ConfigError, match=r"translation\.aligned\.disc_output: expected one of 'sigmoid', 'raw'"):
+        parse_params({"translation": {"aligned": {"disc_output": "tanh"}}})
+    with pytest.raises(ConfigError, match=r"translation\.best: unknown key \(allowed under translation: study, aligned"):
+        parse_params({"translation": {"best": {}}})
+    with pytest.raises(ConfigError, match=r"translation\.study\.pool_size: must be >= 0"):
+        parse_params({"translation": {"study": {"pool_size": -1}}})

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, KernelScaler, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, load_generators, save_generators, train_cyclegan, translate
+from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, ImagePool, KernelScaler, SetDiscriminator, SetGenerator, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, load_generators, lr_factor, make_discriminator, save_generators, train_cyclegan, translate
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
 
@@ -205,3 +205,127 @@ def test_kernel_grid_figure_rows_and_save(tmp_path: Path, c: int, d: int, rgb: b
     assert sorted(p.name for p in out.parent.iterdir()) == ["grid.png"]
     with pytest.raises(ValueError, match=r"panel 'x' must be one model's layer weight"):
         kernel_grid_figure({"x": torch.zeros(6, 3, 5)})
+
+
+# --- the reference CycleGAN's training details ----------------------------------------------------------------
+
+
+def test_lr_factor_constant_then_linear_to_zero() -> None:
+    assert [lr_factor(e, 4, False) for e in range(1, 5)] == [1.0] * 4
+    assert [lr_factor(e, 4, True) for e in range(1, 5)] == pytest.approx([1, 1, 2 / 3, 1 / 3])
+    f = [lr_factor(e, 200, True) for e in range(1, 201)]
+    assert f[:100] == [1.0] * 100 and f[100] == pytest.approx(100 / 101) and f[-1] == pytest.approx(1 / 101)
+    steps = [a - b for a, b in zip(f[100:], f[101:])]
+    assert steps == pytest.approx([1 / 101] * 99)  # linear: the same step every epoch, next one would be 0
+    assert lr_factor(1, 1, True) == 0.5  # one epoch: no constant half, decays at once
+
+
+def test_lr_decay_sets_every_optimiser_per_epoch(monkeypatch) -> None:
+    seen: list[float] = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    a, b = _zoo(4), _zoo(4, seed=1)
+    train_cyclegan(a, b, CycleGANConfig(epochs=4, batch_size=4, hidden=4, lr=1e-3, lr_decay=True))
+    per_epoch = [seen[i:i + 3] for i in range(0, len(seen), 3)]  # G, D_A, D_B; one step per epoch here
+    assert [p[0] for p in per_epoch] == pytest.approx([1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+    assert all(len(set(p)) == 1 for p in per_epoch)
+
+
+@pytest.mark.parametrize("arch", ["volume", "set"])
+def test_raw_discriminator_is_the_sigmoid_one_before_its_sigmoid(arch: str) -> None:
+    x = torch.randn(3, 6, 3, 5, 5)
+    torch.manual_seed(0)
+    sig = make_discriminator(arch, 6, 8, "sigmoid")
+    torch.manual_seed(0)
+    raw = make_discriminator(arch, 6, 8, "raw")
+    assert isinstance(sig, Discriminator if arch == "volume" else SetDiscriminator)
+    with torch.no_grad():
+        s, r = sig(x), raw(x)
+    assert s.shape == r.shape == (3, 1, 3, 5, 5)
+    assert bool(((s > 0) & (s < 1)).all()) and float(r.abs().max()) > 0
+    torch.testing.assert_close(torch.sigmoid(r), s)
+    with pytest.raises(ValueError, match="disc_output: must be one of sigmoid, raw"):
+        make_discriminator(arch, 6, 8, "tanh")
+    with pytest.raises(ValueError, match="disc_output"):
+        CycleGANConfig(disc_output="softmax")
+
+
+def test_image_pool_worked_example() -> None:
+    """Size 2: the first two samples are stored and returned; then each sample is swapped for a stored one with
+    probability 0.5 (seeded), else returned as is; size 0 returns the batch and draws nothing."""
+    x = torch.arange(6, dtype=torch.float32).reshape(6, 1)
+    pool = ImagePool(2, seed=0)
+    assert pool.query(x[:2]).flatten().tolist() == [0.0, 1.0]
+    assert [t.item() for t in pool.items] == [0.0, 1.0]
+    # replay the pool's own draws by hand
+    g = torch.Generator().manual_seed(0)
+    stored, expect = [0.0, 1.0], []
+    for v in (2.0, 3.0, 4.0, 5.0):
+        if float(torch.rand((), generator=g)) < 0.5:
+            i = int(torch.randint(2, (), generator=g))
+            expect.append(stored[i])
+            stored[i] = v
+        else:
+            expect.append(v)
+    out = pool.query(x[2:]).flatten().tolist()
+    assert out == expect and [t.item() for t in pool.items] == stored
+    assert out != [2.0, 3.0, 4.0, 5.0]  # with this seed, at least one sample came from the pool
+    # over many draws about half of the returned samples are old ones
+    big = ImagePool(5, seed=1)
+    big.query(-torch.ones(5, 1))
+    fresh = torch.arange(2000, dtype=torch.float32).reshape(-1, 1)
+    old = sum(float(a) != float(b) for a, b in zip(big.query(fresh).flatten(), fresh.flatten()))
+    assert 900 < old < 1100
+    none = ImagePool(0, seed=0)
+    assert none.query(x) is x and none.items == []
+    state = pool.state()
+    again = ImagePool(2, seed=99)
+    again.load(state)
+    assert torch.equal(again.query(x), pool.query(x))  # resumable: same stored samples and generator
+
+
+def test_study_settings_leave_the_trajectory_unchanged_and_new_ones_change_it() -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    base = train_cyclegan(a, b, TINY)
+    same = train_cyclegan(a, b, dataclasses.replace(TINY, lr_decay=False, disc_output="sigmoid", pool_size=0))
+    assert _states_equal(base, same)
+    for change in ({"lr_decay": True}, {"disc_output": "raw"}, {"pool_size": 3}):
+        assert not _states_equal(base, train_cyclegan(a, b, dataclasses.replace(TINY, **change))), change
+
+
+def test_pool_and_decay_resume_bit_identically(tmp_path: Path) -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    cfg = CycleGANConfig(epochs=5, batch_size=4, hidden=4, seed=3, checkpoint_every=2, lr_decay=True,
+                         disc_output="raw", pool_size=3, arch="set")
+    full = train_cyclegan(a, b, cfg)
+
+    def crash_at_3(epoch: int, losses: dict[str, float], state: CycleGANResult) -> None:
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_cyclegan(a, b, cfg, checkpoint_path=tmp_path / "c.pt", on_epoch=crash_at_3)
+    assert _states_equal(full, train_cyclegan(a, b, cfg, checkpoint_path=tmp_path / "c.pt"))
+
+
+def test_set_generator_starts_as_identity_and_is_equivariant_along_d(tmp_path: Path) -> None:
+    x = torch.randn(2, 19, 6, 5, 5)
+    g = SetGenerator(19, 8)
+    torch.testing.assert_close(g(x), x)  # zero-initialised last layer
+    torch.nn.init.normal_(g.out.weight, std=0.1)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    y = g(x)
+    assert not torch.allclose(y, x)
+    torch.testing.assert_close(g(x[:, :, perm]), y[:, :, perm], rtol=1e-5, atol=1e-6)
+    d = SetDiscriminator(19, 8, "raw")
+    torch.testing.assert_close(d(x[:, :, perm]), d(x)[:, :, perm], rtol=1e-5, atol=1e-6)
+    res = train_cyclegan(x, x.flip(0) * 0.5, CycleGANConfig(epochs=1, batch_size=2, hidden=4, arch="set"))
+    save_generators(tmp_path / "g.pt", res)
+    g_ab, _, scaler, meta = load_generators(tmp_path / "g.pt")
+    assert isinstance(g_ab, SetGenerator) and meta["arch"] == "set"
+    assert torch.equal(translate(g_ab, scaler, x), translate(res.G_A2B, res.scaler, x))

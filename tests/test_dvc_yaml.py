@@ -131,7 +131,7 @@ def params_read(files: set[Path]) -> set[str]:
     keys = {"device" if k.startswith("torch_device") else k for k in keys}
     keys = {k for k in keys if k not in ("items", "keys", "values", "get")}  # a local dict named params
     # a method called on a section (e.g. `.model_dump()`) reads that section
-    return {re.sub(r"\.(model_dump|umap_kwargs|method_params|core_kwargs|gamma)$", "", k) for k in keys}
+    return {re.sub(r"\.(model_dump|umap_kwargs|method_params|core_kwargs|gamma|variant)$", "", k) for k in keys}
 
 
 def overlaps(a: str, b: str) -> bool:

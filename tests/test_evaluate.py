@@ -14,9 +14,9 @@ def _row(cid, kind, val_acc, test_acc, dom="A"):
 
 
 def test_selection_uses_val_and_tables_report_test():
-    rows = [_row("1/A", "generated", 0.9, 0.6), _row("2/B", "generated", 0.7, 0.95, "B"),
+    rows = [_row("1/A", "generated-study", 0.9, 0.6), _row("2/B", "generated-study", 0.7, 0.95, "B"),
             _row("random-0", "random", 0.8, 0.8, "")]
-    gen = [r for r in rows if r["kind"] == "generated"]
+    gen = [r for r in rows if r["kind"] == "generated-study"]
     assert [r["id"] for r in rank(gen, "val/kmeans/accuracy")] == ["1/A", "2/B"]
     # entropy: lower is better
     assert [r["id"] for r in rank(gen, "val/kmeans/entropy")] == ["1/A", "2/B"]
@@ -25,7 +25,7 @@ def test_selection_uses_val_and_tables_report_test():
     assert t[0]["Generated Filter Domain"] == "A (from B)" and t[1]["Selected on val"] == "yes"
     assert list(t[0])[:7] == ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
     b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, "val/kmeans/accuracy")}
-    g = b[("generated", "KMeans")]
+    g = b[("generated-study", "KMeans")]
     # best on val is 1/A, so its TEST score (0.6) is reported, not the best test score (0.95)
     assert g["Best on val"] == "1/A" and g["Its test accuracy"] == 0.6 and g["Test accuracy max"] == 0.95
     assert g["Test accuracy mean"] == round((0.6 + 0.95) / 2, 4)

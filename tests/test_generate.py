@@ -53,3 +53,19 @@ def test_saved_models_load_as_modules_and_reproduce(setup):
 
 def test_model_id_follows_the_study():
     assert model_id(229, "black") == "229/A" and model_id(7, "cat") == "7/B"
+
+
+def test_a_pair_generator_translates_conv1_and_conv2_together(setup, tmp_path):
+    from zoofusion.core.pair import fit_scales, pack, translate_pair
+
+    kernels, _, _ = setup
+    scales = fit_scales(*((kernels[d]["conv1.weight"], kernels[d]["conv2.weight"]) for d in ("black", "cat")))
+    r = train_cyclegan(*(pack(kernels[d]["conv1.weight"], kernels[d]["conv2.weight"], scales) for d in ("black", "cat")),
+                       CycleGANConfig(epochs=2, batch_size=2, hidden=4, seed=1, arch="set"))
+    save_generators(tmp_path / "pair.pt", r, meta={"layer": "pair", "pair_scales": list(scales)})
+    g_ab, g_ba, scaler, meta = load_generators(tmp_path / "pair.pt")
+    g = generate(kernels, {"pair": (g_ab, g_ba, scaler, meta)}, max_per_domain=0, bias="source")
+    assert g["ids"] == ["0/A", "2/A", "5/A", "0/B", "2/B", "5/B"]
+    c1, c2 = translate_pair(g_ba, scaler, scales, kernels["cat"]["conv1.weight"], kernels["cat"]["conv2.weight"])
+    torch.testing.assert_close(g["conv1.weight"][3:], c1)
+    torch.testing.assert_close(g["conv2.weight"][3:], c2)

@@ -123,8 +123,10 @@ def test_entry_point_commands(fake_dvc):
     assert p.returncode == 0 and calls == ["repro --force --single-item testset"]
     p, calls = fake_dvc("zoo", {"domain": "cat"})
     assert p.returncode == 0 and calls == ["repro zoo@cat"]
-    p, calls = fake_dvc("cyclegan", {"layer": "conv2", "force": "true"})
-    assert p.returncode == 0 and calls == ["repro --force --single-item cyclegan@conv2"]
+    p, calls = fake_dvc("cyclegan", {"variant": "aligned", "force": "true"})
+    assert p.returncode == 0 and calls == ["repro --force --single-item cyclegan@aligned"]
+    p, calls = fake_dvc("generate", {"variant": "study"})
+    assert p.returncode == 0 and calls == ["repro generate@study"]
     p, calls = fake_dvc("main")
     assert p.returncode == 0 and calls == ["repro"]
     p, calls = fake_dvc("evaluate", {"params_file": "params.yaml"})  # the same file, spelled relative
@@ -139,8 +141,10 @@ def test_entry_point_commands_refuse_what_dvc_would_ignore(fake_dvc):
     assert p.returncode == 2 and calls == []
     p, calls = fake_dvc("zoo", {"domain": "dog"})
     assert p.returncode == 2 and calls == [] and "black or cat" in p.stderr
-    p, calls = fake_dvc("cyclegan", {"layer": "conv3"})
-    assert p.returncode == 2 and calls == [] and "conv1 or conv2" in p.stderr
+    p, calls = fake_dvc("cyclegan", {"variant": "conv1"})
+    assert p.returncode == 2 and calls == [] and "study or aligned" in p.stderr
+    p, calls = fake_dvc("generate", {"variant": "best"})
+    assert p.returncode == 2 and calls == [] and "study or aligned" in p.stderr
     p, calls = fake_dvc("data", {"force": "yes"})
     assert p.returncode == 2 and calls == []
     p, calls = fake_dvc("data", with_dvc=False)

@@ -70,23 +70,33 @@ def project(tmp_path_factory):
 def test_pipeline_outputs(project):
     work, _, _ = project
     for f in ("data/prepared/black.npz", "data/testset/test.npz", "data/zoo/black/weights.pt",
-              "data/kernels/cat.pt", "data/cyclegan/conv2/generators.pt", "data/generated/models.pt",
-              "reports/tables/study_kmeans.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv"):
+              "data/kernels/raw/cat.pt", "data/kernels/aligned/cat.pt", "data/cyclegan/study/conv2/generators.pt",
+              "data/cyclegan/aligned/pair/generators.pt", "data/generated/study/models.pt",
+              "data/generated/aligned/models.pt", "reports/tables/study_kmeans_study.md",
+              "reports/tables/study_kmeans_aligned.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv"):
         assert (work / f).is_file(), f
     zoo = json.loads((work / "metrics/zoo_black.json").read_text())
     assert zoo["count"] == 3 and 0 <= zoo["val_acc_min"] <= zoo["val_acc_max"] <= 1
+    for variant in ("study", "aligned"):
+        gan = json.loads((work / f"metrics/cyclegan_{variant}.json").read_text())
+        assert {"conv1", "conv2"} <= set(gan) and gan["conv2"]["dist_A_B"] > 0
+    assert json.loads((work / "metrics/cyclegan_aligned.json").read_text())["translate"] == "pair"
     ev = json.loads((work / "metrics/evaluate.json").read_text())
-    assert ev["n_generated"] == 2  # the budget: 2 of the 6 translated models (3 source models per domain)
-    assert ev["budget_per_kind"] == {"generated": 2, "random": 2, "zoo-A": 2, "zoo-B": 2, "average": 2, "aligned": 2,
-                                     "concat": 2, "pixels": 1, "darkness": 1}
-    assert {"generated", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
+    assert ev["n_generated"] == 4  # the budget: 2 of each variant's 6 translated models (3 source models per domain)
+    assert ev["budget_per_kind"] == {"generated-study": 2, "generated-aligned": 2, "random": 2, "zoo-A": 2,
+                                     "zoo-B": 2, "average": 2, "aligned": 2, "concat": 2, "pixels": 1, "darkness": 1}
+    assert {"generated-study", "generated-aligned", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
     v = ev["verdict"]
-    assert len(v["comparisons"]) == 3 * 8 and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
-                                                  for c in v["comparisons"])
+    # per method: each variant vs the 8 baseline kinds, and aligned vs study
+    assert len(v["comparisons"]) == 3 * (8 + 8 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
+                                                            for c in v["comparisons"])
+    assert set(v["answers"]) == {"generated-study-vs-random", "generated-study-vs-aligned",
+                                 "generated-aligned-vs-random", "generated-aligned-vs-aligned"}
     assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
     report = (work / "reports/report.md").read_text()
     assert "## Verdict" in report and "## Tuned vs untuned" in report and "95% CI" in report
     assert "Every kind, same budget" in report and "figures/kinds.png" in report
+    assert "## Translation variants" in report and "kernels of the aligned translation" in report
     html = (work / "reports/report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and "src=\"http" not in html
 
@@ -127,8 +137,11 @@ print(json.dumps(out))
     runs = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                      check=True).stdout.strip().splitlines()[-1])
     assert len(runs["zoo"]) == 2 + 6  # a parent per domain, a child per CNN
-    # parent, 2 generated, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat; pixels, darkness
-    assert len(runs["generated-models"]) == 1 + 2 + 6 * 2 + 2
+    # parent, 2 generated per variant, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat;
+    # pixels, darkness
+    assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2
+    assert {t["dvc_stage"] for t in runs["cyclegan"]} == {"cyclegan@study", "cyclegan@aligned", "generate@study",
+                                                          "generate@aligned"}
     parents = [t for t in runs["zoo"] if "mlflow.parentRunId" not in t]
     for t in parents:
         assert t["dvc_stage"].startswith("zoo@")
@@ -155,12 +168,14 @@ from zoofusion.stages.generate import load_models
 from zoofusion.io import load_npz
 mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
 runs = mlflow.search_runs(experiment_names=["generated-models"],
-                          filter_string="tags.selected_on_val = 'true' and tags.kind = 'generated'")
+                          filter_string="tags.selected_on_val = 'true' and tags.kind = 'generated-aligned'")
 assert len(runs) == 1, runs
 r = runs.iloc[0]
+assert r["params.variant"] == "aligned" and r["params.kind"] == "generated-aligned"
 x = load_npz("data/testset/test.npz")["images"][:6]
 out = np.asarray(mlflow.pyfunc.load_model(f"runs:/{{r.run_id}}/feature_extractor").predict(x))
-ref = load_models()[r["tags.mlflow.runName"]](preprocess(x)).detach().numpy()
+ref = load_models("data/generated/aligned/models.pt")[r["tags.mlflow.runName"].removeprefix("aligned/")]
+ref = ref(preprocess(x)).detach().numpy()
 print(out.shape, float(np.abs(out - ref).max()))
 """
     p = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True)
@@ -203,7 +218,7 @@ def test_cyclegan_runs_log_curves_and_grids_per_epoch(project):
 import mlflow, json
 c = mlflow.MlflowClient({env['MLFLOW_TRACKING_URI']!r})
 e = c.get_experiment_by_name("cyclegan")
-r = c.search_runs([e.experiment_id], "attributes.run_name = 'cyclegan-conv1'")[0]
+r = c.search_runs([e.experiment_id], "attributes.run_name = 'cyclegan-study-conv1'")[0]
 grids = sorted(a.path for a in c.list_artifacts(r.info.run_id, "grids"))
 steps = [m.step for m in c.get_metric_history(r.info.run_id, "loss_G")]
 print(json.dumps([grids, steps, r.data.tags["dvc_stage"]]))
@@ -212,7 +227,7 @@ print(json.dumps([grids, steps, r.data.tags["dvc_stage"]]))
     grids, steps, stage = json.loads(p.stdout.strip().splitlines()[-1])
     # TINY: 3 epochs, a grid every 2 and one at the end; curves step by epoch, counted from 1
     assert grids == ["grids/epoch_0002.png", "grids/epoch_0003.png"]
-    assert steps == [1, 2, 3] and stage == "cyclegan@conv1"
+    assert steps == [1, 2, 3] and stage == "cyclegan@study"
 
 
 def test_a_params_typo_fails_repro_in_one_line(project):
@@ -235,7 +250,7 @@ def test_a_code_edit_retrains_the_zoo_and_changes_what_follows(project):
     work, env, _ = project
     cnn = work / "src/zoofusion/core/cnn.py"
     original = cnn.read_text()
-    before = {f: (work / f).read_bytes() for f in ("data/zoo/black/weights.pt", "data/kernels/black.pt")}
+    before = {f: (work / f).read_bytes() for f in ("data/zoo/black/weights.pt", "data/kernels/raw/black.pt")}
     assert "DATA_SEED_OFFSET = 1_000_003" in original
     cnn.write_text(original.replace("DATA_SEED_OFFSET = 1_000_003", "DATA_SEED_OFFSET = 1_000_033"))
     try:

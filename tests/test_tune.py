@@ -274,18 +274,20 @@ def _stack(ws: list[dict]) -> dict[str, torch.Tensor]:
 def make_project(root: Path, storage: str) -> Path:
     """Inputs the tune stage reads (generated models, kernels, val, evaluate's outputs) and NO test split."""
     (root / "dvc.yaml").write_text("stages: {}\n")
-    for d in ("data/generated", "data/kernels", "data/prepared", "data/evaluate"):
+    for d in ("data/generated/study", "data/generated/aligned", "data/kernels/raw", "data/prepared", "data/evaluate"):
         (root / d).mkdir(parents=True)
-    torch.save({**_stack([_conv(1), _conv(2)]), "source_index": torch.tensor([0, 0]),
-                "source_domain": torch.tensor([0, 1]), "ids": ["0/A", "0/B"]}, root / "data/generated/models.pt")
+    for j, v in enumerate(("study", "aligned")):
+        torch.save({**_stack([_conv(1 + 2 * j), _conv(2 + 2 * j)]), "source_index": torch.tensor([0, 0]),
+                    "source_domain": torch.tensor([0, 1]), "ids": ["0/A", "0/B"]}, root / f"data/generated/{v}/models.pt")
     for i, d in enumerate(("black", "cat")):
-        torch.save({**_stack([_conv(10 + i)]), "model_index": torch.tensor([0])}, root / f"data/kernels/{d}.pt")
+        torch.save({**_stack([_conv(10 + i)]), "model_index": torch.tensor([0])}, root / f"data/kernels/raw/{d}.pt")
     r = np.random.default_rng(0)
     labels = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
     images = r.integers(0, 256, size=(N_VAL, 32, 32, 3)).astype(np.uint8)
     images[labels == 1] //= 5  # black cats are dark
     save_npz(root / "data/prepared/val.npz", images=images, labels=labels, ids=np.arange(N_VAL))
-    ids = [("0/A", "generated"), ("0/B", "generated"), ("random-0", "random"), ("zoo-A-0", "zoo-A"),
+    ids = [("study/0/A", "generated-study"), ("study/0/B", "generated-study"), ("aligned/0/A", "generated-aligned"),
+           ("aligned/0/B", "generated-aligned"), ("random-0", "random"), ("zoo-A-0", "zoo-A"),
            ("zoo-B-0", "zoo-B"), ("avg-0A-0B", "average"), ("pixels", "pixels")]
     keys = [f"{s}/{m}/{k}" for s in ("test", "val") for m in METHODS for k in METRIC_KEYS]
     with (root / "data/evaluate/candidates.csv").open("w", newline="") as f:
@@ -293,7 +295,9 @@ def make_project(root: Path, storage: str) -> Path:
         w.writerow(["id", "kind", "source_domain", "source_index", *keys])
         for i, (cid, kind) in enumerate(ids):
             w.writerow([cid, kind, "", -1, *[f"{0.5 + 0.01 * i:.6f}"] * len(keys)])
-    (root / "data/evaluate/selected.json").write_text(json.dumps({"selected": ["0/B", "0/A"]}))
+    (root / "data/evaluate/selected.json").write_text(json.dumps({
+        "selected": ["study/0/B", "study/0/A", "aligned/0/A", "aligned/0/B"],
+        "by_kind": {"generated-study": ["study/0/B", "study/0/A"], "generated-aligned": ["aligned/0/A", "aligned/0/B"]}}))
     p = root / "params.yaml"
     p.write_text(yaml.safe_dump({"seed": 7, "evaluate": {"budget": 0, "workers": 1},
                                  "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
@@ -312,20 +316,23 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
 
     best = json.loads((tmp_path / "data/tune/best_params.json").read_text())
     assert best["objective"] == "accuracy" and best["n_trials"] == 2 and set(best["methods"]) == {"kmeans", "ocsvm"}
-    cands = {"0/B", "random-0", "zoo-A-0", "zoo-B-0", "avg-0A-0B", "pixels"}
+    cands = {"study/0/B", "aligned/0/A", "random-0", "zoo-A-0", "zoo-B-0", "avg-0A-0B", "pixels"}
     for method, m in best["methods"].items():
         assert m["objective_key"] == ("val_cv/ocsvm/accuracy" if method == "ocsvm" else "val/kmeans/accuracy")
         assert set(m["candidates"]) == cands
-        assert m["generated"]["candidate"] == "0/B" and m["generated"]["kind"] == "generated"
+        assert m["generated"]["generated-study"]["candidate"] == "study/0/B"
+        assert m["generated"]["generated-aligned"]["candidate"] == "aligned/0/A"
+        assert m["generated"]["generated-aligned"]["kind"] == "generated-aligned"
         for cid, e in m["candidates"].items():
             assert set(e["params"]) == set(tuning.UMAP_KEYS) | set(tuning.METHOD_KEYS[method])
             assert e["n_trials"] == 2 and 0 <= e["value"] <= 1 and e["study"] == f"zoofusion/{method}/{cid}"
             assert e["n_clusters"] >= 1
     metrics = json.loads((tmp_path / "metrics/tune.json").read_text())
     for method in ("kmeans", "ocsvm"):
-        assert set(metrics[method]) >= {"generated", "random", "zoo-A", "zoo-B", "average", "pixels",
-                                        "best_baseline", "generated_minus_best_baseline"}
-        assert metrics[method]["generated"] == round(best["methods"][method]["generated"]["value"], 4)
+        assert set(metrics[method]) >= {"generated-study", "generated-aligned", "random", "zoo-A", "zoo-B", "average",
+                                        "pixels", "best_baseline", "generated-aligned_minus_best_baseline"}
+        assert metrics[method]["generated-aligned"] == round(
+            best["methods"][method]["generated"]["generated-aligned"]["value"], 4)
 
     names = optuna.get_all_study_names(storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert sorted(names) == sorted(f"zoofusion/{m}/{c}" for m in ("kmeans", "ocsvm") for c in cands)
@@ -334,7 +341,7 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     runs = mlflow.search_runs(experiment_names=["tuning"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 12 and len(children) == 24
+    assert len(parents) == 14 and len(children) == 28
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {p.info.run_id for p in parents}
     p = next(r for r in parents if r.data.params["candidate"] == "pixels" and r.data.params["method"] == "ocsvm")
     assert {"method", "candidate", "kind", "objective", "n_trials", "sampler"} <= set(p.data.params)

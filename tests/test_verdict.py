@@ -4,7 +4,7 @@ choose anything."""
 import numpy as np
 
 from zoofusion.core.protocol import MethodParams, evaluate_features
-from zoofusion.core.verdict import compare, sentence
+from zoofusion.core.verdict import answer, compare, sentence
 
 
 def _kinds(n_test: int, shift_generated: float, seed: int = 0):
@@ -31,6 +31,31 @@ def test_a_real_difference_is_called_and_a_null_one_is_not():
     assert c.mean_low < 0 < c.mean_high and c.mean_outcome == "none"
     assert c.outcome in ("none", "generated", "baseline")
     assert "no difference" in sentence([c], {}) or c.outcome != "none"
+
+
+def test_each_variant_is_compared_with_every_baseline_and_with_the_variants_before_it():
+    r = np.random.default_rng(0)
+    y = np.r_[np.ones(40, int), np.zeros(80, int)]
+    kinds, ids, arrays = [], [], []
+    for kind, shift in (("generated-study", 0.0), ("generated-aligned", 2.0), ("random", 0.0), ("aligned", 0.0)):
+        for j in range(4):
+            kinds.append(kind)
+            ids.append(f"{kind}-{j}")
+            arrays.append(y * (1.0 + shift) + r.normal(size=len(y)))
+    cs = compare("kmeans", y, kinds, ids, np.zeros(len(ids)), np.stack(arrays), n_boot=300, seed=2)
+    assert [(c.generated_kind, c.kind) for c in cs] == [
+        ("generated-study", "random"), ("generated-study", "aligned"),
+        ("generated-aligned", "random"), ("generated-aligned", "aligned"), ("generated-aligned", "generated-study")]
+    assert all(c.outcome == "generated" for c in cs if c.generated_kind == "generated-aligned")
+    names = {"generated-aligned": "aligned kernels", "generated-study": "study kernels", "random": "random kernels",
+             "aligned": "the aligned merge"}
+    text = sentence(cs, names)
+    assert "aligned kernels beat random kernels, the aligned merge, study kernels" in text
+    assert answer(cs, "generated-aligned", "random", names) == \
+        "Yes: aligned kernels beat random kernels with every method (KMeans)."
+    no = answer(cs, "generated-study", "random", names)
+    assert no.startswith("No: study kernels beat random kernels with no method; ") or \
+        no.startswith("Yes"), no
 
 
 def test_best_on_val_is_chosen_on_val_not_test():

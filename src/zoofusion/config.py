@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.types import Strict
 
 DOMAINS = ("black", "cat")
+VARIANTS = ("study", "aligned")  # translation variants, each its own cyclegan@<variant> / generate@<variant>
 METHODS = ("kmeans", "dbscan", "ocsvm")
 METRICS = ("accuracy", "precision", "recall", "entropy", "purity")
 
@@ -157,6 +158,42 @@ class CycleGANParams(Section):
                 "checkpoint_every": self.checkpoint_every, "max_loss": self.max_loss}
 
 
+class VariantParams(Section):
+    """One way to translate zoo kernels: which kernels, which CycleGAN, which training details.
+
+    align: channels in the canonical order of one reference model (kernels/aligned) instead of as trained;
+    translate: `layers`, one CycleGAN per conv layer (the study's Conv3d volume networks), or `pair`, one CycleGAN
+    for a model's conv1 and conv2 together (core/pair.py: conv2's input slices stay matched to conv1's channels);
+    lr_decay: constant lr for the first half of the epochs, then linearly to 0; disc_output: the discriminator's
+    scores through a sigmoid (the study) or raw (the reference CycleGAN's least squares); pool_size: image pool
+    of generated samples for the discriminators (0 = none; the reference: 50).
+    """
+
+    align: Bool = False
+    translate: Literal["layers", "pair"] = "layers"
+    lr_decay: Bool = False
+    disc_output: Literal["sigmoid", "raw"] = "sigmoid"
+    pool_size: NonNeg = 0
+
+    def core_kwargs(self) -> dict[str, Any]:
+        """The CycleGANConfig arguments this variant decides."""
+        return {"arch": "set" if self.translate == "pair" else "volume", "lr_decay": self.lr_decay,
+                "disc_output": self.disc_output, "pool_size": self.pool_size}
+
+
+class TranslationParams(Section):
+    """The translation variants `dvc repro` makes side by side (names fixed: dvc.yaml lists them)."""
+
+    study: VariantParams = VariantParams()
+    aligned: VariantParams = VariantParams(align=True, translate="pair", lr_decay=True, disc_output="raw",
+                                           pool_size=50)
+
+    def variant(self, name: str) -> VariantParams:
+        if name not in VARIANTS:
+            raise ConfigError(f"translation variant must be one of {', '.join(VARIANTS)}, got {name!r}")
+        return getattr(self, name)
+
+
 class GenerateParams(Section):
     max_per_domain: NonNeg = 0  # 0 = every source model that passed the zoo's accuracy floor
     bias: Literal["source", "zero"] = "source"
@@ -260,6 +297,7 @@ class Params(Section):
     zoo: ZooParams = ZooParams()
     kernels: KernelsParams = KernelsParams()
     cyclegan: CycleGANParams = CycleGANParams()
+    translation: TranslationParams = TranslationParams()
     generate: GenerateParams = GenerateParams()
     evaluate: EvaluateParams = EvaluateParams()
     tune: TuneParams = TuneParams()

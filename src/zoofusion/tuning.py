@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams
+from zoofusion.config import METHODS, VARIANTS, ClusteringParams, ConfigError, Params, TuneParams
 from zoofusion.console import progress
 from zoofusion.core.seeds import derive_seed, rng
 from zoofusion.executor import run_tasks
 
-GENERATED = Path("data/generated/models.pt")
-KERNELS = Path("data/kernels")
+GENERATED = Path("data/generated")  # <variant>/models.pt for every translation variant
+KERNELS = Path("data/kernels/raw")
 VAL = Path("data/prepared/val.npz")
 EVALUATED = Path("data/evaluate")
 OBJECTIVES = ("accuracy", "precision", "recall", "purity")  # all higher-is-better: every study maximises
@@ -380,7 +380,7 @@ def tuned_evaluation(params: Params, best_params_for_method: dict[str, Any], met
     """The full protocol (UMAP on val ∪ test, as evaluate runs it, with evaluate's seed) for one method with
     tuned params; returns `<split>/<method>/<metric>` for val and test.
 
-    `best_params_for_method` is an entry of best_params.json (e.g. `["methods"]["kmeans"]["generated"]`) or its
+    `best_params_for_method` is an entry of best_params.json (e.g. `["methods"]["kmeans"]["candidates"][id]`) or its
     `params`. With :func:`untuned` params it reproduces evaluate's numbers, so tuned and untuned test scores
     differ only by the params.
     """
@@ -407,13 +407,12 @@ def candidate_features(params: Params, ids: Iterable[str], images: np.ndarray) -
     import torch
 
     from zoofusion.core.cnn import preprocess
-    from zoofusion.core.candidates import baseline_candidates, budget_of, compute_features, generated_candidates
+    from zoofusion.core.candidates import all_candidates, compute_features
 
     kernels = {d: torch.load(KERNELS / f"{d}.pt", weights_only=True) for d in ("black", "cat")}
-    g = torch.load(GENERATED, weights_only=True)
+    generated = {v: torch.load(GENERATED / v / "models.pt", weights_only=True) for v in VARIANTS}
     e = params.evaluate
-    k = budget_of(len(g["ids"]), e.budget)
-    pool = {c.id: c for c in generated_candidates(g, e.budget, params.seed) + baseline_candidates(kernels, k, params.seed)}
+    pool = {c.id: c for c in all_candidates(generated, kernels, e.budget, params.seed)}
     want = list(dict.fromkeys(ids))
     missing = [i for i in want if i not in pool]
     if missing:

@@ -1,7 +1,9 @@
 """The candidates of an evaluation: generated models and the baselines they are compared with, as conv weights.
 
 Every candidate turns images into features the same way (400-d conv2 outputs; raw pixels for `pixels`), so the
-protocol treats them identically. Pure: tensors in, candidates and features out.
+protocol treats them identically. Generated models come in kinds, one per translation variant
+(`generated-<variant>`, e.g. `generated-study`, `generated-aligned`); each kind, generated or baseline, gets the
+same budget. Pure: tensors in, candidates and features out.
 """
 
 from __future__ import annotations
@@ -16,7 +18,21 @@ from zoofusion.core.darkness import darkness
 from zoofusion.core.seeds import derive_seed, rng
 
 BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "aligned", "concat", "pixels", "darkness")
-KINDS = ("generated", *BASELINE_KINDS)
+KINDS = ("generated", *BASELINE_KINDS)  # with a single, unnamed translation
+
+
+def generated_kind(variant: str) -> str:
+    """The kind of a translation variant's generated models: `generated-<variant>`."""
+    return f"generated-{variant}"
+
+
+def is_generated(kind: str) -> bool:
+    return kind == "generated" or kind.startswith("generated-")
+
+
+def kinds_of(variants: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Every kind of an evaluation with these translation variants: generated kinds first, then the baselines."""
+    return (*(generated_kind(v) for v in variants), *BASELINE_KINDS)
 
 
 @dataclass
@@ -42,11 +58,26 @@ def _sample(n: int, k: int, seed: int, *tags) -> np.ndarray:
     return np.sort(rng(seed, *tags).choice(n, size=k, replace=False))
 
 
-def generated_candidates(g: dict, budget: int, seed: int) -> list[Candidate]:
-    """`budget` generated models (0 = all), a seeded sample over both source domains."""
+def generated_candidates(g: dict, budget: int, seed: int, kind: str = "generated",
+                         prefix: str = "") -> list[Candidate]:
+    """`budget` generated models (0 = all), a seeded sample over both source domains, ids `<prefix><id>`.
+
+    The sample depends on the seed and the number of models only, so variants that translate the same source
+    models get the same sources: their candidates are paired.
+    """
     n = len(g["ids"])
-    return [Candidate(g["ids"][i], "generated", "AB"[int(g["source_domain"][i])], int(g["source_index"][i]),
+    return [Candidate(prefix + g["ids"][i], kind, "AB"[int(g["source_domain"][i])], int(g["source_index"][i]),
                       {k: g[k][i] for k in CONV_KEYS}) for i in _sample(n, budget_of(n, budget), seed, "generated")]
+
+
+def all_candidates(generated: dict[str, dict], kernels: dict[str, dict], budget: int, seed: int) -> list[Candidate]:
+    """Every variant's generated candidates (kind `generated-<variant>`, ids `<variant>/<id>`), then the baselines,
+    each kind with the same budget: `budget`, or (0) as many as the variants' generated models."""
+    k = budget_of(min(len(g["ids"]) for g in generated.values()), budget)
+    out = []
+    for variant, g in generated.items():
+        out += generated_candidates(g, k, seed, generated_kind(variant), f"{variant}/")
+    return out + baseline_candidates(kernels, k, seed)
 
 
 def model_pairs(na: int, nb: int, k: int, seed: int) -> list[tuple[int, int]]:

@@ -4,6 +4,24 @@ A sample is ONE model's weight for one conv layer, ``[C, D, 5, 5]`` (C output ch
 ``D x 5 x 5`` volume). The networks treat C as 3-D convolution channels and ``D x 5 x 5`` as the
 volume, so data tensors are ``[N, C, D, 5, 5]``. Domains A and B are unpaired (``Na != Nb``).
 
+Two network families, picked by ``CycleGANConfig.arch`` (small factories, :func:`make_generator` and
+:func:`make_discriminator`):
+
+* ``volume`` (the study's): Conv3d over the ``D x 5 x 5`` volume with 3x3x3 kernels, so the D axis is
+  treated as an ordered spatial axis; the generator ends in Tanh.
+* ``set``: the D axis is an unordered set of slices. Every layer is a Conv3d with kernel ``1 x 3 x 3``
+  (the same weights for every slice d) plus the mean over D as context (a DeepSets layer), so permuting
+  the D slices of the input permutes the output the same way. The generator is residual, ``x + f(x)``,
+  with ``f``'s last layer initialised to zero: it starts as the identity. :mod:`zoofusion.core.pair`
+  uses it to translate a model's conv1 and conv2 together.
+
+Training details of the reference CycleGAN (Zhu et al. 2017) are options, off in the study's setting:
+``lr_decay`` (constant learning rate for the first half of the epochs, then linearly to zero, see
+:func:`lr_factor`), ``disc_output`` (``sigmoid`` as in the study, or ``raw`` scores for the least-squares
+loss as in the reference) and ``pool_size`` (an :class:`ImagePool` of earlier generated samples shown
+to the discriminators; the reference uses 50). With the study's values the training trajectory is the
+study's, bit for bit: no option draws a random number or touches the optimiser when it is off.
+
 This module is the pure training core: no MLflow, no params files. The pipeline stage calls
 :func:`train_cyclegan` with an ``on_epoch`` hook for logging and figures.
 """
@@ -30,6 +48,8 @@ KERNEL_SIZE = 5
 CHECKPOINT_FORMAT = 1
 GENERATORS_FORMAT = 1
 LOSS_NAMES = ("loss_G", "loss_D_A", "loss_D_B", "loss_cycle", "loss_identity", "loss_adv")
+ARCHS = ("volume", "set")
+DISC_OUTPUTS = ("sigmoid", "raw")
 # Fields of CycleGANConfig that do not change the training trajectory, so a checkpoint written
 # under different values can still be resumed (e.g. raise ``epochs`` to train further).
 _NON_TRAJECTORY_FIELDS = frozenset({"epochs", "checkpoint_every", "max_loss"})
@@ -76,29 +96,172 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """PatchGAN: Conv3d(C,h,k3) -> LeakyReLU(0.2) -> Conv3d(h,1,k3) -> Sigmoid; one score per voxel."""
+    """PatchGAN: Conv3d(C,h,k3) -> LeakyReLU(0.2) -> Conv3d(h,1,k3) [-> Sigmoid]; one score per voxel.
+
+    ``output="sigmoid"`` (the study's) squashes scores into (0, 1); ``"raw"`` leaves them unbounded, as the
+    reference CycleGAN's least-squares loss expects (a sigmoid there flattens the gradient of confident
+    mistakes).
+    """
+
+    def __init__(self, channels: int, hidden: int, output: str = "sigmoid") -> None:
+        super().__init__()
+        _check_positive_int(channels=channels, hidden=hidden)
+        _check_choice("disc_output", output, DISC_OUTPUTS)
+        self.channels = channels
+        self.hidden = hidden
+        self.output = output
+        layers: list[nn.Module] = [
+            nn.Conv3d(channels, hidden, kernel_size=3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv3d(hidden, 1, kernel_size=3, padding=1),
+        ]
+        if output == "sigmoid":
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[N, C, D, H, W]`` -> patch map ``[N, 1, D, H, W]`` (in (0, 1) for ``output="sigmoid"``)."""
+        return self.net(x)
+
+
+class _SetLayer(nn.Module):
+    """Conv3d with kernel 1x3x3 over ``[x, mean_D(x)]``: the same map for every D slice, plus set context."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(2 * c_in, c_out, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        ctx = x.mean(dim=2, keepdim=True).expand_as(x)
+        return self.conv(torch.cat([x, ctx], dim=1))
+
+
+class SetGenerator(nn.Module):
+    """Residual generator over a set of D slices: ``x + f(x)``, f = SetLayer(C,h) -> ReLU -> SetLayer(h,h) ->
+    ReLU -> Conv3d(h,C,1x3x3), the last layer zero-initialised (the identity at step 0).
+
+    Permuting the input's D slices permutes the output's the same way (every layer treats slices alike and
+    the context is a mean over them); the C channels keep their order.
+    """
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
         _check_positive_int(channels=channels, hidden=hidden)
         self.channels = channels
         self.hidden = hidden
-        self.net = nn.Sequential(
-            nn.Conv3d(channels, hidden, kernel_size=3, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv3d(hidden, 1, kernel_size=3, padding=1),
-            nn.Sigmoid(),
-        )
+        self.body = nn.Sequential(_SetLayer(channels, hidden), nn.ReLU(), _SetLayer(hidden, hidden), nn.ReLU())
+        self.out = nn.Conv3d(hidden, channels, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``[N, C, D, H, W]`` -> patch map ``[N, 1, D, H, W]`` in (0, 1)."""
+        """``[N, C, D, H, W]`` -> same shape."""
+        return x + self.out(self.body(x))
+
+
+class SetDiscriminator(nn.Module):
+    """PatchGAN over a set of D slices: SetLayer(C,h) -> LeakyReLU(0.2) -> SetLayer(h,1) [-> Sigmoid]."""
+
+    def __init__(self, channels: int, hidden: int, output: str = "sigmoid") -> None:
+        super().__init__()
+        _check_positive_int(channels=channels, hidden=hidden)
+        _check_choice("disc_output", output, DISC_OUTPUTS)
+        self.channels = channels
+        self.hidden = hidden
+        self.output = output
+        layers: list[nn.Module] = [_SetLayer(channels, hidden), nn.LeakyReLU(0.2), _SetLayer(hidden, 1)]
+        if output == "sigmoid":
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[N, C, D, H, W]`` -> patch map ``[N, 1, D, H, W]``."""
         return self.net(x)
+
+
+def make_generator(arch: str, channels: int, hidden: int) -> nn.Module:
+    """The generator of a network family (``ARCHS``)."""
+    _check_choice("arch", arch, ARCHS)
+    return Generator(channels, hidden) if arch == "volume" else SetGenerator(channels, hidden)
+
+
+def make_discriminator(arch: str, channels: int, hidden: int, output: str = "sigmoid") -> nn.Module:
+    """The discriminator of a network family (``ARCHS``) with sigmoid or raw scores (``DISC_OUTPUTS``)."""
+    _check_choice("arch", arch, ARCHS)
+    cls = Discriminator if arch == "volume" else SetDiscriminator
+    return cls(channels, hidden, output)
 
 
 def _check_positive_int(**values: int) -> None:
     for name, v in values.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}: must be a positive int, got {v!r}")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Training details of the reference CycleGAN: learning-rate schedule, image pool
+# --------------------------------------------------------------------------------------------
+
+
+def lr_factor(epoch: int, epochs: int, decay: bool) -> float:
+    """Multiplier of the base learning rate during ``epoch`` (1-based) of ``epochs``.
+
+    Without decay, 1. With decay (the reference CycleGAN's ``linear`` policy): 1 for the first
+    ``h = epochs // 2`` epochs, then ``(epochs - epoch + 1) / (epochs - h + 1)``, falling by the same step
+    every epoch and reaching 0 one epoch after the last (e.g. 4 epochs: 1, 1, 2/3, 1/3).
+    """
+    _check_positive_int(epoch=epoch, epochs=epochs)
+    if not decay:
+        return 1.0
+    h = epochs // 2
+    return 1.0 if epoch <= h else (epochs - epoch + 1) / (epochs - h + 1)
+
+
+class ImagePool:
+    """The reference CycleGAN's history of generated samples (Shrivastava et al. 2017).
+
+    :meth:`query` takes a batch of generated samples and returns a batch of the same size for the
+    discriminator. Until ``size`` samples are stored, each sample is stored and returned as is. Once the pool
+    is full, each sample is, with probability 0.5, swapped for a stored one chosen uniformly (the stored one is
+    returned and the new one takes its place), else returned as is. ``size=0`` returns the batch untouched and
+    draws no random number. Seeded by its own generator, so runs are reproducible and resumable.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"pool_size: must be an int >= 0, got {size!r}")
+        self.size = size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.items: list[Tensor] = []
+
+    def query(self, batch: Tensor) -> Tensor:
+        if self.size == 0:
+            return batch
+        out = []
+        for x in batch.detach():
+            if len(self.items) < self.size:
+                self.items.append(x.clone())
+                out.append(x)
+            elif float(torch.rand((), generator=self.gen)) < 0.5:
+                i = int(torch.randint(self.size, (), generator=self.gen))
+                out.append(self.items[i])
+                self.items[i] = x.clone()
+            else:
+                out.append(x)
+        return torch.stack(out)
+
+    def state(self) -> dict[str, Any]:
+        items = torch.stack(self.items).cpu() if self.items else torch.zeros(0)
+        return {"gen": self.gen.get_state(), "items": items}
+
+    def load(self, state: Mapping[str, Any], device: torch.device | str = "cpu") -> None:
+        self.gen.set_state(state["gen"])
+        self.items = [t.to(device) for t in state["items"]] if state["items"].numel() else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,10 +364,20 @@ class CycleGANConfig:
     device: str = "cpu"
     checkpoint_every: int = 10
     max_loss: float = 1e4
+    arch: str = "volume"
+    lr_decay: bool = False
+    disc_output: str = "sigmoid"
+    pool_size: int = 0
 
     def __post_init__(self) -> None:
         _check_positive_int(epochs=self.epochs, batch_size=self.batch_size, hidden=self.hidden,
                             checkpoint_every=self.checkpoint_every)
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("disc_output", self.disc_output, DISC_OUTPUTS)
+        if not isinstance(self.lr_decay, bool):
+            raise ValueError(f"lr_decay: must be a bool, got {self.lr_decay!r}")
+        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or self.pool_size < 0:
+            raise ValueError(f"pool_size: must be an int >= 0, got {self.pool_size!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr: must be finite and > 0, got {self.lr!r}")
         betas = tuple(float(b) for b in self.betas)
@@ -239,10 +412,10 @@ class CycleGANResult:
     to per-epoch means; ``epoch`` is the number of completed epochs.
     """
 
-    G_A2B: Generator
-    G_B2A: Generator
-    D_A: Discriminator
-    D_B: Discriminator
+    G_A2B: nn.Module
+    G_B2A: nn.Module
+    D_A: nn.Module
+    D_B: nn.Module
     scaler: KernelScaler
     config: CycleGANConfig
     sample_shape: tuple[int, ...]
@@ -333,10 +506,13 @@ class _CyclingSampler:
         self.pos = int(state["pos"])
 
 
-def _derive_seeds(seed: int) -> tuple[int, int, int]:
-    """Independent seeds for (net init, sampler A, sampler B) from one user seed."""
-    s = np.random.SeedSequence(seed).generate_state(3, dtype=np.uint32)
-    return int(s[0]), int(s[1]), int(s[2])
+def _derive_seeds(seed: int) -> tuple[int, int, int, int]:
+    """Independent seeds for (net init, sampler A, sampler B, image pools) from one user seed.
+
+    SeedSequence words come as a stream, so the first three are those of the study's three-seed version.
+    """
+    s = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint32)
+    return int(s[0]), int(s[1]), int(s[2]), int(s[3])
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,15 +522,15 @@ def _derive_seeds(seed: int) -> tuple[int, int, int]:
 
 def _build_nets(
     channels: int, cfg: CycleGANConfig, init_seed: int
-) -> tuple[Generator, Generator, Discriminator, Discriminator]:
+) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
     # Build on CPU under a forked, seeded global RNG: identical init on any device and no side
     # effect on the caller's RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        g_ab = Generator(channels, cfg.hidden)
-        g_ba = Generator(channels, cfg.hidden)
-        d_a = Discriminator(channels, cfg.hidden)
-        d_b = Discriminator(channels, cfg.hidden)
+        g_ab = make_generator(cfg.arch, channels, cfg.hidden)
+        g_ba = make_generator(cfg.arch, channels, cfg.hidden)
+        d_a = make_discriminator(cfg.arch, channels, cfg.hidden, cfg.disc_output)
+        d_b = make_discriminator(cfg.arch, channels, cfg.hidden, cfg.disc_output)
     dev = torch.device(cfg.device)
     return g_ab.to(dev), g_ba.to(dev), d_a.to(dev), d_b.to(dev)
 
@@ -423,8 +599,9 @@ def train_cyclegan(
     Each epoch has ``ceil(max(Na, Nb) / batch_size)`` steps; each domain draws
     ``min(batch_size, N)`` samples per step from its own seeded, cycling permutation. A step is the
     standard CycleGAN update: generators (LSGAN adversarial + ``lambda_cycle`` * L1 cycle +
-    ``lambda_identity`` * L1 identity), then D_A and D_B (0.5 * (MSE(real, 1) + MSE(fake, 0))).
-    No fake-image pool is used, so there is no extra randomness.
+    ``lambda_identity`` * L1 identity), then D_A and D_B (0.5 * (MSE(real, 1) + MSE(fake, 0))), their
+    fakes drawn through an :class:`ImagePool` of ``cfg.pool_size`` (0: the current batch, no randomness).
+    Every optimiser's learning rate is ``cfg.lr * lr_factor(epoch, cfg.epochs, cfg.lr_decay)``.
 
     ``on_epoch(epoch, losses, state)`` runs after each epoch (1-based) with that epoch's mean
     losses and the live :class:`CycleGANResult`. A checkpoint is written after the hook every
@@ -451,13 +628,14 @@ def train_cyclegan(
         ckpt = _load_checkpoint_file(ckpt_path)
         _check_checkpoint_matches(ckpt, ckpt_path, cfg, data_meta)
 
-    init_seed, seed_a, seed_b = _derive_seeds(cfg.seed)
+    init_seed, seed_a, seed_b, seed_pool = _derive_seeds(cfg.seed)
     g_ab, g_ba, d_a, d_b = _build_nets(channels, cfg, init_seed)
     scaler = KernelScaler.fit(A, B)
     opt_g = torch.optim.Adam(list(g_ab.parameters()) + list(g_ba.parameters()), lr=cfg.lr, betas=cfg.betas)
     opt_da = torch.optim.Adam(d_a.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_db = torch.optim.Adam(d_b.parameters(), lr=cfg.lr, betas=cfg.betas)
     samp_a, samp_b = _CyclingSampler(na, seed_a), _CyclingSampler(nb, seed_b)
+    pool_a, pool_b = ImagePool(cfg.pool_size, seed_pool), ImagePool(cfg.pool_size, seed_pool + 1)
     result = CycleGANResult(G_A2B=g_ab, G_B2A=g_ba, D_A=d_a, D_B=d_b, scaler=scaler, config=cfg,
                             sample_shape=tuple(A.shape[1:]))
     nets = {"G_A2B": g_ab, "G_B2A": g_ba, "D_A": d_a, "D_B": d_b}
@@ -473,6 +651,8 @@ def train_cyclegan(
         result.epoch = int(ckpt["epoch"])
         samp_a.load(ckpt["samplers"]["A"])
         samp_b.load(ckpt["samplers"]["B"])
+        pool_a.load(ckpt["pools"]["A"], device)
+        pool_b.load(ckpt["pools"]["B"], device)
         logger.info("resumed CycleGAN from %s at epoch %d/%d", ckpt_path, result.epoch, cfg.epochs)
 
     def save_checkpoint() -> None:
@@ -487,6 +667,7 @@ def train_cyclegan(
             "scaler": result.scaler.state_dict(),
             "history": {k: list(v) for k, v in result.history.items()},
             "samplers": {"A": samp_a.state(), "B": samp_b.state()},
+            "pools": {"A": pool_a.state(), "B": pool_b.state()},
         }, ckpt_path)
 
     # Unit-scale once; indexing happens on the device.
@@ -498,6 +679,10 @@ def train_cyclegan(
         net.train()
 
     for epoch in range(result.epoch + 1, cfg.epochs + 1):
+        if cfg.lr_decay:
+            for opt in optims.values():
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(epoch, cfg.epochs, True)
         sums = torch.zeros(len(LOSS_NAMES), dtype=torch.float64)
         for step in range(1, steps + 1):
             real_a = ua[samp_a.next(bs_a).to(device)]
@@ -519,11 +704,12 @@ def train_cyclegan(
             _set_requires_grad(d_a, True)
             _set_requires_grad(d_b, True)
             opt_da.zero_grad(set_to_none=True)
-            loss_da = 0.5 * (adversarial_loss(d_a(real_a), True) + adversarial_loss(d_a(fake_a.detach()), False))
+            pooled_a, pooled_b = pool_a.query(fake_a.detach()), pool_b.query(fake_b.detach())
+            loss_da = 0.5 * (adversarial_loss(d_a(real_a), True) + adversarial_loss(d_a(pooled_a), False))
             loss_da.backward()
             opt_da.step()
             opt_db.zero_grad(set_to_none=True)
-            loss_db = 0.5 * (adversarial_loss(d_b(real_b), True) + adversarial_loss(d_b(fake_b.detach()), False))
+            loss_db = 0.5 * (adversarial_loss(d_b(real_b), True) + adversarial_loss(d_b(pooled_b), False))
             loss_db.backward()
             opt_db.step()
 
@@ -554,7 +740,7 @@ def train_cyclegan(
 
 
 @torch.no_grad()
-def translate(generator: Generator, scaler: KernelScaler, kernels: Tensor, *, batch_size: int = 1024) -> Tensor:
+def translate(generator: nn.Module, scaler: KernelScaler, kernels: Tensor, *, batch_size: int = 1024) -> Tensor:
     """Translate kernels ``[N, C, D, 5, 5]`` (or one ``[C, D, 5, 5]``) in original units.
 
     Runs in eval mode without gradients, in batches, on the generator's device; the generator's
@@ -592,6 +778,7 @@ def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
     g = result.G_A2B
     payload = {
         "format": GENERATORS_FORMAT,
+        "arch": result.config.arch,
         "channels": int(g.channels),
         "hidden": int(g.hidden),
         "G_A2B": _state_to_cpu(result.G_A2B.state_dict()),
@@ -605,7 +792,7 @@ def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
 
 def load_generators(
     path: str | os.PathLike[str], device: str = "cpu"
-) -> tuple[Generator, Generator, KernelScaler, dict[str, Any]]:
+) -> tuple[nn.Module, nn.Module, KernelScaler, dict[str, Any]]:
     """Load what :func:`save_generators` wrote: ``(G_A2B, G_B2A, scaler, meta)``, in eval mode."""
     p = Path(path)
     if not p.is_file():
@@ -615,9 +802,9 @@ def load_generators(
         raise ValueError(f"{p} is not a generators file of format {GENERATORS_FORMAT}; re-run the training stage")
     gens = []
     for key in ("G_A2B", "G_B2A"):
-        g = Generator(int(blob["channels"]), int(blob["hidden"]))
+        g = make_generator(str(blob.get("arch", "volume")), int(blob["channels"]), int(blob["hidden"]))
         g.load_state_dict(blob[key])
         gens.append(g.to(device).eval())
     meta = dict(blob["meta"])
-    meta.update(channels=int(blob["channels"]), hidden=int(blob["hidden"]))
+    meta.update(channels=int(blob["channels"]), hidden=int(blob["hidden"]), arch=str(blob.get("arch", "volume")))
     return gens[0], gens[1], KernelScaler.from_state(blob["scaler"]), meta

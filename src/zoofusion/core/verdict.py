@@ -13,6 +13,10 @@ Rules (each comparison gives both sides the same budget and looks at test only a
   generated candidates minus the mean over the kind's candidates;
 * "generated beats X" only where the interval lies above 0, "X beats generated" only where it lies below 0;
   otherwise the numbers show no difference.
+
+With several translation variants (kinds `generated-<variant>`), every generated kind is compared with every
+baseline kind, and each generated kind with the generated kinds listed before it (e.g. aligned vs study), the
+same way: each comparison is "this generated kind minus that kind".
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from zoofusion.core.candidates import is_generated
 from zoofusion.core.scores import adjusted_rand, roc_auc
 from zoofusion.core.stats import bootstrap_indices, paired_difference, paired_mean_difference
 
@@ -43,6 +48,7 @@ class Comparison:
     mean_diff: float
     mean_low: float
     mean_high: float
+    generated_kind: str = "generated"
 
     @property
     def outcome(self) -> str:
@@ -65,50 +71,86 @@ def best_on_val(ids: list[str], val_values: np.ndarray) -> int:
 
 def compare(method: str, y_test: np.ndarray, kinds: list[str], ids: list[str], val_values: np.ndarray,
             test_arrays: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> list[Comparison]:
-    """Generated vs every other kind for one method.
+    """Each generated kind vs every baseline kind and every generated kind before it, for one method.
 
     kinds/ids: per candidate; val_values: each candidate's val value of the method's verdict metric (for the
-    choice); test_arrays [n_candidates, n_test]: its test scores (auroc) or cluster labels (ari).
+    choice); test_arrays [n_candidates, n_test]: its test scores (auroc) or cluster labels (ari). All
+    comparisons share the same bootstrap resamples.
     """
     metric = VERDICT_METRIC[method]
     fn = METRIC_FUNCTIONS[metric]
     y = np.asarray(y_test)
     idx = bootstrap_indices(len(y), n_boot, seed, strata=y)
     kinds_arr = np.asarray(kinds)
-    gen = np.flatnonzero(kinds_arr == "generated")
-    if not len(gen):
+    order = list(dict.fromkeys(kinds))
+    generated = [k for k in order if is_generated(k)]
+    if not generated:
         raise ValueError("no generated candidates to compare")
-    g_best = gen[best_on_val([ids[i] for i in gen], val_values[gen])]
-    out = []
-    for kind in dict.fromkeys(k for k in kinds if k != "generated"):
+    baselines = [k for k in order if not is_generated(k)]
+
+    def members_and_best(kind: str) -> tuple[np.ndarray, int]:
         members = np.flatnonzero(kinds_arr == kind)
-        b_best = members[best_on_val([ids[i] for i in members], val_values[members])]
-        best = paired_difference(fn, y, test_arrays[g_best], test_arrays[b_best], idx, alpha=alpha)
-        mean = paired_mean_difference(fn, y, test_arrays[gen], test_arrays[members], idx, alpha=alpha)
-        out.append(Comparison(method, metric, kind, ids[g_best], ids[b_best], best.estimate, best.low, best.high,
-                              mean.estimate, mean.low, mean.high))
+        return members, members[best_on_val([ids[i] for i in members], val_values[members])]
+
+    out = []
+    for j, gk in enumerate(generated):
+        gen, g_best = members_and_best(gk)
+        for kind in baselines + generated[:j]:
+            members, b_best = members_and_best(kind)
+            best = paired_difference(fn, y, test_arrays[g_best], test_arrays[b_best], idx, alpha=alpha)
+            mean = paired_mean_difference(fn, y, test_arrays[gen], test_arrays[members], idx, alpha=alpha)
+            out.append(Comparison(method, metric, kind, ids[g_best], ids[b_best], best.estimate, best.low, best.high,
+                                  mean.estimate, mean.low, mean.high, gk))
     return out
 
 
+TITLES = {"kmeans": "KMeans", "ocsvm": "the One-class SVM", "dbscan": "DBSCAN"}
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def sentence(comparisons: list[Comparison], names: dict[str, str]) -> str:
-    """The verdict in plain words, from the intervals only."""
+    """The verdict in plain words, from the intervals only: per generated kind, then per method."""
     parts = []
-    by_method: dict[str, list[Comparison]] = {}
+    groups: dict[tuple[str, str], list[Comparison]] = {}
     for c in comparisons:
-        by_method.setdefault(c.method, []).append(c)
-    titles = {"kmeans": "KMeans", "ocsvm": "the One-class SVM", "dbscan": "DBSCAN"}
-    for method, cs in by_method.items():
+        groups.setdefault((c.generated_kind, c.method), []).append(c)
+    for (gk, method), cs in groups.items():
+        subject = names.get(gk, "generated kernels")
         metric = "AUROC" if cs[0].metric == "auroc" else "adjusted Rand index"
         wins = [names.get(c.kind, c.kind) for c in cs if c.outcome == "generated"]
         losses = [names.get(c.kind, c.kind) for c in cs if c.outcome == "baseline"]
         ties = [names.get(c.kind, c.kind) for c in cs if c.outcome == "none"]
-        s = f"With {titles[method]} ({metric}, best-on-val model of each kind, 95% paired bootstrap intervals), "
+        s = f"With {TITLES[method]} ({metric}, best-on-val model of each kind, 95% paired bootstrap intervals), "
         bits = []
         if wins:
-            bits.append("generated kernels beat " + ", ".join(wins))
+            bits.append(f"{subject} beat " + ", ".join(wins))
         if losses:
-            bits.append(", ".join(losses) + (" beats" if len(losses) == 1 else " beat") + " generated kernels")
+            bits.append(", ".join(losses) + (" beats " if len(losses) == 1 else " beat ") + subject)
         if ties:
-            bits.append("the numbers show no difference from " + ", ".join(ties))
+            bits.append(f"the numbers show no difference between {subject} and " + ", ".join(ties))
         parts.append(s + "; ".join(bits) + ".")
     return " ".join(parts)
+
+
+def answer(comparisons: list[Comparison], generated_kind: str, kind: str, names: dict[str, str]) -> str:
+    """One plain sentence: does `generated_kind` beat `kind`, method by method (best-on-val intervals)?"""
+    cs = [c for c in comparisons if c.generated_kind == generated_kind and c.kind == kind]
+    if not cs:
+        return ""
+    subject, other = names.get(generated_kind, generated_kind), names.get(kind, kind)
+    by = {o: [TITLES[c.method] for c in cs if c.outcome == o] for o in ("generated", "baseline", "none")}
+    if len(by["generated"]) == len(cs):
+        head = f"Yes: {subject} beat {other} with every method ({_join(by['generated'])})"
+    elif not by["generated"]:
+        head = f"No: {subject} beat {other} with no method"
+    else:
+        head = f"Partly: {subject} beat {other} with {_join(by['generated'])} only"
+    bits = []
+    if by["baseline"]:
+        bits.append(f"{other} is better with {_join(by['baseline'])}")
+    if by["none"]:
+        bits.append(f"the intervals show no difference with {_join(by['none'])}")
+    return head + ("; " + "; ".join(bits) if bits else "") + "."

@@ -7,7 +7,10 @@ import re
 from pathlib import Path
 
 METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN"}
-KIND_NAMES = {"generated": "generated (CycleGAN-translated)", "random": "random init (untrained)",
+KIND_NAMES = {"generated": "generated (CycleGAN-translated)",
+              "generated-study": "kernels of the study's translation (per-layer CycleGANs)",
+              "generated-aligned": "kernels of the aligned translation (aligned channels, conv1 + conv2 together)",
+              "random": "random init (untrained)",
               "zoo-A": "black-zoo models, untranslated", "zoo-B": "cat-zoo models, untranslated",
               "average": "the average of a black and a cat model", "aligned": "the channel-aligned merge",
               "concat": "both models' features (800-d)", "pixels": "raw pixels", "darkness": "the darkness feature"}

@@ -8,8 +8,12 @@ fitted on the val black cats. Metrics are the study's (see `metrics.py`), keyed 
 Honest selection: generated models are ranked on val only (`evaluate.select_metric`); the numbers reported
 for the selected ones, and for every baseline's best-on-val model, come from test.
 
-Baselines, through the identical protocol: `random` (PyTorch default init, untrained), `zoo-A` / `zoo-B`
-(source zoo kernels untranslated), `average` (element-wise mean of a black-zoo and a cat-zoo model), `pixels`.
+Generated models of every translation variant (data/generated/<variant>/, kinds `generated-study`,
+`generated-aligned`; ids `<variant>/<source>`), each kind with the same budget `evaluate.budget` and the same
+source models. Baselines, through the identical protocol: `random` (PyTorch default init, untrained), `zoo-A` /
+`zoo-B` (source zoo kernels untranslated, data/kernels/raw), `average` (element-wise mean of a black-zoo and a
+cat-zoo model), `aligned` (the same, channels matched first), `concat`, `pixels`, `darkness`. The verdict compares
+every generated kind with every baseline kind, and the variants with each other.
 
 Outputs: reports/tables/ (the study's three tables + baselines, CSV and Markdown), reports/figures/ (kernel
 grids, cosine heat map, UMAP and t-SNE scatters of the selected models), data/evaluate/ (all candidates'
@@ -29,22 +33,22 @@ import numpy as np
 import torch
 
 from zoofusion.cli import stage_main
-from zoofusion.config import METHODS, METRICS, ClusteringParams, Params
+from zoofusion.config import METHODS, METRICS, VARIANTS, ClusteringParams, Params
 from zoofusion.console import progress
 from zoofusion.core.candidates import (
     CONV_KEYS,
-    KINDS,
     Candidate,
-    baseline_candidates,
-    budget_of,
+    all_candidates,
     compute_features,
-    generated_candidates,
+    generated_kind,
+    is_generated,
+    kinds_of,
     rank,
     target_domain,
 )
 from zoofusion.core.cnn import preprocess
 from zoofusion.core.seeds import derive_seed
-from zoofusion.core.verdict import VERDICT_METRIC, Comparison, compare, sentence
+from zoofusion.core.verdict import VERDICT_METRIC, Comparison, answer, compare, sentence
 from zoofusion.executor import run_tasks
 from zoofusion.io import atomic_dir, load_npz, write_json
 from zoofusion.render.figures import kinds_boxplot
@@ -53,8 +57,9 @@ from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe, write_table
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
-GENERATED = Path("data/generated/models.pt")
-KERNELS = Path("data/kernels")
+GENERATED = Path("data/generated")
+KERNELS = Path("data/kernels/raw")
+KINDS = kinds_of(VARIANTS)
 VAL = Path("data/prepared/val.npz")
 TEST = Path("data/testset/test.npz")
 OUT = Path("data/evaluate")
@@ -146,7 +151,8 @@ def kinds_table(rows: list[dict]) -> list[dict]:
 
 
 def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int) -> list[Comparison]:
-    """Generated vs each baseline kind, per method, with paired bootstrap intervals (see core/verdict.py)."""
+    """Each generated kind vs each baseline kind (and the variants vs each other), per method, with paired
+    bootstrap intervals (see core/verdict.py)."""
     ids, kinds = [r["id"] for r in rows], [r["kind"] for r in rows]
     out = []
     for method in METHODS:
@@ -190,7 +196,7 @@ def figures_for(r: dict, cand: Candidate, source_w: torch.Tensor | None, feats_t
 
 def headline(rows: list[dict], selected: list[dict], select_metric: str) -> dict:
     """metrics/evaluate.json: test scores of the best-on-val model of each kind, and means."""
-    out: dict = {"n_generated": sum(r["kind"] == "generated" for r in rows), "select_metric": select_metric}
+    out: dict = {"n_generated": sum(is_generated(r["kind"]) for r in rows), "select_metric": select_metric}
     crit = select_metric.split("/")[2]
     for kind in KINDS:
         group = [r for r in rows if r["kind"] == kind]
@@ -203,7 +209,7 @@ def headline(rows: list[dict], selected: list[dict], select_metric: str) -> dict
                          "mean_test_accuracy": round(float(np.mean([r["metrics"][f"test/{method}/accuracy"]
                                                                      for r in group])), 4)}
         out[kind] = d
-    out["selected"] = [{"id": r["id"], **{k: round(v, 4) for k, v in r["metrics"].items() if k.startswith("test/")
+    out["selected"] = [{"id": r["id"], "kind": r["kind"], **{k: round(v, 4) for k, v in r["metrics"].items() if k.startswith("test/")
                                           and k.endswith(("accuracy", "recall", "precision"))}} for r in selected]
     return out
 
@@ -238,8 +244,13 @@ def register_champion(client, versions: dict[str, str], champion: str, ev_verdic
     client.set_registered_model_alias(REGISTERED_MODEL, "champion", versions[champion])
 
 
+def generated_files() -> list[Path]:
+    return [GENERATED / v / "models.pt" for v in VARIANTS]
+
+
 def load_inputs(params: Params):
-    for f, how in ((GENERATED, "dvc repro generate"), (VAL, "dvc repro data"), (TEST, "dvc repro testset")):
+    for f, how in ((VAL, "dvc repro data"), (TEST, "dvc repro testset"),
+                   *((f, f"dvc repro generate@{f.parent.name}") for f in generated_files())):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing; run `{how}` first")
     kernels = {}
@@ -248,16 +259,22 @@ def load_inputs(params: Params):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
         kernels[d] = torch.load(f, weights_only=True)
-    return torch.load(GENERATED, weights_only=True), kernels, load_npz(VAL), load_npz(TEST)
+    generated = {v: torch.load(GENERATED / v / "models.pt", weights_only=True) for v in VARIANTS}
+    return generated, kernels, load_npz(VAL), load_npz(TEST)
+
+
+def select(rows: list[dict], select_metric: str, n: int) -> dict[str, list[dict]]:
+    """Per generated kind, its top `n` models on val."""
+    return {kind: rank([r for r in rows if r["kind"] == kind], select_metric)[:n]
+            for kind in KINDS if is_generated(kind) and any(r["kind"] == kind for r in rows)}
 
 
 def run(params: Params) -> dict:
     e = params.evaluate
-    g, kernels, val, test = load_inputs(params)
+    generated, kernels, val, test = load_inputs(params)
     t0 = time.perf_counter()
-    # equal budgets: every kind gets as many candidates as the generated side (fewer only where fewer exist)
-    k = budget_of(len(g["ids"]), e.budget)
-    cands = generated_candidates(g, e.budget, params.seed) + baseline_candidates(kernels, k, params.seed)
+    # equal budgets: every kind, each variant's generated models and each baseline, gets `budget` candidates
+    cands = all_candidates(generated, kernels, e.budget, params.seed)
     images = np.concatenate([val["images"], test["images"]])
     x = preprocess(images)
     feats = compute_features(cands, x, e.feature_batch, params.data.dark_luminance)
@@ -268,8 +285,8 @@ def run(params: Params) -> dict:
     by_id = {c.id: c for c in cands}
     rows = [{**r, "kind": by_id[r["id"]].kind, "source_domain": by_id[r["id"]].source_domain,
              "source_index": by_id[r["id"]].source_index} for r in results]
-    generated = [r for r in rows if r["kind"] == "generated"]
-    selected = rank(generated, e.select_metric)[:e.n_selected]
+    by_kind = select(rows, e.select_metric, e.n_selected)
+    selected = [r for group in by_kind.values() for r in group]
     sel_ids = {r["id"] for r in selected}
     t_eval = time.perf_counter() - t0
     comparisons = verdict(rows, test["labels"], e.n_boot, params.seed)
@@ -284,20 +301,23 @@ def run(params: Params) -> dict:
         for r in fig_rows:
             cand = by_id[r["id"]]
             sw = None
-            if cand.kind == "generated":
+            if is_generated(cand.kind):
                 pos = int(np.flatnonzero(src[cand.source_domain]["model_index"].numpy() == cand.source_index)[0])
                 sw = src[cand.source_domain]["conv1.weight"][pos]
             i = [c.id for c in cands].index(r["id"])
             figs[r["id"]] = figures_for(r, cand, sw, feats[i][len(val["labels"]):], test["labels"], figdir, params.seed)
-        for method in ("kmeans", "ocsvm", "dbscan"):
-            write_table(study_table(generated, method, sel_ids), tabdir / f"study_{method}",
-                        f"{METHOD_TITLES[method]} — generated models on test (sorted by test accuracy, as the study)")
+        for v in VARIANTS:
+            gen_rows = [r for r in rows if r["kind"] == generated_kind(v)]
+            for method in ("kmeans", "ocsvm", "dbscan"):
+                write_table(study_table(gen_rows, method, sel_ids), tabdir / f"study_{method}_{v}",
+                            f"{METHOD_TITLES[method]} — {v} translation's generated models on test (sorted by test "
+                            "accuracy, as the study)")
         write_table(baseline_table(rows, e.select_metric), tabdir / "baselines",
                     "Generated models vs baselines on test (best-on-val model's test score, and the distribution)")
         write_table(kinds_table(rows), tabdir / "kinds",
                     "Every kind with the same budget: the prevalence-free metric on test")
         write_table([c.as_dict() for c in comparisons], tabdir / "verdict",
-                    "Generated minus each baseline kind, with 95% paired bootstrap intervals (test)")
+                    "Each generated kind minus each other kind, with 95% paired bootstrap intervals (test)")
         save_figure(kinds_boxplot({m: {kind: [r["metrics"][f"test/{m}/{VERDICT_METRIC[m]}"] for r in rows
                                               if r["kind"] == kind] for kind in KINDS} for m in METHODS},
                                   {m: VERDICT_METRIC[m] for m in METHODS}), figdir / "kinds.png")
@@ -308,8 +328,9 @@ def run(params: Params) -> dict:
             for r in rows:
                 w.writerow([r["id"], r["kind"], r["source_domain"], r["source_index"],
                             *[f"{r['metrics'][k]:.6f}" for k in keys]])
-        (outdir / "selected.json").write_text(json.dumps({"select_metric": e.select_metric,
-                                                          "selected": [r["id"] for r in selected]}, indent=2) + "\n")
+        (outdir / "selected.json").write_text(json.dumps({
+            "select_metric": e.select_metric, "selected": [r["id"] for r in selected],
+            "by_kind": {kind: [r["id"] for r in group] for kind, group in by_kind.items()}}, indent=2) + "\n")
         summary = headline(rows, selected, e.select_metric)
         summary["seconds_features"] = round(t_feat, 2)
         summary["seconds_protocol"] = round(t_eval - t_feat, 2)
@@ -321,6 +342,8 @@ def run(params: Params) -> dict:
         summary["verdict"] = {"metric": VERDICT_METRIC, "n_boot": e.n_boot, "level": 0.95,
                               "no_method_finds_black_cats": nobody_finds_black_cats(rows),
                               "sentence": sentence(comparisons, KIND_NAMES),
+                              "answers": {f"{gk}-vs-{kind}": answer(comparisons, gk, kind, KIND_NAMES)
+                                          for gk in by_kind for kind in ("random", "aligned")},
                               "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v)
                                                for k, v in c.as_dict().items()} for c in comparisons]}
         (outdir / "verdict.json").write_text(json.dumps(summary["verdict"], indent=2) + "\n")
@@ -339,7 +362,8 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
     from mlflow.entities import Metric, Param
 
     mlflow = setup_mlflow("generated-models")
-    inputs = {GENERATED: "train", KERNELS / "black.pt": "train", KERNELS / "cat.pt": "train", VAL: "val", TEST: "test"}
+    inputs = {**{f: "train" for f in generated_files()}, KERNELS / "black.pt": "train", KERNELS / "cat.pt": "train",
+              VAL: "val", TEST: "test"}
     tags = run_tags("evaluate", list(inputs))
     datasets = dataset_inputs(inputs)
     client = mlflow.MlflowClient()
@@ -349,11 +373,13 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
         client.log_inputs(parent.info.run_id, datasets=datasets)
         mlflow.log_params({"select_metric": params.evaluate.select_metric, "n_candidates": len(rows),
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
-                           "budget_per_kind": sum(r["kind"] == "generated" for r in rows), "n_boot": params.evaluate.n_boot})
-        # the verdict's intervals: verdict/<method>/<kind>/{best,mean}_{diff,low,high}
+                           "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in KINDS),
+                           "n_boot": params.evaluate.n_boot, "variants": ",".join(VARIANTS)})
+        # the verdict's intervals: verdict/<method>/<generated kind>-vs-<kind>/{best,mean}_{diff,low,high}
         now = int(time.time() * 1000)
         client.log_batch(parent.info.run_id, metrics=[
-            Metric(f"verdict/{c.method}/{c.kind}/{what}_{part}", float(getattr(c, f"{what}_{part}")), now, 0)
+            Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{what}_{part}",
+                   float(getattr(c, f"{what}_{part}")), now, 0)
             for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")])
         exp = parent.info.experiment_id
         with tempfile.TemporaryDirectory() as tmp:
@@ -365,7 +391,9 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                     client.log_batch(child.info.run_id,
                                      metrics=[Metric(k, float(v), now, 0) for k, v in r["metrics"].items()],
                                      params=[Param(k, str(v)) for k, v in {
-                                         "model_id": r["id"], "kind": r["kind"], "source_domain": r["source_domain"] or "-",
+                                         "model_id": r["id"], "kind": r["kind"],
+                                         "variant": r["kind"].removeprefix("generated-") if is_generated(r["kind"]) else "-",
+                                         "source_domain": r["source_domain"] or "-",
                                          "source_index": r["source_index"], **params.evaluate.clustering.umap_kwargs()}.items()])
                     client.log_inputs(child.info.run_id, datasets=datasets[-2:])  # val and test
                     for p in figs.get(r["id"], []):

@@ -1,9 +1,10 @@
 """Stage `report`: the document a person reads first — reports/report.md and an offline reports/report.html.
 
-It states what was run (params, code and data versions), the zoo accuracies, the CycleGAN curves and
-distribution distances, the study's three tables, the baselines comparison, tuned vs untuned test numbers
-for the selected models (tuned on val only, re-evaluated here on test), the figures, and a verdict on the
-hypothesis drawn from the numbers. The HTML embeds every image, so it works offline (no CDN).
+It states what was run (params, code and data versions), the zoo accuracies, each translation variant's
+settings, CycleGAN curves and distribution distances, the study's three tables per variant, the baselines
+comparison, tuned vs untuned test numbers for the selected models (tuned on val only, re-evaluated here on test),
+the figures, and a verdict on the hypothesis drawn from the numbers, for each variant against every baseline and
+the variants against each other. The HTML embeds every image, so it works offline (no CDN).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from pathlib import Path
 
 from zoofusion.cli import stage_main
-from zoofusion.config import DOMAINS, Params
+from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.io import atomic_dir, atomic_path, file_md5, load_npz
 from zoofusion.render.kernel_grid import save_figure
 from zoofusion.render.report import cyclegan_figure, md_table, md_to_html, zoo_figure
@@ -26,11 +27,9 @@ OUT = REPORTS / "report"
 TUNED = Path("data/tuned/tuned.csv")
 # Files whose md5 the report prints: every file it reads (its declared DVC deps)
 READS = ("metrics/evaluate.json", "metrics/kernels.json", "metrics/zoo_black.json", "metrics/zoo_cat.json",
-         "metrics/cyclegan_conv1.json", "metrics/cyclegan_conv2.json", "data/testset/test.npz",
+         "metrics/cyclegan_study.json", "metrics/cyclegan_aligned.json", "data/testset/test.npz",
          "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv")
-KIND_NAMES = {"generated": "generated (CycleGAN-translated)", "random": "random init (untrained)",
-              "zoo-A": "black-zoo model, untranslated", "zoo-B": "cat-zoo model, untranslated",
-              "average": "average of a black and a cat model", "pixels": "raw pixels"}
+LAYERS = ("conv1", "conv2")
 
 
 def read_json(path: Path) -> dict:
@@ -48,9 +47,10 @@ def verdict_text(ev: dict) -> str:
     """The verdict paragraph, from evaluate's intervals only (nothing here looks at a test number to choose)."""
     v = ev["verdict"]
     share = ev["test_black_cat_share"]
+    budget = max(ev["budget_per_kind"].values())
     text = (f"The test set has {ev['test_images']} images, {share:.1%} of them black cats. Every kind had the same "
-            f"budget of candidates (generated: {ev['budget_per_kind']['generated']}; fewer only where a kind has "
-            "fewer members, and one for the deterministic pixels and darkness features). ")
+            f"budget of candidates (each translation variant's generated models: {budget}; fewer only where a kind "
+            "has fewer members, and one for the deterministic pixels and darkness features). ")
     if v["no_method_finds_black_cats"]:
         text += ("No method finds black cats: for every candidate, generated or baseline, KMeans, DBSCAN and the "
                  "One-class SVM call no test black cat a black cat (recall 0 everywhere), so accuracy here only "
@@ -59,13 +59,41 @@ def verdict_text(ev: dict) -> str:
 
 
 def comparison_rows(ev: dict) -> list[dict]:
-    outcome = {"generated": "generated better", "baseline": "baseline better", "none": "no difference shown"}
-    return [{"Clustering": METHOD_TITLES[c["method"]], "Metric": c["metric"], "Baseline kind": c["kind"],
-             "Best on val: generated − baseline [95% CI]": f"{c['best_diff']:+.3f} [{c['best_low']:+.3f}, {c['best_high']:+.3f}]",
+    outcome = {"generated": "generated better", "baseline": "other better", "none": "no difference shown"}
+    return [{"Generated": c.get("generated_kind", "generated"), "Clustering": METHOD_TITLES[c["method"]],
+             "Metric": c["metric"], "Other kind": c["kind"],
+             "Best on val: generated − other [95% CI]": f"{c['best_diff']:+.3f} [{c['best_low']:+.3f}, {c['best_high']:+.3f}]",
              "Verdict": outcome[c["outcome"]],
-             "Kind means: generated − baseline [95% CI]": f"{c['mean_diff']:+.3f} [{c['mean_low']:+.3f}, {c['mean_high']:+.3f}]",
+             "Kind means: generated − other [95% CI]": f"{c['mean_diff']:+.3f} [{c['mean_low']:+.3f}, {c['mean_high']:+.3f}]",
              "On average": outcome[c["mean_outcome"]]}
             for c in ev["verdict"]["comparisons"]]
+
+
+def answers_text(ev: dict) -> list[str]:
+    """The plain answers evaluate wrote: does each variant beat untrained random kernels and the aligned merge?"""
+    out = []
+    for key, text in ev["verdict"].get("answers", {}).items():
+        if text:
+            out += [f"- {text}"]
+    return out
+
+
+def variant_rows(params: Params) -> list[dict]:
+    return [{"variant": v, **params.translation.variant(v).model_dump()} for v in VARIANTS]
+
+
+def distance_rows(gans: dict[str, dict]) -> list[dict]:
+    return [{"variant": v, "layer": layer, "d(A,B)": round(g[layer]["dist_A_B"], 4),
+             "d(G_A2B(A),B)": round(g[layer]["dist_GA2B_A_B"], 4), "d(G_B2A(B),A)": round(g[layer]["dist_GB2A_B_A"], 4),
+             "A→B moves toward B": "yes" if g[layer]["dist_GA2B_A_B"] < g[layer]["dist_A_B"] else "no",
+             "B→A moves toward A": "yes" if g[layer]["dist_GB2A_B_A"] < g[layer]["dist_A_B"] else "no"}
+            for v, g in gans.items() for layer in LAYERS]
+
+
+def unit_rows(gans: dict[str, dict]) -> list[dict]:
+    return [{"variant": v, "CycleGAN": unit, "final cycle loss": round(u["final_loss_cycle"], 4),
+             "final generator loss": round(u["final_loss_G"], 4), "epochs": u["epochs"], "seconds": u["seconds"]}
+            for v, g in gans.items() for unit, u in g["units"].items()]
 
 
 METRICS_WHY = (
@@ -85,7 +113,7 @@ def build(params: Params, root: Path = Path(".")) -> str:
     val = load_npz(root / "data/prepared/val.npz")
     zoo = {d: read_json(root / f"metrics/zoo_{d}.json") for d in DOMAINS}
     kernels = read_json(root / "metrics/kernels.json")
-    gans = {layer: read_json(root / f"metrics/cyclegan_{layer}.json") for layer in ("conv1", "conv2")}
+    gans = {v: read_json(root / f"metrics/cyclegan_{v}.json") for v in VARIANTS}
     versions = {f: file_md5(root / f) for f in READS}
     z, c, e = params.zoo, params.cyclegan, params.evaluate
     md = [
@@ -98,6 +126,11 @@ def build(params: Params, root: Path = Path(".")) -> str:
         "## Verdict",
         "",
         verdict_text(ev),
+        "",
+        "Plainly, for each translation variant against untrained random kernels and against the channel-aligned "
+        "merge of a black and a cat model:",
+        "",
+        *answers_text(ev),
         "",
         md_table(comparison_rows(ev)),
         METRICS_WHY,
@@ -114,7 +147,7 @@ def build(params: Params, root: Path = Path(".")) -> str:
         f"- zoos: {z.n_models.black} black-domain and {z.n_models.cat} cat-domain CNNs, {z.epochs} epochs, "
         f"batch {z.batch_size}, Adam lr {z.lr}",
         f"- CycleGAN: {c.epochs} epochs, batch {c.batch_size}, lr {c.lr}, hidden {c.hidden}, "
-        f"λ_cycle {c.lambda_cycle}, λ_identity {c.lambda_identity}",
+        f"λ_cycle {c.lambda_cycle}, λ_identity {c.lambda_identity}; translation variants below",
         f"- evaluation: {ev['n_generated']} generated models and {ev['n_candidates'] - ev['n_generated']} baselines; "
         f"val {len(val['labels'])} images ({int(val['labels'].sum())} black cats), test {len(test['labels'])} "
         f"images ({int(test['labels'].sum())} black cats, "
@@ -138,24 +171,37 @@ def build(params: Params, root: Path = Path(".")) -> str:
                   for d in DOMAINS]),
         "![Zoo validation accuracy](report/zoo_accuracy.png)",
         "",
+        "## Translation variants",
+        "",
+        "`study` is the study's translation: one CycleGAN per conv layer on the kernels as trained. `aligned` first "
+        "puts every zoo model's channels in one canonical order (weight matching to the black zoo's best model, "
+        f"{kernels['alignment']['reference']}; the mean cosine similarity of a model's conv kernels to it rises from "
+        f"{kernels['alignment']['black_cosine_to_reference_raw']} to "
+        f"{kernels['alignment']['black_cosine_to_reference_aligned']} in the black zoo and from "
+        f"{kernels['alignment']['cat_cosine_to_reference_raw']} to "
+        f"{kernels['alignment']['cat_cosine_to_reference_aligned']} in the cat zoo), then translates each model's "
+        "conv1 and conv2 together with one CycleGAN (`translate: pair`), so the generated conv2 reads the generated "
+        "conv1's channels, with the reference CycleGAN's training details.",
+        "",
+        md_table(variant_rows(params)),
         "## CycleGANs",
         "",
         "Distribution distance between kernel sets (mean standardised 1-D Wasserstein distance of per-kernel "
-        "statistics; lower = closer). A translation that works brings G_A2B(A) closer to B than A itself is.",
+        "statistics; lower = closer; it does not depend on channel order, so d(A,B) is the same for both "
+        "variants). A translation that works brings G_A2B(A) closer to B than A itself is.",
         "",
-        md_table([{"layer": k, "d(A,B)": round(v["dist_A_B"], 4), "d(G_A2B(A),B)": round(v["dist_GA2B_A_B"], 4),
-                   "d(G_B2A(B),A)": round(v["dist_GB2A_B_A"], 4), "final cycle loss": round(v["final_loss_cycle"], 4),
-                   "seconds": v["seconds"]} for k, v in gans.items()]),
+        md_table(distance_rows(gans)),
+        md_table(unit_rows(gans)),
         "![CycleGAN losses](report/cyclegan_losses.png)",
         "",
-        "![conv1 kernels after training](report/conv1_grid.png)",
-        "",
+        *[f"![{v}: conv1 kernels after training](report/{v}_conv1_grid.png)\n" for v in VARIANTS],
         "## The study's tables (test)",
         "",
     ]
-    for method in ("kmeans", "ocsvm", "dbscan"):
-        rows = read_csv(root / f"reports/tables/study_{method}.csv")
-        md += [f"### {METHOD_TITLES[method]}", "", md_table(rows, limit=10)]
+    for v in VARIANTS:
+        for method in ("kmeans", "ocsvm", "dbscan"):
+            rows = read_csv(root / f"reports/tables/study_{method}_{v}.csv")
+            md += [f"### {METHOD_TITLES[method]}: {v} translation", "", md_table(rows, limit=10)]
     md += ["## Generated models vs baselines (test)", "",
            md_table(read_csv(root / "reports/tables/baselines.csv")), ""]
     md += ["## Tuned vs untuned (tuned on val, scored on test)", ""]
@@ -175,9 +221,13 @@ def run(params: Params, root: Path = Path(".")) -> Path:
     with atomic_dir(root / OUT) as tmp:
         acc = {d: load_npz(root / "data/zoo" / d / "history.npz")["val_acc"][:, -1] for d in DOMAINS}
         save_figure(zoo_figure(acc), tmp / "zoo_accuracy.png")
-        hist = {layer: read_json(root / "data/cyclegan" / layer / "history.json") for layer in ("conv1", "conv2")}
+        gans = root / "data/cyclegan"
+        hist = {f"{v} {unit}": read_json(gans / v / unit / "history.json")
+                for v in VARIANTS for unit in sorted(p.name for p in (gans / v).iterdir() if p.is_dir())}
         save_figure(cyclegan_figure(hist), tmp / "cyclegan_losses.png")
-        (tmp / "conv1_grid.png").write_bytes((root / "data/cyclegan/conv1/final_grid.png").read_bytes())
+        for v in VARIANTS:
+            first = "conv1" if (gans / v / "conv1").is_dir() else "pair"
+            (tmp / f"{v}_conv1_grid.png").write_bytes((gans / v / first / "final_grid.png").read_bytes())
     md = build(params, root)
     for name, text in (("report.md", md), ("report.html", md_to_html(md, root / REPORTS))):
         with atomic_path(root / REPORTS / name) as tmp:

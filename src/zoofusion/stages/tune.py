@@ -1,7 +1,8 @@
 """Stage `tune`: Optuna searches over the clustering protocol's knobs, on val only.
 
 One study per clustering method (`tune.methods`) and per candidate. Candidates are the top `tune.top_models`
-generated models (data/evaluate/selected.json order) and, per method, the best-on-val model of each baseline kind
+generated models of each generated kind (one per translation variant, data/evaluate/selected.json order) and, per
+method, the best-on-val model of each baseline kind
 (`evaluate.rank` over data/evaluate/candidates.csv by `val/<method>/<criterion of evaluate.select_metric>`, the
 same choice evaluate's headline and baseline table make). Every study gets the same budget of `tune.n_trials`
 trials, and its first trial is the untuned configuration from `evaluate.clustering` (when it lies in the search
@@ -28,8 +29,9 @@ from `seed`, studies run whole inside one process each (trials in order, n_jobs=
 the earliest, so the same params give the same trials and best params whatever the number of worker processes.
 
 Outputs: data/tune/best_params.json (per method and candidate: best params, best val value, n_trials; plus each
-method's `generated` entry, the tuned generated model with the best val value), metrics/tune.json (per method: the
-best val objective of that generated model vs the tuned best-on-val model of each baseline kind), Optuna studies
+method's `generated` entry: per generated kind, its tuned model with the best val value), metrics/tune.json (per
+method: the best val objective of each generated kind's model vs the tuned best-on-val model of each baseline
+kind), Optuna studies
 `zoofusion/<method>/<candidate>` in `tune.storage`, and MLflow experiment `tuning` (a parent run per study, one
 nested child run per trial). The `tuned` stage then scores the best params on test.
 """
@@ -44,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from zoofusion.cli import stage_main
-from zoofusion.config import Params, TuneParams
-from zoofusion.core.candidates import BASELINE_KINDS, rank
+from zoofusion.config import VARIANTS, Params, TuneParams
+from zoofusion.core.candidates import BASELINE_KINDS, is_generated, rank
 from zoofusion.io import atomic_dir, load_npz, write_json
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 from zoofusion.tuning import (
@@ -71,24 +73,28 @@ METRICS_FILE = Path("metrics/tune.json")
 EXPERIMENT = "tuning"
 
 
-def choose_studies(rows: list[dict], selected: list[str], tp: TuneParams, select_metric: str) -> list[Study]:
-    """Per method: the top generated models (selected.json order), then each baseline kind's best-on-val model."""
-    if len(selected) < tp.top_models:
-        raise TuneError(f"tune.top_models is {tp.top_models} but {EVALUATED / 'selected.json'} lists only "
-                        f"{len(selected)} models; lower tune.top_models or raise evaluate.n_selected")
+def choose_studies(rows: list[dict], selected: dict[str, list[str]], tp: TuneParams,
+                   select_metric: str) -> list[Study]:
+    """Per method: each generated kind's top models (selected.json order), then each baseline kind's best-on-val
+    model. `selected` maps a generated kind to its models selected on val."""
     by_id = {r["id"]: r for r in rows}
-    gen = selected[:tp.top_models]
-    for cid in gen:
-        if by_id.get(cid, {}).get("kind") != "generated":
-            raise TuneError(f"selected model {cid!r} is not a generated model in candidates.csv; "
-                            "rerun `dvc repro evaluate`")
+    gen: list[tuple[str, str]] = []
+    for kind, ids in selected.items():
+        if len(ids) < tp.top_models:
+            raise TuneError(f"tune.top_models is {tp.top_models} but {EVALUATED / 'selected.json'} lists only "
+                            f"{len(ids)} {kind} models; lower tune.top_models or raise evaluate.n_selected")
+        for cid in ids[:tp.top_models]:
+            if by_id.get(cid, {}).get("kind") != kind or not is_generated(kind):
+                raise TuneError(f"selected model {cid!r} is not a {kind} model in candidates.csv; "
+                                "rerun `dvc repro evaluate`")
+            gen.append((cid, kind))
     crit = select_metric.split("/")[2]
     out = []
     for method in tp.methods:
         key = f"val/{method}/{crit}"
         if rows and key not in rows[0]["metrics"]:
             raise TuneError(f"candidates.csv has no column {key!r}; rerun `dvc repro evaluate`")
-        out += [Study(method, cid, "generated") for cid in gen]
+        out += [Study(method, cid, kind) for cid, kind in gen]
         for kind in BASELINE_KINDS:
             group = [r for r in rows if r["kind"] == kind]
             if group:
@@ -96,7 +102,7 @@ def choose_studies(rows: list[dict], selected: list[str], tp: TuneParams, select
     return out
 
 
-def summarize(results: list[dict], tp: TuneParams, seed: int, selected_order: list[str]) -> tuple[dict, dict]:
+def summarize(results: list[dict], tp: TuneParams, seed: int, selected: dict[str, list[str]]) -> tuple[dict, dict]:
     """(best_params.json, metrics/tune.json) from the study results."""
     methods: dict[str, dict] = {}
     metrics: dict[str, dict] = {}
@@ -109,20 +115,27 @@ def summarize(results: list[dict], tp: TuneParams, seed: int, selected_order: li
                                     "best_trial": r["best_trial"], "study": r["study"],
                                     "n_clusters": int(r["best_metrics"]["n_clusters"])}
                    for r in rs}
-        gen = [r for r in rs if r["kind"] == "generated"]
-        # the generated model chosen on val: best tuned value, selected.json order on ties
-        top = min(gen, key=lambda r: (-r["best_value"], selected_order.index(r["candidate"])))
+        # per generated kind, the model chosen on val: best tuned value, selected.json order on ties
+        tops = {}
+        for kind, order in selected.items():
+            gen = [r for r in rs if r["kind"] == kind]
+            if gen:
+                tops[kind] = min(gen, key=lambda r: (-r["best_value"], order.index(r["candidate"])))
         methods[method] = {"objective_key": f"{metric_prefix(method)}/{tp.objective}",
-                           "generated": {"candidate": top["candidate"], **entries[top["candidate"]]},
+                           "generated": {kind: {"candidate": t["candidate"], **entries[t["candidate"]]}
+                                         for kind, t in tops.items()},
                            "candidates": entries}
-        m = {"generated": round(top["best_value"], 4)}
-        if top["untuned_value"] is not None:
-            m["generated_untuned"] = round(top["untuned_value"], 4)
-        base = {r["kind"]: r["best_value"] for r in rs if r["kind"] != "generated"}
+        m: dict = {}
+        base = {r["kind"]: r["best_value"] for r in rs if not is_generated(r["kind"])}
+        for kind, top in tops.items():
+            m[kind] = round(top["best_value"], 4)
+            if top["untuned_value"] is not None:
+                m[f"{kind}_untuned"] = round(top["untuned_value"], 4)
+            if base:
+                m[f"{kind}_minus_best_baseline"] = round(top["best_value"] - max(base.values()), 4)
         m.update({k: round(v, 4) for k, v in base.items()})
         if base:
             m["best_baseline"] = round(max(base.values()), 4)
-            m["generated_minus_best_baseline"] = round(top["best_value"] - max(base.values()), 4)
         metrics[method] = m
     best = {"objective": tp.objective, "sampler": tp.sampler, "n_trials": tp.n_trials, "seed": seed,
             "storage": display_url(tp.storage), "methods": methods}
@@ -180,15 +193,15 @@ def run(params: Params) -> dict:
     tp, e = params.tune, params.evaluate
     t0 = time.perf_counter()
     check_storage(tp.storage)  # before anything slow
-    inputs = [GENERATED, KERNELS / "black.pt", KERNELS / "cat.pt", VAL, EVALUATED / "candidates.csv",
-              EVALUATED / "selected.json"]
+    inputs = [*(GENERATED / v / "models.pt" for v in VARIANTS), KERNELS / "black.pt", KERNELS / "cat.pt", VAL,
+              EVALUATED / "candidates.csv", EVALUATED / "selected.json"]
     for f in inputs:
         if not f.is_file():
-            how = "dvc repro " + {"generated": "generate", "kernels": "kernels", "prepared": "data"}.get(
-                f.parts[1], "evaluate")
+            how = "dvc repro " + {"generated": f"generate@{f.parent.name}", "kernels": "kernels",
+                                  "prepared": "data"}.get(f.parts[1], "evaluate")
             raise FileNotFoundError(f"{f}: missing; run `{how}` first")
     rows = read_candidates(EVALUATED / "candidates.csv")
-    selected = json.loads((EVALUATED / "selected.json").read_text())["selected"]
+    selected = json.loads((EVALUATED / "selected.json").read_text())["by_kind"]
     studies = choose_studies(rows, selected, tp, e.select_metric)
     val = load_npz(VAL)  # the test split is never loaded here
     validate_val({}, val["labels"])
@@ -211,9 +224,10 @@ def run(params: Params) -> dict:
     with atomic_dir(OUT) as out:
         write_json(out / "best_params.json", best)
     write_json(METRICS_FILE, metrics)
-    log.info("tune: %d studies in %.1fs; generated vs best baseline (val %s): %s", len(results), metrics["seconds"],
-             tp.objective, ", ".join(f"{m} {metrics[m]['generated']:.4f} vs {metrics[m].get('best_baseline', 'n/a')}"
-                                     for m in tp.methods))
+    log.info("tune: %d studies in %.1fs; generated kinds vs best baseline (val %s): %s", len(results),
+             metrics["seconds"], tp.objective,
+             ", ".join(f"{m} " + " ".join(f"{k} {metrics[m][k]:.4f}" for k in selected if k in metrics[m])
+                       + f" vs {metrics[m].get('best_baseline', 'n/a')}" for m in tp.methods))
     return best
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from zoofusion.cli import stage_main
 from zoofusion.config import Params
+from zoofusion.core.candidates import is_generated
 from zoofusion.io import atomic_dir, load_npz
 from zoofusion.tuning import EVALUATED, VAL, TuneError, candidate_features, read_candidates, tuned_evaluation
 
@@ -41,7 +42,7 @@ def tuned_rows(params: Params, root: Path = Path(".")) -> list[dict]:
     feats = candidate_features(params, ids, np.concatenate([val["images"], test["images"]]))
     out = []
     for method, entry in sorted(best.items()):
-        for cid, b in sorted(entry["candidates"].items(), key=lambda kv: (kv[1]["kind"] != "generated", kv[0])):
+        for cid, b in sorted(entry["candidates"].items(), key=lambda kv: (not is_generated(kv[1]["kind"]), kv[0])):
             f = feats[cid]
             m = tuned_evaluation(params, b, method, f[:n_val], val["labels"], f[n_val:], test["labels"])
             before = rows[cid]["metrics"]
