@@ -37,7 +37,7 @@ def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [
         "generate@aligned: zoo.epoch: unknown key (allowed under zoo: n_models, epochs, batch_size, lr, val_fraction, "
-        "group_size, shard_size, workers, grid_models)"]
+        "group_size, shard_size, workers, grid_models, data_order, path)"]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")

@@ -283,7 +283,8 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             # per core: training seconds are summed over workers (and include shards trained by earlier runs)
             "model_images_per_second_per_core": round(n_models * n_train * z.epochs / max(train_seconds, 1e-9), 1),
         }
-        mlflow.log_metrics({k: float(v) for k, v in summary.items()})
+        mlflow.log_metrics({k: float(v) for k, v in summary.items() if not isinstance(v, str)})
+        mlflow.set_tag("training_path", summary["path"])
         if z.grid_models:
             mlflow.log_figure(kernel_grid(weights, z.grid_models), "kernel_grid_conv1.png")
         mlflow.log_artifact(str(out_root / domain / "models.csv"))
