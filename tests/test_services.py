@@ -236,8 +236,8 @@ def test_pipeline_runs_land_in_the_server(services, pipeline):
         assert e["runs"], f"no runs in experiment {name}"
         assert e["artifact_location"].startswith("mlflow-artifacts:/"), e["artifact_location"]  # proxied
     assert len(exps["zoo"]["runs"]) == 2 + 6  # a parent per domain, a child per CNN
-    # evaluate, 2 generated, 2 each of six baseline kinds, pixels and darkness
-    assert len(exps["generated-models"]["runs"]) == 1 + 2 + 6 * 2 + 2
+    # evaluate, 2 of each generated variant (study, aligned), 2 each of six baseline kinds, pixels and darkness
+    assert len(exps["generated-models"]["runs"]) == 1 + 2 * 2 + 6 * 2 + 2
     assert {r["name"] for r in exps["cyclegan"]["runs"]} >= {"cyclegan-conv1", "cyclegan-conv2"}
     password = services.storage.split("@")[0].rsplit(":", 1)[1]
     for e in exps.values():
