@@ -199,7 +199,7 @@ sel = json.load(open("data/evaluate/selected.json"))["selected"][0]
 x = load_npz("data/testset/test.npz")["images"][:5]
 out = np.asarray(mlflow.pyfunc.load_model("models:/zoofusion-generated@champion").predict(x))
 variant, mid = sel.split("/", 1)  # e.g. aligned/0/A: the variant's own models file
-ref = load_models(f"data/generated/{variant}/models.pt")[mid](preprocess(x)).detach().numpy()
+ref = load_models(f"data/generated/{{variant}}/models.pt")[mid](preprocess(x)).detach().numpy()
 runs = c.search_runs([c.get_experiment_by_name(n).experiment_id for n in ("generated-models", "zoo", "cyclegan")],
                      max_results=1000)
 ctx = [sorted(t.value for d in r.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context") for r in runs]

@@ -292,7 +292,13 @@ def run(params: Params) -> dict:
     comparisons = verdict(rows, test["labels"], e.n_boot, params.seed)
     t_boot = time.perf_counter() - t0 - t_eval
 
-    src = {"A": kernels["black"], "B": kernels["cat"]}
+    def source_kernels(kind: str) -> dict:
+        """The harvest a variant translated (its sources in the channel order it saw), by domain letter."""
+        v = kind.removeprefix("generated-")
+        if v in VARIANTS and params.translation.variant(v).align:
+            return {letter: torch.load(KERNELS.parent / "aligned" / f"{d}.pt", weights_only=True)
+                    for letter, d in (("A", "black"), ("B", "cat"))}
+        return {"A": kernels["black"], "B": kernels["cat"]}
     fig_rows = selected + [rank([r for r in rows if r["kind"] == k], e.select_metric)[0]
                            for k in ("random", "zoo-A", "pixels") if any(r["kind"] == k for r in rows)]
     with atomic_dir(REPORTS / "figures") as figdir, atomic_dir(REPORTS / "tables") as tabdir, \
@@ -302,6 +308,7 @@ def run(params: Params) -> dict:
             cand = by_id[r["id"]]
             sw = None
             if is_generated(cand.kind):
+                src = source_kernels(cand.kind)
                 pos = int(np.flatnonzero(src[cand.source_domain]["model_index"].numpy() == cand.source_index)[0])
                 sw = src[cand.source_domain]["conv1.weight"][pos]
             i = [c.id for c in cands].index(r["id"])
