@@ -111,15 +111,18 @@ def _cost1(r: dict, o: dict, p2: np.ndarray) -> np.ndarray:
     return s + r2 @ o2.T
 
 
+def _fc_blocks(w: dict) -> np.ndarray:
+    """fc weights as one row per conv2 channel: the fc inputs (its BLOCK spatial positions) that channel feeds."""
+    fc = w["fc.weight"]
+    return fc.reshape(fc.shape[0], C2, BLOCK).transpose(1, 0, 2).reshape(C2, -1)
+
+
 def _cost2(r: dict, o: dict, p1: np.ndarray, fc: bool) -> np.ndarray:
     """S2[c, d] = <r.w2[c], o.w2[d][:, p1]> + r.b2[c] o.b2[d] + <r.fc block c, o.fc block d> (blocks if fc)."""
     s = r["conv2.weight"].reshape(C2, -1) @ o["conv2.weight"][:, p1].reshape(C2, -1).T
     s += np.outer(r["conv2.bias"], o["conv2.bias"])
     if fc:
-        def blocks(w: np.ndarray) -> np.ndarray:
-            return w.reshape(w.shape[0], C2, BLOCK).transpose(1, 0, 2).reshape(C2, -1)
-
-        s += blocks(r["fc.weight"]) @ blocks(o["fc.weight"]).T
+        s += _fc_blocks(r) @ _fc_blocks(o).T
     return s
 
 
@@ -143,10 +146,7 @@ def _cost2_own(r: dict, o: dict, fc: bool) -> np.ndarray:
     s = r["conv2.weight"].sum(1).reshape(C2, -1) @ o["conv2.weight"].sum(1).reshape(C2, -1).T
     s += np.outer(r["conv2.bias"], o["conv2.bias"])
     if fc:
-        def blocks(w: np.ndarray) -> np.ndarray:
-            return w.reshape(w.shape[0], C2, BLOCK).transpose(1, 0, 2).reshape(C2, -1)
-
-        s += blocks(r["fc.weight"]) @ blocks(o["fc.weight"]).T
+        s += _fc_blocks(r) @ _fc_blocks(o).T
     return s
 
 

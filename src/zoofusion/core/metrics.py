@@ -40,15 +40,21 @@ __all__ = [
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "precision", "recall", "entropy", "purity", "n_clusters")
 
 
-def _labels(y: np.ndarray | list, name: str) -> np.ndarray:
-    """A 1-d, non-empty int64 array of 0/1 labels, or ValueError naming `name`."""
-    a = np.asarray(y)
+def _one_per_point(x: np.ndarray | list, name: str, what: str) -> np.ndarray:
+    """A 1-d, non-empty array (bools as int64), or ValueError naming `name`."""
+    a = np.asarray(x)
     if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got shape {a.shape}; pass one label per point")
+        raise ValueError(f"{name} must be 1-d, got shape {a.shape}; pass one {what} per point")
     if a.size == 0:
         raise ValueError(f"{name} is empty; score at least one point")
-    if a.dtype == bool:
-        a = a.astype(np.int64)
+    return a.astype(np.int64) if a.dtype == bool else a
+
+
+def check_labels(y: np.ndarray | list, name: str, n: int | None = None) -> np.ndarray:
+    """A 1-d, non-empty int64 array of 0/1 labels (``n`` of them, if given), or ValueError naming `name`."""
+    a = _one_per_point(y, name, "label")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"{name} must be 1-d with one label per point ({n}), got shape {a.shape}")
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise ValueError(f"{name} must be numeric 0/1 labels, got dtype {a.dtype}")
     bad = ~np.isin(a, (0, 1))
@@ -61,13 +67,7 @@ def _labels(y: np.ndarray | list, name: str) -> np.ndarray:
 
 def _clusters(c: np.ndarray | list, name: str = "clusters") -> np.ndarray:
     """A 1-d, non-empty int64 array of cluster ids (any integers; -1 = DBSCAN noise)."""
-    a = np.asarray(c)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got shape {a.shape}; pass one cluster id per point")
-    if a.size == 0:
-        raise ValueError(f"{name} is empty; score at least one point")
-    if a.dtype == bool:
-        a = a.astype(np.int64)
+    a = _one_per_point(c, name, "cluster id")
     if not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name} must hold integer cluster ids, got dtype {a.dtype}; cast with .astype(int)")
     return a.astype(np.int64)
@@ -92,7 +92,7 @@ def majority_mapping(y_true: np.ndarray | list, clusters: np.ndarray | list) -> 
     Ties map to class 0. Noise (-1) is a cluster like any other.
     Example: y=[1,1,1,0,0,0], clusters=[0,0,1,1,1,2] -> {0: 1, 1: 0, 2: 0}.
     """
-    y, c = _labels(y_true, "y_true"), _clusters(clusters)
+    y, c = check_labels(y_true, "y_true"), _clusters(clusters)
     _same_length(y, c, "y_true", "clusters")
     ids, counts = _contingency(y, c)
     return {int(k): int(n[1] > n[0]) for k, n in zip(ids, counts)}
@@ -108,7 +108,7 @@ def mapped_predictions(y_true: np.ndarray | list, clusters: np.ndarray | list) -
 
 
 def _pair(y_true: np.ndarray | list, y_pred: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
-    y, p = _labels(y_true, "y_true"), _labels(y_pred, "y_pred")
+    y, p = check_labels(y_true, "y_true"), check_labels(y_pred, "y_pred")
     _same_length(y, p, "y_true", "y_pred")
     return y, p
 
@@ -148,21 +148,21 @@ def cluster_entropy(y_true: np.ndarray | list, clusters: np.ndarray | list) -> f
 
     p_kj = |c_k ∩ t_j| / n_k. 0 for a perfect clustering; at most 1 bit for two classes.
     """
-    y, c = _labels(y_true, "y_true"), _clusters(clusters)
+    y, c = check_labels(y_true, "y_true"), _clusters(clusters)
     _same_length(y, c, "y_true", "clusters")
     return _entropy_purity(y, c)[0]
 
 
 def purity(y_true: np.ndarray | list, clusters: np.ndarray | list) -> float:
     """Purity = (1/N) sum_k max_j |c_k ∩ t_j|; equals the accuracy of the majority mapping."""
-    y, c = _labels(y_true, "y_true"), _clusters(clusters)
+    y, c = check_labels(y_true, "y_true"), _clusters(clusters)
     _same_length(y, c, "y_true", "clusters")
     return _entropy_purity(y, c)[1]
 
 
 def score_clusters(y_true: np.ndarray | list, clusters: np.ndarray | list) -> dict[str, float]:
     """All metrics of a clustering; keys :data:`METRIC_KEYS`; n_clusters counts noise (-1) as one cluster."""
-    y, c = _labels(y_true, "y_true"), _clusters(clusters)
+    y, c = check_labels(y_true, "y_true"), _clusters(clusters)
     _same_length(y, c, "y_true", "clusters")
     pred = mapped_predictions(y, c)
     ent, pur = _entropy_purity(y, c)

@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from zoofusion.core.metrics import METRIC_KEYS, mapped_predictions, score_clusters, score_predictions
+from zoofusion.core.metrics import METRIC_KEYS, check_labels, mapped_predictions, score_clusters, score_predictions
 from zoofusion.core.scores import adjusted_rand, average_precision, balanced_accuracy, nmi, positive_cluster, roc_auc
 
 log = logging.getLogger(__name__)
@@ -191,12 +191,7 @@ def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n
 
 
 def _y(y: np.ndarray, n: int, name: str) -> np.ndarray:
-    a = np.asarray(y)
-    if a.ndim != 1 or a.shape[0] != n:
-        raise ValueError(f"{name} must be 1-d with one label per point ({n}), got shape {a.shape}")
-    if not np.isin(a, (0, 1)).all():
-        raise ValueError(f"{name} must contain only 0 and 1 (1 = black cat)")
-    return a.astype(np.int64)
+    return check_labels(y, name, n)
 
 
 def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:

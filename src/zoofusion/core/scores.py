@@ -56,24 +56,9 @@ WeightedMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _binary(y: np.ndarray | list, name: str) -> np.ndarray:
-    """1-d non-empty int64 array of 0/1."""
-    a = np.asarray(y)
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-d array, got shape {a.shape}")
-    if a.dtype == bool:
-        a = a.astype(np.int64)
-    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise ValueError(f"{name} must be numeric 0/1, got dtype {a.dtype}")
-    bad = ~np.isin(a, (0, 1))
-    if bad.any():
-        raise ValueError(f"{name} must contain only 0 and 1 (1 = black cat), found {np.unique(a[bad])[:5].tolist()}")
-    return a.astype(np.int64)
-
-
 def _truth(y: np.ndarray | list) -> np.ndarray:
     """y_true as 0/1 with both classes present."""
-    a = _binary(y, "y_true")
+    a = _metrics.check_labels(y, "y_true")
     p = int(a.sum())
     if p == 0 or p == a.size:
         raise ValueError(
@@ -98,14 +83,11 @@ def _score(s: np.ndarray | list, n: int, name: str = "score") -> np.ndarray:
 
 
 def _cluster_ids(c: np.ndarray | list, n: int, name: str = "clusters") -> np.ndarray:
-    a = np.asarray(c)
-    if a.ndim != 1 or a.shape[0] != n:
+    """Integer cluster ids, one per point (the study metrics' check, plus the length)."""
+    a = _metrics._clusters(c, name)
+    if a.shape[0] != n:
         raise ValueError(f"{name} must be 1-d with one cluster id per point ({n}), got shape {a.shape}")
-    if a.dtype == bool:
-        a = a.astype(np.int64)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{name} must hold integer cluster ids, got dtype {a.dtype}; cast with .astype(int)")
-    return a.astype(np.int64)
+    return a
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -120,7 +102,7 @@ def balanced_accuracy(y_true: np.ndarray | list, y_pred: np.ndarray | list) -> f
     The mean of the per-class recalls: any constant prediction scores exactly 0.5, whatever the prevalence.
     """
     y = _truth(y_true)
-    p = _binary(y_pred, "y_pred")
+    p = _metrics.check_labels(y_pred, "y_pred")
     if p.shape != y.shape:
         raise ValueError(f"y_true and y_pred must have equal lengths, got {y.size} and {p.size}")
     pos = y == 1

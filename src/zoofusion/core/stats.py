@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoofusion.core import scores as _scores
+from zoofusion.core.metrics import check_labels
 
 __all__ = [
     "Interval",
@@ -92,15 +93,6 @@ def resample_counts(idx: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-def _labels(y: np.ndarray | list) -> np.ndarray:
-    a = np.asarray(y)
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"y must be a non-empty 1-d array of 0/1 labels, got shape {a.shape}")
-    if not np.isin(a, (0, 1)).all():
-        raise ValueError("y must contain only 0 and 1 (1 = black cat)")
-    return a.astype(np.int64)
-
-
 def _rows(s: np.ndarray | list, n: int, name: str) -> np.ndarray:
     a = np.asarray(s)
     if a.ndim == 1:
@@ -128,7 +120,7 @@ def resampled(metric: Metric, y: np.ndarray | list, S: np.ndarray | list, idx: n
     ``metric`` is a callable ``metric(y, s) -> float`` or a name known to :func:`scores.weighted_form`; known
     metrics take the vectorised path, others are called once per candidate and resample on (y[idx_b], s[idx_b]).
     """
-    y = _labels(y)
+    y = check_labels(y, "y")
     n = y.size
     s = _rows(S, n, "S")
     idx = _indices(idx, n)
@@ -188,7 +180,7 @@ def paired_mean_difference(metric: Metric, y: np.ndarray | list, A: np.ndarray |
                            idx: np.ndarray, alpha: float = 0.05) -> Interval:
     """mean_k metric(y, A_k) - mean_k metric(y, B_k): the difference between two kinds of candidates (A [k_a, n],
     B [k_b, n], e.g. generated models vs a baseline kind), every candidate of both kinds on the same resamples."""
-    y = _labels(y)
+    y = check_labels(y, "y")
     a, b = _rows(A, y.size, "A"), _rows(B, y.size, "B")
     full, boot = resampled(metric, y, np.concatenate([a, b]), idx)
     ka = a.shape[0]

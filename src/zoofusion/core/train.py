@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -216,6 +216,68 @@ def train_single(
     return weights, {k: v[0] for k, v in hist.items()}
 
 
+def _check_group_args(seeds: Sequence[int], group_size: int, on_group_done) -> list[int]:
+    seeds = _check_seeds(seeds)
+    _check_pos_int(group_size, "group_size")
+    if on_group_done is not None and not callable(on_group_done):
+        raise ValueError("on_group_done must be callable(first_index, n_in_group) or None.")
+    return seeds
+
+
+# An epoch's batches for one group: (model, epoch) -> iterable of (logits [G,b,2], labels [G,b]).
+EpochBatches = Callable[[BatchedCNN, int], Iterable[tuple[Tensor, Tensor]]]
+
+
+def _train_groups(
+    seeds: list[int],
+    group_size: int,
+    *,
+    epochs: int,
+    lr: float,
+    n_tr: int,
+    device: torch.device,
+    val: tuple[Tensor, Tensor] | None,
+    val_bs: int,
+    epoch_batches: Callable[[list[int]], EpochBatches],
+    on_group_done: Callable[[int, int], None] | None,
+) -> tuple[dict[str, Tensor], History]:
+    """The loop both grouped paths share: ``group_size`` models at a time as one :class:`BatchedCNN`, one Adam over
+    the sum of each model's mean cross-entropy (so each model's gradient is its own; Adam is element-wise).
+    ``epoch_batches(group_seeds)`` says how the group walks its data (own order per model, or one shared order).
+    """
+    hist = _new_history(len(seeds), epochs)
+    out: list[dict[str, Tensor]] = []
+    for g0 in range(0, len(seeds), group_size):
+        gseeds = seeds[g0 : g0 + group_size]
+        g = len(gseeds)
+        model = BatchedCNN(stack([init_weights(s) for s in gseeds])).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        batches = epoch_batches(gseeds)
+        for ep in range(epochs):
+            loss_sum = torch.zeros(g, device=device)
+            correct = torch.zeros(g, device=device, dtype=torch.long)
+            for logits, yb in batches(model, ep):  # logits [G,b,2], yb [G,b]
+                b = yb.shape[1]
+                per_model = F.cross_entropy(logits.reshape(g * b, 2), yb.reshape(g * b), reduction="none")
+                per_model = per_model.view(g, b).mean(1)
+                opt.zero_grad(set_to_none=True)
+                per_model.sum().backward()
+                opt.step()
+                loss_sum += per_model.detach() * b
+                correct += (logits.detach().argmax(2) == yb).sum(1)
+            hist["train_loss"][g0 : g0 + g, ep] = (loss_sum / n_tr).cpu().numpy()
+            hist["train_acc"][g0 : g0 + g, ep] = (correct.double() / n_tr).cpu().numpy()
+            if val is not None:
+                vl, vc = _eval_shared(model, val[0], val[1], val_bs)
+                hist["val_loss"][g0 : g0 + g, ep] = vl
+                hist["val_acc"][g0 : g0 + g, ep] = vc
+        out.extend(unstack({k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}))
+        logger.debug("trained models %d..%d of %d", g0, g0 + g - 1, len(seeds))
+        if on_group_done is not None:
+            on_group_done(g0, g)
+    return stack(out), hist
+
+
 def train_batched(
     images: np.ndarray | Tensor,
     labels: np.ndarray | Tensor,
@@ -238,59 +300,28 @@ def train_batched(
     Returns (stacked CPU weights [n_models,...], history of [n_models, epochs] arrays, as in train_single).
     ``on_group_done(first_index, n_in_group)`` is called after each group finishes.
     """
-    seeds = list(seeds)
-    if len(seeds) == 0:
-        raise ValueError("seeds is empty; pass one int seed per model to train.")
-    for i, s in enumerate(seeds):
-        _check_seed(s, f"seeds[{i}]")
-    _check_pos_int(group_size, "group_size")
-    if on_group_done is not None and not callable(on_group_done):
-        raise ValueError("on_group_done must be callable(first_index, n_in_group) or None.")
+    seeds = _check_group_args(seeds, group_size, on_group_done)
     src, y, tr, va, dev = _prepare_data(
         images, labels, train_idx, val_idx, epochs=epochs, batch_size=batch_size, lr=lr, device=device
     )
-    n_models, n_tr = len(seeds), tr.shape[0]
-    hist = _new_history(n_models, epochs)
-    out: list[dict[str, Tensor]] = []
-    val_bs = max(batch_size, 256)
-    # Validation images are the same for all models: preprocess once per run.
-    val_x = _gather_single(src, va) if va.numel() else None
-    val_y = y[va]
-    for g0 in range(0, n_models, group_size):
-        gseeds = [int(s) for s in seeds[g0 : g0 + group_size]]
-        g = len(gseeds)
-        model = BatchedCNN(stack([init_weights(s) for s in gseeds])).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in gseeds]
-        for ep in range(epochs):
-            order = torch.stack([torch.randperm(n_tr, generator=gen) for gen in gens]).to(dev)
-            order = tr[order]  # [G, n_tr] image ids, one row per model
-            loss_sum = torch.zeros(g, device=dev)
-            correct = torch.zeros(g, device=dev, dtype=torch.long)
+    n_tr = tr.shape[0]
+
+    def epoch_batches(gseeds: list[int]) -> EpochBatches:
+        gens = [torch.Generator().manual_seed(s + DATA_SEED_OFFSET) for s in gseeds]  # each model's own order
+
+        def batches(model: BatchedCNN, ep: int):
+            order = tr[torch.stack([torch.randperm(n_tr, generator=gen) for gen in gens]).to(dev)]  # [G, n_tr]
             for s0 in range(0, n_tr, batch_size):
                 bidx = order[:, s0 : s0 + batch_size]  # [G,b]
-                b = bidx.shape[1]
                 xp = _pack_hwc(src[bidx.t()])  # [b,G,H,W,3] -> [b,G*3,H,W]
-                yb = y[bidx]
-                logits = model._logits(model._features_packed(xp))  # [G,b,2]
-                per_model = F.cross_entropy(logits.reshape(g * b, 2), yb.reshape(g * b), reduction="none")
-                per_model = per_model.view(g, b).mean(1)
-                opt.zero_grad(set_to_none=True)
-                per_model.sum().backward()
-                opt.step()
-                loss_sum += per_model.detach() * b
-                correct += (logits.detach().argmax(2) == yb).sum(1)
-            hist["train_loss"][g0 : g0 + g, ep] = (loss_sum / n_tr).cpu().numpy()
-            hist["train_acc"][g0 : g0 + g, ep] = (correct.double() / n_tr).cpu().numpy()
-            if val_x is not None:
-                vl, vc = _eval_shared(model, val_x, val_y, val_bs)
-                hist["val_loss"][g0 : g0 + g, ep] = vl
-                hist["val_acc"][g0 : g0 + g, ep] = vc
-        out.extend(unstack({k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}))
-        logger.debug("trained models %d..%d of %d", g0, g0 + g - 1, n_models)
-        if on_group_done is not None:
-            on_group_done(g0, g)
-    return stack(out), hist
+                yield model._logits(model._features_packed(xp)), y[bidx]
+
+        return batches
+
+    # Validation images are the same for all models: preprocess once per run.
+    val = (_gather_single(src, va), y[va]) if va.numel() else None
+    return _train_groups(seeds, group_size, epochs=epochs, lr=lr, n_tr=n_tr, device=dev, val=val,
+                         val_bs=max(batch_size, 256), epoch_batches=epoch_batches, on_group_done=on_group_done)
 
 
 @torch.no_grad()
@@ -340,55 +371,30 @@ def train_shared(
     (channels_last): conv1 of all its models is one dense 3 -> 6G convolution, conv2 a grouped one, fc a bmm.
     Returns what :func:`train_batched` returns.
     """
-    seeds = _check_seeds(seeds)
-    _check_pos_int(group_size, "group_size")
-    if on_group_done is not None and not callable(on_group_done):
-        raise ValueError("on_group_done must be callable(first_index, n_in_group) or None.")
+    seeds = _check_group_args(seeds, group_size, on_group_done)
     src, y, tr, va, dev = _prepare_data(
         images, labels, train_idx, val_idx, epochs=epochs, batch_size=batch_size, lr=lr, device=device
     )
-    n_models, n_tr = len(seeds), tr.shape[0]
-    hist = _new_history(n_models, epochs)
-    out: list[dict[str, Tensor]] = []
-    val_bs = max(batch_size, 256)
-    val_x = _gather_single(src, va).contiguous(memory_format=torch.channels_last) if va.numel() else None
-    val_y = y[va]
-    for g0 in range(0, n_models, group_size):
-        gseeds = seeds[g0 : g0 + group_size]
-        g = len(gseeds)
-        model = BatchedCNN(stack([init_weights(s) for s in gseeds])).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        gen = torch.Generator().manual_seed(seeds[0] + DATA_SEED_OFFSET)
-        for ep in range(epochs):
+    n_tr = tr.shape[0]
+
+    def epoch_batches(gseeds: list[int]) -> EpochBatches:
+        gen = torch.Generator().manual_seed(seeds[0] + DATA_SEED_OFFSET)  # one order for every model
+
+        def batches(model: BatchedCNN, ep: int):
             order = tr[torch.randperm(n_tr, generator=gen).to(dev)]
-            loss_sum = torch.zeros(g, device=dev)
-            correct = torch.zeros(g, device=dev, dtype=torch.long)
             for s0 in range(0, n_tr, batch_size):
                 bidx = order[s0 : s0 + batch_size]
-                b = bidx.shape[0]
                 x = src[bidx]  # [b,H,W,3]: NHWC memory, so the NCHW view below is already channels_last
                 if x.dtype == torch.uint8:
                     x = _scale_uint8(x)
-                yb = y[bidx]
-                logits = model.forward_shared(x.permute(0, 3, 1, 2))  # [G,b,2]
-                per_model = F.cross_entropy(logits.reshape(g * b, 2), yb.repeat(g), reduction="none")
-                per_model = per_model.view(g, b).mean(1)
-                opt.zero_grad(set_to_none=True)
-                per_model.sum().backward()
-                opt.step()
-                loss_sum += per_model.detach() * b
-                correct += (logits.detach().argmax(2) == yb).sum(1)
-            hist["train_loss"][g0 : g0 + g, ep] = (loss_sum / n_tr).cpu().numpy()
-            hist["train_acc"][g0 : g0 + g, ep] = (correct.double() / n_tr).cpu().numpy()
-            if val_x is not None:
-                vl, vc = _eval_shared(model, val_x, val_y, val_bs)
-                hist["val_loss"][g0 : g0 + g, ep] = vl
-                hist["val_acc"][g0 : g0 + g, ep] = vc
-        out.extend(unstack({k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}))
-        logger.debug("trained models %d..%d of %d (shared order)", g0, g0 + g - 1, n_models)
-        if on_group_done is not None:
-            on_group_done(g0, g)
-    return stack(out), hist
+                yield model.forward_shared(x.permute(0, 3, 1, 2)), y[bidx].expand(len(gseeds), -1)
+
+        return batches
+
+    val = ((_gather_single(src, va).contiguous(memory_format=torch.channels_last), y[va])
+           if va.numel() else None)
+    return _train_groups(seeds, group_size, epochs=epochs, lr=lr, n_tr=n_tr, device=dev, val=val,
+                         val_bs=max(batch_size, 256), epoch_batches=epoch_batches, on_group_done=on_group_done)
 
 
 def parse_path(path: str) -> tuple[str, int]:

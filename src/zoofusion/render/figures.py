@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from threadpoolctl import threadpool_limits
 
+from zoofusion.core.metrics import check_labels
 from zoofusion.core.protocol import rows_identical
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,7 @@ def _points(x: np.ndarray, name: str, min_dims: int) -> np.ndarray:
 
 
 def _binary(y: np.ndarray, n: int, name: str = "y_true") -> np.ndarray:
-    a = np.asarray(y)
-    if a.ndim != 1 or a.shape[0] != n:
-        raise ValueError(f"{name} must be 1-d with one label per point ({n}), got shape {a.shape}")
-    if not np.isin(a, (0, 1)).all():
-        raise ValueError(f"{name} must contain only 0 and 1 (1 = black cat)")
-    return a.astype(np.int64)
+    return check_labels(y, name, n)
 
 
 def _scatter_by_class(ax, xy: np.ndarray, y: np.ndarray) -> None:
