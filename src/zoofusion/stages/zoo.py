@@ -291,6 +291,11 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
     write_json(metrics_root / f"zoo_{domain}.json", summary)
     log.info("zoo %s: val acc mean %.3f (min %.3f, max %.3f); logging overhead %.1f%%", domain,
              summary["val_acc_mean"], summary["val_acc_min"], summary["val_acc_max"], 100 * summary["logging_overhead"])
+    if summary["model_images_per_s"]:
+        log.info("zoo %s: trained at %.0f model-images/s on path %s (%d workers); calibration timed %.0f (ratio %.2f)",
+                 domain, summary["model_images_per_s"], summary["path"], summary["workers"],
+                 summary["calibrated_model_images_per_s"],
+                 summary["model_images_per_s"] / max(summary["calibrated_model_images_per_s"], 1e-9))
     return summary
 
 
