@@ -269,15 +269,16 @@ def select(rows: list[dict], select_metric: str, n: int) -> dict[str, list[dict]
             for kind in KINDS if is_generated(kind) and any(r["kind"] == kind for r in rows)}
 
 
-def run(params: Params) -> dict:
+def score_all(params: Params, generated: dict, kernels: dict, val: dict, test: dict
+              ) -> tuple[list[Candidate], list[np.ndarray], list[dict], float]:
+    """Every candidate through the protocol (equal budgets: every kind, each variant's generated models and each
+    baseline, gets `evaluate.budget` candidates): (candidates, their val+test features, one row per candidate
+    with its metrics, kind and source, seconds spent on features)."""
     e = params.evaluate
-    generated, kernels, val, test = load_inputs(params)
     t0 = time.perf_counter()
-    # equal budgets: every kind, each variant's generated models and each baseline, gets `budget` candidates
     cands = all_candidates(generated, kernels, e.budget, params.seed)
     images = np.concatenate([val["images"], test["images"]])
-    x = preprocess(images)
-    feats = compute_features(cands, x, e.feature_batch, params.data.dark_luminance)
+    feats = compute_features(cands, preprocess(images), e.feature_batch, params.data.dark_luminance)
     t_feat = time.perf_counter() - t0
     log.info("evaluate: features of %d candidates on %d images in %.1fs", len(cands), len(images), t_feat)
     results = evaluate_all(cands, feats, len(val["labels"]), val["labels"], test["labels"], e.clustering,
@@ -285,6 +286,28 @@ def run(params: Params) -> dict:
     by_id = {c.id: c for c in cands}
     rows = [{**r, "kind": by_id[r["id"]].kind, "source_domain": by_id[r["id"]].source_domain,
              "source_index": by_id[r["id"]].source_index} for r in results]
+    return cands, feats, rows, t_feat
+
+
+def verdict_summary(rows: list[dict], by_kind: dict[str, list[dict]], comparisons: list[Comparison],
+                    n_boot: int) -> dict:
+    """The verdict as metrics/evaluate.json and data/evaluate/verdict.json hold it: the sentence, the answers
+    (each generated kind vs random and vs the aligned merge) and every comparison with its intervals."""
+    return {"metric": VERDICT_METRIC, "n_boot": n_boot, "level": 0.95,
+            "no_method_finds_black_cats": nobody_finds_black_cats(rows),
+            "sentence": sentence(comparisons, KIND_NAMES),
+            "answers": {f"{gk}-vs-{kind}": answer(comparisons, gk, kind, KIND_NAMES)
+                        for gk in by_kind for kind in ("random", "aligned")},
+            "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()}
+                            for c in comparisons]}
+
+
+def run(params: Params) -> dict:
+    e = params.evaluate
+    generated, kernels, val, test = load_inputs(params)
+    t0 = time.perf_counter()
+    cands, feats, rows, t_feat = score_all(params, generated, kernels, val, test)
+    by_id = {c.id: c for c in cands}
     by_kind = select(rows, e.select_metric, e.n_selected)
     selected = [r for group in by_kind.values() for r in group]
     sel_ids = {r["id"] for r in selected}
@@ -346,13 +369,7 @@ def run(params: Params) -> dict:
         summary["budget_per_kind"] = {kind: sum(r["kind"] == kind for r in rows) for kind in KINDS}
         summary["test_images"] = int(len(test["labels"]))
         summary["test_black_cat_share"] = round(float(np.mean(test["labels"])), 4)
-        summary["verdict"] = {"metric": VERDICT_METRIC, "n_boot": e.n_boot, "level": 0.95,
-                              "no_method_finds_black_cats": nobody_finds_black_cats(rows),
-                              "sentence": sentence(comparisons, KIND_NAMES),
-                              "answers": {f"{gk}-vs-{kind}": answer(comparisons, gk, kind, KIND_NAMES)
-                                          for gk in by_kind for kind in ("random", "aligned")},
-                              "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v)
-                                               for k, v in c.as_dict().items()} for c in comparisons]}
+        summary["verdict"] = verdict_summary(rows, by_kind, comparisons, e.n_boot)
         (outdir / "verdict.json").write_text(json.dumps(summary["verdict"], indent=2) + "\n")
         log_runs(params, rows, by_id, [r["id"] for r in selected], figs, test["images"][:4], comparisons,
                  summary["verdict"])
