@@ -1,6 +1,8 @@
 """Benchmarks. ``python -m zoofusion.bench zoo ...`` times every zoo training path (one model at a time, batched
 grouped convolutions, shared-order groups; in one process or one process per core) and the path that the zoo
-stage's calibration (:mod:`zoofusion.calibrate`) picks on this machine.
+stage's calibration (:mod:`zoofusion.calibrate`) picks on this machine. ``python -m zoofusion.bench study ...``
+runs and times the study's whole chain, zoos to verdict, in one process without DVC or MLflow
+(:mod:`zoofusion.study_run`), e.g. at full scale on a GPU.
 
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
 """
@@ -18,11 +20,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from zoofusion import study_run
 from zoofusion.core import train
 
 logger = logging.getLogger(__name__)
 
-STUDY_ZOO_SIZES = (2749, 1749)
+STUDY_ZOO_SIZES = tuple(study_run.STUDY_MODELS.values())
 
 
 def cnn_macs_per_image() -> dict[str, int]:
@@ -118,7 +121,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """CLI: ``zoo`` subcommand (others may be added)."""
+    """CLI: the ``zoo`` and ``study`` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m zoofusion.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     z = sub.add_parser("zoo", help="zoo training throughput of every training path, and the one calibration picks")
@@ -142,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="cpu", help="cpu | cuda: where to train (the same code runs on both)")
     z.add_argument("--no-logging", action="store_true", help="skip timing the MLflow logging of the zoo")
+    study_run.add_arguments(sub.add_parser("study", help="the study's chain, zoos to verdict, in one process "
+                                           "without DVC/MLflow/Optuna (resumable in --out)"))
     return parser
 
 
@@ -249,6 +254,11 @@ def run_zoo(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv`` and print the chosen benchmark's report."""
     args = build_parser().parse_args(argv)
+    if args.command == "study":  # progress (shards, steps) on stderr, the figures on stdout
+        from zoofusion.console import setup_logging
+
+        setup_logging()
+        return study_run.run_study(args)
     logging.basicConfig(level=logging.WARNING)
     if args.command == "zoo":
         for line in run_zoo(args):
