@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -81,8 +82,10 @@ def test_tiny_study_in_two_commands_resumes_and_never_imports_tracking(data):
     ev = steps["evaluate"]["figures"]
     assert "generated-study 2, generated-aligned 2, random 2" in ev["evaluate_candidates_per_kind"]
     for kind in ("generated-study", "generated-aligned"):
-        for method in ("kmeans", "dbscan", "ocsvm"):
-            assert f"[" in ev[f"verdict_{method}_{kind}_vs_random"]  # an interval
+        for method in ("kmeans", "dbscan", "ocsvm"):  # each comparison: best-on-val difference inside its interval
+            est, low, high = map(float, re.search(r"best (\S+) \[(\S+), (\S+)\]",
+                                                  ev[f"verdict_{method}_{kind}_vs_random"]).groups())
+            assert low <= est <= high
     assert ev["verdict"].startswith("With KMeans") and ev["verdict"] == rest["verdict"]
     assert (data / "run" / "generated" / "aligned" / "models.pt").is_file()
 

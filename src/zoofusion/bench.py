@@ -257,8 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "study":  # progress (shards, steps) on stderr, the figures on stdout
         from zoofusion.console import setup_logging
 
+        from zoofusion.config import ConfigError
+
         setup_logging()
-        return study_run.run_study(args)
+        try:
+            return study_run.run_study(args)
+        except (ConfigError, FileNotFoundError) as e:  # a bad flag or a missing input: one line, no traceback
+            raise SystemExit(f"bench study: {e}") from None
     logging.basicConfig(level=logging.WARNING)
     if args.command == "zoo":
         for line in run_zoo(args):

@@ -28,9 +28,9 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -316,9 +316,7 @@ def evaluate_step(params: Params, data_dir: Path, run: Run) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "verdict.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "headline.json").write_text(json.dumps(best, indent=2) + "\n")
-    counts = {}
-    for r in rows:
-        counts[r["kind"]] = counts.get(r["kind"], 0) + 1
+    counts = Counter(r["kind"] for r in rows)
     figures = {"evaluate_s": _r(time.perf_counter() - t0, 2), "evaluate_features_s": _r(t_feat, 2),
                "evaluate_protocol_s": _r(t_protocol - t_feat, 2), "evaluate_bootstrap_s": _r(t_boot, 2),
                "evaluate_workers": e.workers, "evaluate_candidates": len(rows),
@@ -368,7 +366,7 @@ def run_study(args: argparse.Namespace) -> int:
     if args.stage in ("zoo", "all"):
         finished = zoo_and_kernels(args, params, device, data_dir, run)
     if finished and args.stage in ("rest", "all"):
-        if not run.done("kernels"):
+        if args.stage == "rest" and not run.done("kernels"):
             raise SystemExit(f"{out}: no kernels of these params yet; run --stage zoo first (with the same flags)")
         finished = rest(args, params, device, data_dir, run)
     emit("this_process_s", _r(time.perf_counter() - run.t0, 2))
