@@ -203,6 +203,9 @@ ref = load_models(f"data/generated/{{variant}}/models.pt")[mid](preprocess(x)).d
 runs = c.search_runs([c.get_experiment_by_name(n).experiment_id for n in ("generated-models", "zoo", "cyclegan")],
                      max_results=1000)
 ctx = [sorted(t.value for d in r.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context") for r in runs]
+# its comparison tags are its own variant's: none compares it with itself, and all its kinds are there
+own = f"vs_generated-{{variant}}_"
+assert not any(k.startswith(own) for k in v.tags) and any(k.startswith("vs_random_") for k in v.tags), v.tags
 print(json.dumps([v.tags["model_id"], sel, list(out.shape), float(np.abs(out - ref).max()), "verdict" in v.tags,
                   sum(1 for c_ in ctx if not c_), sorted(set(tuple(c_) for c_ in ctx))]))
 """

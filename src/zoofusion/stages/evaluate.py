@@ -235,12 +235,15 @@ def log_pyfunc(mlflow, cand: Candidate, example: np.ndarray, tmpdir: Path):
 
 
 def register_champion(client, versions: dict[str, str], champion: str, ev_verdict: dict) -> None:
-    """Alias `champion` = the best-on-val generated model; every version tagged with the verdict it came with."""
+    """Alias `champion` = the best-on-val generated model; every version tagged with the verdict it came with:
+    the sentence, and the outcome of each comparison of its own variant's kind (`vs_<other kind>_<method>`)."""
     for cid, version in versions.items():
         client.set_model_version_tag(REGISTERED_MODEL, version, "model_id", cid)
         client.set_model_version_tag(REGISTERED_MODEL, version, "verdict", ev_verdict["sentence"][:5000])
+        kind = generated_kind(cid.split("/", 1)[0])  # ids are <variant>/<source>
         for c in ev_verdict["comparisons"]:
-            client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}", c["outcome"])
+            if c["generated_kind"] == kind:
+                client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}", c["outcome"])
     client.set_registered_model_alias(REGISTERED_MODEL, "champion", versions[champion])
 
 
