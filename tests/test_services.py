@@ -238,7 +238,8 @@ def test_pipeline_runs_land_in_the_server(services, pipeline):
     assert len(exps["zoo"]["runs"]) == 2 + 6  # a parent per domain, a child per CNN
     # evaluate, 2 of each generated variant (study, aligned), 2 each of six baseline kinds, pixels and darkness
     assert len(exps["generated-models"]["runs"]) == 1 + 2 * 2 + 6 * 2 + 2
-    assert {r["name"] for r in exps["cyclegan"]["runs"]} >= {"cyclegan-conv1", "cyclegan-conv2"}
+    assert {r["name"] for r in exps["cyclegan"]["runs"]} >= {"cyclegan-study-conv1", "cyclegan-study-conv2",
+                                                            "cyclegan-aligned-pair"}
     password = services.storage.split("@")[0].rsplit(":", 1)[1]
     for e in exps.values():
         for r in e["runs"]:
