@@ -103,7 +103,7 @@ def build_store(root: Path) -> tuple[str, str]:
                 {"final_train_acc": 0.6 + i / 10, "final_val_acc": 0.55 + i / 10 + (domain == "cat") / 100},
                 tags={"domain": domain}, parent=p)
 
-    # cyclegan: the study variant's conv1 run (ui.CYCLEGAN_RUN) with per-epoch losses and the kernel grid of its last epoch.
+    # cyclegan: ui.CYCLEGAN_RUN (the study variant's conv1) with per-epoch losses and its last epoch's kernel grid.
     exp = experiment("cyclegan")
     rid = run(exp, ui.CYCLEGAN_RUN, {"epochs": 3}, {m: 1.0 for m in ui.LOSSES + ["loss_adv", "loss_identity"]},
               steps=3)
