@@ -110,14 +110,15 @@ class Discriminator(nn.Module):
         self.channels = channels
         self.hidden = hidden
         self.output = output
-        layers: list[nn.Module] = [
-            nn.Conv3d(channels, hidden, kernel_size=3, padding=1),
-            nn.LeakyReLU(0.2),
-            nn.Conv3d(hidden, 1, kernel_size=3, padding=1),
-        ]
+        layers = self._layers(channels, hidden)
         if output == "sigmoid":
             layers.append(nn.Sigmoid())
         self.net = nn.Sequential(*layers)
+
+    @staticmethod
+    def _layers(channels: int, hidden: int) -> list[nn.Module]:
+        return [nn.Conv3d(channels, hidden, kernel_size=3, padding=1), nn.LeakyReLU(0.2),
+                nn.Conv3d(hidden, 1, kernel_size=3, padding=1)]
 
     def forward(self, x: Tensor) -> Tensor:
         """``[N, C, D, H, W]`` -> patch map ``[N, 1, D, H, W]`` (in (0, 1) for ``output="sigmoid"``)."""
@@ -159,24 +160,12 @@ class SetGenerator(nn.Module):
         return x + self.out(self.body(x))
 
 
-class SetDiscriminator(nn.Module):
+class SetDiscriminator(Discriminator):
     """PatchGAN over a set of D slices: SetLayer(C,h) -> LeakyReLU(0.2) -> SetLayer(h,1) [-> Sigmoid]."""
 
-    def __init__(self, channels: int, hidden: int, output: str = "sigmoid") -> None:
-        super().__init__()
-        _check_positive_int(channels=channels, hidden=hidden)
-        _check_choice("disc_output", output, DISC_OUTPUTS)
-        self.channels = channels
-        self.hidden = hidden
-        self.output = output
-        layers: list[nn.Module] = [_SetLayer(channels, hidden), nn.LeakyReLU(0.2), _SetLayer(hidden, 1)]
-        if output == "sigmoid":
-            layers.append(nn.Sigmoid())
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``[N, C, D, H, W]`` -> patch map ``[N, 1, D, H, W]``."""
-        return self.net(x)
+    @staticmethod
+    def _layers(channels: int, hidden: int) -> list[nn.Module]:
+        return [_SetLayer(channels, hidden), nn.LeakyReLU(0.2), _SetLayer(hidden, 1)]
 
 
 def make_generator(arch: str, channels: int, hidden: int) -> nn.Module:
