@@ -95,3 +95,12 @@ def test_tiny_study_in_two_commands_resumes_and_never_imports_tracking(data):
     again = figures(p.stdout)
     assert again["evaluate_s"] == rest["evaluate_s"] and again["zoo_black_s"] == zoo["zoo_black_s"]
     assert "shard" not in p.stderr and "checkpoint" not in p.stderr
+
+
+def test_missing_data_stops_at_once_with_the_fix(tmp_path):
+    (tmp_path / "data").mkdir()
+    p = study(tmp_path, "all")
+    assert p.returncode != 0
+    assert "missing black.npz, cat.npz, val.npz, test.npz" in p.stderr
+    assert "gpu_study_prepare.sh" in p.stderr
+    assert not (tmp_path / "run").exists()  # nothing written before the check

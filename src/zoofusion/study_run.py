@@ -349,7 +349,11 @@ def run_study(args: argparse.Namespace) -> int:
     params = build_params(args)
     device = params.torch_device()
     data_dir, out = Path(args.data), Path(args.out)
-    # every input's md5 goes into the step keys (and a missing file stops the run here)
+    missing = [f"{name}.npz" for name in (*DOMAINS, "val", "test") if not (data_dir / f"{name}.npz").is_file()]
+    if missing:
+        raise SystemExit(f"{data_dir}: missing {', '.join(missing)}; build them with "
+                         f"scripts/gpu_study_prepare.sh (it writes .gpu/data) or point --data at a folder that has them")
+    # every input's md5 goes into the step keys
     data_md5 = {name: file_md5(data_dir / f"{name}.npz") for name in (*DOMAINS, "val", "test")}
     out.mkdir(parents=True, exist_ok=True)
     run = Run(out, args.json, params, device, data_md5, args.time_limit_s)
