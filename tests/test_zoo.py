@@ -61,6 +61,34 @@ def test_a_larger_zoo_reuses_full_shards_only(domain, tmp_path):
     assert large[1].seeds[:1] == small[1].seeds
 
 
+@pytest.mark.parametrize("n, size, group, workers, sizes", [
+    (344, 64, 8, 2, [64, 64, 64, 64, 48, 40]),  # not 5 x 64 + 24: the last round keeps both workers busy
+    (219, 64, 8, 2, [64, 64, 48, 43]),
+    (96, 8, 8, 2, [8] * 12),                    # whole rounds: the usual layout
+    (13, 4, 4, 1, [4, 4, 4, 1]),                # one worker: full shards, then the rest
+    (3, 2, 2, 2, [2, 1]),
+])
+def test_shard_bounds_balance_the_last_round(n, size, group, workers, sizes):
+    bounds = zoo.shard_bounds(n, size, group, workers)
+    assert [b - a for a, b in bounds] == sizes
+    assert bounds[0][0] == 0 and bounds[-1][1] == n and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+
+
+def test_shard_bounds_cover_every_model_once_within_the_size():
+    for n in range(1, 120):
+        for size, group, workers in ((8, 4, 2), (10, 4, 3), (16, 8, 4), (5, 5, 2)):
+            bounds = zoo.shard_bounds(n, size, group, workers)
+            assert [k for a, b in bounds for k in range(a, b)] == list(range(n))
+            assert all(0 < b - a <= size for a, b in bounds)
+
+
+def test_shard_jobs_know_their_first_model(domain, tmp_path):
+    p = _params()
+    jobs = zoo.plan_shards("black", 3, p.zoo, p.seed, domain, "cpu", tmp_path)
+    assert [j.first for j in jobs] == [0, 2]
+    assert jobs[1].seeds == tuple(zoo.model_seeds(p.seed, "black", 3)[2:])
+
+
 def test_batched_shard_equals_model_trained_alone(domain, tmp_path):
     p = _params()
     job = zoo.plan_shards("black", 2, p.zoo, p.seed, domain, "cpu", tmp_path)[0]

@@ -2,7 +2,8 @@
 
 Model k of domain d has seed `derive_seed(seed, "zoo", d, k)` (its init and its data order); all models of a
 domain share one train/val split of the domain's images. Shards of `zoo.shard_size` models are trained by
-`zoo.workers` processes, each as batched grouped-convolution networks (`core.train.train_batched`). A finished
+`zoo.workers` processes on the path calibrated for this machine (`choose_path`); the models left after the last
+whole round of shards are split evenly over `zoo.workers` smaller shards, so no worker idles at the end. A finished
 shard is kept in `data/cache/zoo/<domain>-<key>/`, keyed by everything that changes its result — data, params,
 device and a fingerprint of the code that trains it — so an interrupted run restarts from the last finished
 shard, a finished shard is never retrained, and changed code never reuses an old shard.
@@ -63,6 +64,7 @@ class ShardJob:
     out: str
     path: str = "batched_g8"  # how the shard trains (zoofusion.core.train.train_models); results equal up to rounding
     data_order: str = "own"
+    first: int = 0  # the domain's index of the shard's first model
 
 
 def model_seeds(seed: int, domain: str, n: int) -> list[int]:
@@ -132,18 +134,35 @@ def cache_key(data_md5: str, z: ZooParams, seed: int, device: str, code: str | N
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+def shard_bounds(n_models: int, shard_size: int, group_size: int, workers: int) -> list[tuple[int, int]]:
+    """(start, stop) of each shard: full shards while a whole round of `workers` of them remains, then the rest
+    split as evenly as whole groups allow over `workers` shards, so the last round keeps every worker busy
+    (344 models, shards of 64, 2 workers: 4 x 64 then 48 + 40, not 64 + 24 with one worker idle)."""
+    w = max(1, workers)
+    head = n_models // (w * shard_size) * w * shard_size
+    bounds = [(s, s + shard_size) for s in range(0, head, shard_size)]
+    unit = group_size if shard_size % group_size == 0 else 1  # whole groups, never above shard_size
+    units = -(-(n_models - head) // unit)
+    start = head
+    for i in range(w):
+        take = (units // w + (i < units % w)) * unit
+        if take and start < n_models:
+            bounds.append((start, min(n_models, start + take)))
+            start = bounds[-1][1]
+    return bounds
+
+
 def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path, device: str,
                 cache: Path, path: str = "batched_g8") -> list[ShardJob]:
     seeds = model_seeds(seed, domain, n_models)
     jobs = []
-    for i, start in enumerate(range(0, n_models, z.shard_size)):
-        chunk = tuple(seeds[start:start + z.shard_size])
-        # Named by the models it holds: a larger zoo reuses the full shards of a smaller one, never a last,
-        # partial shard as if it were full.
-        name = f"shard_{start:05d}-{start + len(chunk) - 1:05d}.pt"
-        jobs.append(ShardJob(domain, i, chunk, str(data), z.epochs, z.batch_size, z.lr, z.group_size,
-                             z.val_fraction, derive_seed(seed, "zoo-split", domain), device, str(cache / name),
-                             path, z.data_order))
+    for i, (start, stop) in enumerate(shard_bounds(n_models, z.shard_size, z.group_size, z.workers)):
+        # Named by the models it holds: a larger zoo reuses the full shards of a smaller one, never a shard of
+        # other models under the same name.
+        name = f"shard_{start:05d}-{stop - 1:05d}.pt"
+        jobs.append(ShardJob(domain, i, tuple(seeds[start:stop]), str(data), z.epochs, z.batch_size, z.lr,
+                             z.group_size, z.val_fraction, derive_seed(seed, "zoo-split", domain), device,
+                             str(cache / name), path, z.data_order, start))
     return jobs
 
 
@@ -245,7 +264,7 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
             nonlocal train_seconds, logged
             shard = load_shard(Path(job.out))
             train_seconds += float(shard["seconds"])
-            logged += log_shard(zl, domain, z, job.index * z.shard_size, shard)
+            logged += log_shard(zl, domain, z, job.first, shard)
             bar.update(len(job.seeds))
 
         for job in jobs:
