@@ -16,6 +16,7 @@ from zoofusion.core.protocol import (
     METHODS,
     Evaluation,
     MethodParams,
+    black_cat_calls,
     cluster_split,
     embed,
     evaluate_embedding,
@@ -107,12 +108,24 @@ def test_same_seed_same_result(blob_eval, blob_data):
 
 def test_cluster_split_matches_evaluation(blob_eval, blob_data):
     _, yv, _, yt = blob_data
-    p = MethodParams()
-    for method in ("kmeans", "dbscan"):
-        s = cluster_split(blob_eval.emb_test, yt, method, p, seed=0)
-        assert s == {k: blob_eval.metrics[f"test/{method}/{k}"] for k in METRIC_KEYS}
-    s = cluster_split(blob_eval.emb_test, yt, "ocsvm", p, seed=0, ocsvm_train=blob_eval.emb_val[yv == 1])
-    assert s == {k: blob_eval.metrics[f"test/ocsvm/{k}"] for k in METRIC_KEYS}
+    p, train = MethodParams(), blob_eval.emb_val[yv == 1]
+    for split, emb, y in (("val", blob_eval.emb_val, yv), ("test", blob_eval.emb_test, yt)):
+        for method in METHODS:
+            s = cluster_split(emb, y, method, p, seed=0, ocsvm_train=train if method == "ocsvm" else None)
+            assert set(s) == {*METRIC_KEYS, "balanced_accuracy"}
+            want = {k: blob_eval.metrics[f"{split}/{method}/{k}"] for k in METRIC_KEYS}
+            assert {k: s[k] for k in METRIC_KEYS} == want
+            if split == "val":  # on the split it was fitted on, the black-cat call is evaluate's
+                assert s["balanced_accuracy"] == blob_eval.metrics[f"val/{method}/balanced_accuracy"]
+
+
+def test_black_cat_calls_follow_each_method_rule():
+    y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    # cluster 0 holds 2 of 5 black cats: the highest share (KMeans calls it) but no majority (DBSCAN does not)
+    np.testing.assert_array_equal(black_cat_calls(y, labels, "kmeans"), [1] * 5 + [0] * 5)
+    np.testing.assert_array_equal(black_cat_calls(y, labels, "dbscan"), [0] * 10)
+    np.testing.assert_array_equal(black_cat_calls(y, labels, "ocsvm"), labels)
 
 
 def test_evaluate_embedding_reuses_umap_with_new_params(blob_eval, blob_data):
@@ -198,6 +211,8 @@ def test_cluster_split_errors():
         cluster_split(x, y, "ocsvm", MethodParams(), seed=0, ocsvm_train=x[:, :3])
     with pytest.raises(ValueError, match="kmeans_k=3 exceeds the number of points"):
         cluster_split(x[:2], y[:2], "kmeans", MethodParams(kmeans_k=3), seed=0)
+    one_class = cluster_split(x, np.zeros_like(y), "kmeans", MethodParams(), seed=0)
+    assert np.isnan(one_class["balanced_accuracy"]) and one_class["accuracy"] == 1.0
 
 
 @pytest.mark.parametrize(

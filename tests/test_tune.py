@@ -154,7 +154,8 @@ def test_results_structure_and_best_is_earliest_max(studied):
         assert r["best_value"] == max(values) and r["best_trial"] == values.index(max(values))
         assert r["best_params"] == r["trials"][r["best_trial"]]["params"]
         for t in r["trials"]:
-            assert set(t["metrics"]) == set(METRIC_KEYS) and t["value"] == t["metrics"]["accuracy"]
+            assert set(t["metrics"]) == {*METRIC_KEYS, "balanced_accuracy"}
+            assert t["value"] == t["metrics"]["accuracy"]  # tparams' objective
     assert max(r["best_value"] for r in res) > 0.8  # the blobs are separable
 
 
@@ -184,7 +185,7 @@ def test_ocsvm_is_cross_validated_without_scoring_training_points(monkeypatch):
 
     monkeypatch.setattr(cluster, "_fit_predict", spy)
     s = tuning.ocsvm_cv_scores(emb, y, BASE, seed=5)
-    assert set(s) == set(METRIC_KEYS) and len(calls) == tuning.OCSVM_FOLDS
+    assert set(s) == {*METRIC_KEYS, "balanced_accuracy"} and len(calls) == tuning.OCSVM_FOLDS
 
     def key(a):
         return {tuple(row) for row in a}
@@ -315,10 +316,11 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     assert not (tmp_path / "data/testset").exists()
 
     best = json.loads((tmp_path / "data/tune/best_params.json").read_text())
-    assert best["objective"] == "accuracy" and best["n_trials"] == 2 and set(best["methods"]) == {"kmeans", "ocsvm"}
+    assert best["objective"] == "balanced_accuracy" and best["n_trials"] == 2  # the default objective
+    assert set(best["methods"]) == {"kmeans", "ocsvm"}
     cands = {"study/0/B", "aligned/0/A", "random-0", "zoo-A-0", "zoo-B-0", "avg-0A-0B", "pixels"}
     for method, m in best["methods"].items():
-        assert m["objective_key"] == ("val_cv/ocsvm/accuracy" if method == "ocsvm" else "val/kmeans/accuracy")
+        assert m["objective_key"] == ("val_cv/ocsvm" if method == "ocsvm" else "val/kmeans") + "/balanced_accuracy"
         assert set(m["candidates"]) == cands
         assert m["generated"]["generated-study"]["candidate"] == "study/0/B"
         assert m["generated"]["generated-aligned"]["candidate"] == "aligned/0/A"

@@ -267,7 +267,8 @@ class EvaluateParams(Section):
 class TuneParams(Section):
     n_trials: Pos = 12
     sampler: Literal["tpe", "random"] = "tpe"
-    objective: Literal["accuracy", "precision", "recall", "purity"] = "accuracy"
+    # balanced accuracy: chance is 0.5 at any share of black cats (accuracy rewards calling everything "other")
+    objective: Literal["balanced_accuracy", "accuracy", "precision", "recall", "purity"] = "balanced_accuracy"
     storage: Str = "sqlite:///optuna.db"
     top_models: Pos = 2
     methods: tuple[Literal["kmeans", "dbscan", "ocsvm"], ...] = METHODS

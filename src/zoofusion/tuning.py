@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
@@ -29,7 +29,7 @@ GENERATED = Path("data/generated")  # <variant>/models.pt for every translation 
 KERNELS = Path("data/kernels/raw")
 VAL = Path("data/prepared/val.npz")
 EVALUATED = Path("data/evaluate")
-OBJECTIVES = ("accuracy", "precision", "recall", "purity")  # all higher-is-better: every study maximises
+OBJECTIVES = get_args(TuneParams.model_fields["objective"].annotation)  # all higher-is-better: studies maximise
 
 # Search space bounds (inclusive).
 N_NEIGHBORS = (5, 50)
@@ -189,6 +189,7 @@ def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: i
     """One-class SVM scored out-of-fold on val (see the module docstring)."""
     from zoofusion.core.protocol import _fit_predict  # the protocol's SVM (same kernel/gamma handling, one thread)
     from zoofusion.core.metrics import score_predictions
+    from zoofusion.core.scores import balanced_accuracy
 
     mp = c.method_params()
     fold = ocsvm_folds(y, k, seed)
@@ -196,7 +197,7 @@ def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: i
     for f in range(k):
         held = fold == f
         pred[held] = _fit_predict(emb[held], "ocsvm", mp, seed, emb[(y == 1) & ~held])
-    return score_predictions(y, pred)
+    return {**score_predictions(y, pred), "balanced_accuracy": balanced_accuracy(y, pred)}
 
 
 def metric_prefix(method: str) -> str:

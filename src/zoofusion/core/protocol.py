@@ -49,6 +49,7 @@ __all__ = [
     "Evaluation",
     "rows_identical",
     "embed",
+    "black_cat_calls",
     "cluster_split",
     "evaluate_embedding",
     "evaluate_features",
@@ -274,18 +275,30 @@ def _free_scores(y: np.ndarray, pred: np.ndarray | None = None, score: np.ndarra
     return out
 
 
+def black_cat_calls(y: np.ndarray, labels: np.ndarray, method: str) -> np.ndarray:
+    """0/1 calls of one method on the split it was fitted on, by evaluate's rule for its balanced accuracy:
+    KMeans calls the cluster with the highest black-cat share (:func:`positive_cluster`; on its own split that is
+    the nearest-centroid call evaluate makes on val), DBSCAN the study's majority mapping, the SVM its inliers."""
+    if method == "kmeans":
+        return (labels == positive_cluster(y, labels)).astype(np.int64)
+    return labels if method == "ocsvm" else mapped_predictions(y, labels)
+
+
 def cluster_split(emb: np.ndarray, y: np.ndarray, method: str, p: MethodParams, seed: int,
                   ocsvm_train: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics (keys METRIC_KEYS) of one method on one split's embedding.
+    """Metrics (keys METRIC_KEYS, plus balanced_accuracy) of one method on one split's embedding.
 
     kmeans/dbscan: cluster emb, score with majority mapping; ocsvm: fit on ocsvm_train, predict emb
-    (inlier -> 1), score the predictions.
+    (inlier -> 1), score the predictions. balanced_accuracy is taken on :func:`black_cat_calls` (NaN with one class).
     """
     (method,) = _check_methods((method,))
     e = _features(emb, "emb")
     yy = _y(y, e.shape[0], "y")
     labels = _fit_predict(e, method, p, seed, ocsvm_train)
-    return score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
+    s = score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
+    if len(np.unique(yy)) < 2:  # the black-cat call needs both classes (positive_cluster)
+        return {**s, "balanced_accuracy": float("nan")}
+    return {**s, "balanced_accuracy": balanced_accuracy(yy, black_cat_calls(yy, labels, method))}
 
 
 def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndarray, y_test: np.ndarray,
@@ -329,10 +342,10 @@ def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndar
                                     clusters=labels)
             elif method == "ocsvm":
                 score = extra
-                free = _free_scores(yy, pred=labels, score=score)
+                free = _free_scores(yy, pred=black_cat_calls(yy, labels, method), score=score)
             else:
                 score = None
-                free = _free_scores(yy, pred=mapped_predictions(yy, labels), clusters=labels)
+                free = _free_scores(yy, pred=black_cat_calls(yy, labels, method), clusters=labels)
             if score is not None:
                 scores[(split, method)] = np.asarray(score, dtype=np.float64)
             for k, v in free.items():
