@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from zoofusion.stages import zoo
+from zoofusion.stages import zoo as zoo_stage
+from zoofusion.steps import zoo
 from zoofusion.core.train import train_single
 from zoofusion.config import parse_params
 from zoofusion.io import load_npz, save_npz
@@ -130,10 +131,10 @@ def test_auto_path_uses_the_calibrated_plan(monkeypatch, tmp_path):
                         rates={}, seconds=0.0, key={})
 
     monkeypatch.setattr(cal, "calibrate", fake)
-    plan = zoo.choose_path(_params(path="auto", workers=2).zoo, "cpu", "local")
+    plan = zoo.choose_path(_params(path="auto", workers=2).zoo, "cpu", "local", tmp_path)
     assert plan == {"path": "single", "workers": 2, "threads": 1, "model_images_per_s": 123.0}
     assert seen["cores"] == 2 and seen["max_group_size"] == 2 and seen["data_order"] == "own"
-    zoo.choose_path(_params(path="auto").zoo, "cpu", "ray")
+    zoo.choose_path(_params(path="auto").zoo, "cpu", "ray", tmp_path)
     assert seen["cores"] == 1  # a Ray task is one CPU
 
 
@@ -142,7 +143,7 @@ def test_cache_key_changes_with_the_training_code():
     same = zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
     assert same == zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
     assert same != zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f2")
-    assert set(zoo.CODE) >= {"core/cnn.py", "core/train.py", "core/seeds.py", "stages/zoo.py"}
+    assert set(zoo.CODE) >= {"core/cnn.py", "core/train.py", "core/seeds.py", "steps/zoo.py"}
 
 
 def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
@@ -150,7 +151,7 @@ def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prepared").mkdir()
     domain.rename(tmp_path / "prepared" / "black.npz")
-    s = zoo.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
+    s = zoo_stage.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
                 cache_root=tmp_path / "cache", metrics_root=tmp_path / "metrics")
     assert s["count"] == 3 and (tmp_path / "metrics" / "zoo_black.json").is_file()
     w = torch.load(tmp_path / "zoo" / "black" / "weights.pt", weights_only=True)
@@ -164,7 +165,7 @@ def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
     assert arts == ["model.pt"]
 
     # a rerun over the cached shards logs a new parent run, but no CNN again (one run per content)
-    s2 = zoo.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
+    s2 = zoo_stage.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
                  cache_root=tmp_path / "cache", metrics_root=tmp_path / "metrics")
     runs = mlflow.search_runs(experiment_names=["zoo"])
     assert s2["cached_shards"] == 2 and s2["runs_logged"] == 0 and s["runs_logged"] == 3
@@ -174,7 +175,7 @@ def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
 
 def test_missing_domain_data_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"cat\.npz: missing; run `dvc repro data` first"):
-        zoo.run("cat", _params(), prepared=tmp_path)
+        zoo_stage.run("cat", _params(), prepared=tmp_path)
 
 
 def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
@@ -189,7 +190,7 @@ def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
         p = parse_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
                                   "shard_size": 2, "workers": 2, "path": "batched_g2"}, "seed": 9,
                           "executor": {"backend": backend}})
-        zoo.run("black", p, prepared=tmp_path / "prepared", out_root=tmp_path / backend,
+        zoo_stage.run("black", p, prepared=tmp_path / "prepared", out_root=tmp_path / backend,
                 cache_root=tmp_path / f"cache-{backend}", metrics_root=tmp_path / "metrics")
         out[backend] = torch.load(tmp_path / backend / "black" / "weights.pt", weights_only=True)
     for k, v in out["local"]["weights"].items():

@@ -1,8 +1,7 @@
 """Benchmarks. ``python -m zoofusion.bench zoo ...`` times every zoo training path (one model at a time, batched
 grouped convolutions, shared-order groups; in one process or one process per core) and the path that the zoo
-stage's calibration (:mod:`zoofusion.calibrate`) picks on this machine. ``python -m zoofusion.bench study ...``
-runs and times the study's whole chain, zoos to verdict, in one process without DVC or MLflow
-(:mod:`zoofusion.study_run`), e.g. at full scale on a GPU.
+stage's calibration (:mod:`zoofusion.calibrate`) picks on this machine. The study's whole chain is timed where it
+runs, through DVC and MLflow (`make study`): every stage logs its own seconds to MLflow.
 
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
 """
@@ -20,12 +19,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from zoofusion import study_run
 from zoofusion.core import train
 
 logger = logging.getLogger(__name__)
 
-STUDY_ZOO_SIZES = tuple(study_run.STUDY_MODELS.values())
+STUDY_ZOO_SIZES = (2749, 1749)  # the study's zoos (Makefile STUDY_PARAMS)
 
 
 def cnn_macs_per_image() -> dict[str, int]:
@@ -86,17 +84,14 @@ def _scratch_mlflow():
 def time_logging(result: tuple, epochs: int, batch_size: int) -> float:
     """Seconds the zoo stage's MLflow logging (a child run per CNN: params, per-epoch metrics, weights) takes for
     the models of ``result`` = (stacked weights, history, seeds); excludes the store's one-off creation."""
-    from zoofusion.config import ZooParams
-    from zoofusion.stages.zoo import log_shard
-    from zoofusion.tracking import BatchLogger
+    from zoofusion.tracking import BatchLogger, log_cnns
 
     weights, history, seeds = result
     shard = {"weights": weights, "seeds": torch.tensor(seeds, dtype=torch.int64),
              "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()}}
-    z = ZooParams(epochs=epochs, batch_size=batch_size, lr=1e-3)
     with _scratch_mlflow() as mlflow, mlflow.start_run(run_name="bench") as parent:
         zl = BatchLogger(mlflow, parent.info.run_id)
-        log_shard(zl, "bench", z, 0, shard)
+        log_cnns(zl, "bench", 0, shard, {"epochs": epochs, "batch_size": batch_size, "lr": 1e-3})
     return zl.seconds
 
 
@@ -121,7 +116,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """CLI: the ``zoo`` and ``study`` subcommands."""
+    """CLI: the ``zoo`` subcommand."""
     parser = argparse.ArgumentParser(prog="python -m zoofusion.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     z = sub.add_parser("zoo", help="zoo training throughput of every training path, and the one calibration picks")
@@ -145,8 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="cpu", help="cpu | cuda: where to train (the same code runs on both)")
     z.add_argument("--no-logging", action="store_true", help="skip timing the MLflow logging of the zoo")
-    study_run.add_arguments(sub.add_parser("study", help="the study's chain, zoos to verdict, in one process "
-                                           "without DVC/MLflow/Optuna (resumable in --out)"))
     return parser
 
 
@@ -254,16 +247,6 @@ def run_zoo(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse ``argv`` and print the chosen benchmark's report."""
     args = build_parser().parse_args(argv)
-    if args.command == "study":  # progress (shards, steps) on stderr, the figures on stdout
-        from zoofusion.console import setup_logging
-
-        from zoofusion.config import ConfigError
-
-        setup_logging()
-        try:
-            return study_run.run_study(args)
-        except (ConfigError, FileNotFoundError) as e:  # a bad flag or a missing input: one line, no traceback
-            raise SystemExit(f"bench study: {e}") from None
     logging.basicConfig(level=logging.WARNING)
     if args.command == "zoo":
         for line in run_zoo(args):

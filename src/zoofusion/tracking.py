@@ -217,3 +217,47 @@ class BatchLogger:
         self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
         self.seconds += time.perf_counter() - t0
         return run_id
+
+
+def cnn_content(weights: dict, curves: list) -> str:
+    """What a logged CNN is: its weights and its training curves (same content = same run)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for k in sorted(weights):
+        h.update(k.encode() + weights[k].detach().cpu().contiguous().numpy().tobytes())
+    for c in curves:
+        h.update(np.ascontiguousarray(c, dtype=np.float64).tobytes())
+    return h.hexdigest()[:20]
+
+
+CNN_CURVES = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def log_cnns(logger: BatchLogger, domain: str, first_index: int, shard: dict, run_params: dict) -> int:
+    """A child run per CNN of a zoo shard (params, per-epoch curves, final values, weights as `model.pt`), skipping
+    CNNs already logged with the same content (tag `zoofusion.content`); returns how many were new."""
+    import tempfile
+
+    import torch
+
+    from zoofusion.core.cnn import unstack
+
+    hist = {k: v.numpy() for k, v in shard["history"].items()}
+    new = 0
+    for j, (seed, weights) in enumerate(zip(shard["seeds"].tolist(), unstack(shard["weights"]))):
+        k = first_index + j
+        content = cnn_content(weights, [hist[n][j] for n in CNN_CURVES])
+        if logger.find("zoofusion.content", content):
+            continue
+        metrics = [(n, hist[n][j, e], e) for n in CNN_CURVES for e in range(hist[n].shape[1])]
+        metrics += [(f"final_{n}", hist[n][j, -1], 0) for n in CNN_CURVES]
+        params = {"domain": domain, "model_index": k, "seed": seed, **run_params, "architecture": "conv6-conv16-fc2"}
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save({n: t.clone() for n, t in weights.items()}, Path(tmp) / "model.pt")
+            logger.child(f"{domain}-{k:05d}", params, metrics, tags={"domain": domain, "zoofusion.content": content},
+                         artifacts=[(Path(tmp) / "model.pt", None)])
+        new += 1
+    return new

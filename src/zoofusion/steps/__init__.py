@@ -1,0 +1,2 @@
+"""One plain function per stage: explicit paths and typed params in; reads, calls core, writes atomically; knows
+nothing of DVC or MLflow. A stage module (zoofusion.stages) is the thin shell that calls its step and logs."""
