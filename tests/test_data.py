@@ -5,7 +5,7 @@ import pytest
 from conftest import LABELS, TARBALL, small_data_params
 from zoofusion.config import DataParams, parse_params
 from zoofusion.core.darkness import darkness
-from zoofusion.stages.data import build_indices, read_labels, run
+from zoofusion.steps.data import build_indices, read_labels, run
 from zoofusion.images import ImageSourceError, load_split
 from zoofusion.io import load_npz
 

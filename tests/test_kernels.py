@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoofusion.stages.kernels import harvest, run
+from zoofusion.steps.kernels import harvest, run
 from zoofusion.config import parse_params
 from zoofusion.core.cnn import init_weights, stack
 from zoofusion.io import save_npz

@@ -128,7 +128,7 @@ import mlflow, json
 mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
 c = mlflow.MlflowClient()
 out = {{}}
-for name in ("zoo", "cyclegan", "generated-models"):
+for name in ("zoo", "cyclegan", "generated-models", "pipeline"):
     e = c.get_experiment_by_name(name)
     runs = c.search_runs([e.experiment_id], max_results=1000)
     out[name] = [dict(r.data.tags) for r in runs]
@@ -137,6 +137,8 @@ print(json.dumps(out))
     runs = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                      check=True).stdout.strip().splitlines()[-1])
     assert len(runs["zoo"]) == 2 + 6  # a parent per domain, a child per CNN
+    # every stage that makes something logs it: those without runs of their own log one in `pipeline`
+    assert {t["dvc_stage"] for t in runs["pipeline"]} >= {"data", "testset", "kernels", "report"}
     # parent, 2 generated per variant, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat;
     # pixels, darkness
     assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2

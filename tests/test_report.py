@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoofusion.render.report import md_to_html
-from zoofusion.stages.report import answers_text, comparison_rows, distance_rows, verdict_text
+from zoofusion.steps.report import answers_text, comparison_rows, distance_rows, verdict_text
 
 
 def _ev(no_black_cats: bool = False) -> dict:

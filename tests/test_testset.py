@@ -3,9 +3,9 @@ import pytest
 
 from conftest import small_data_params
 from zoofusion.config import parse_params
-from zoofusion.stages.data import run as run_data
+from zoofusion.steps.data import run as run_data
 from zoofusion.images import ImageSourceError
-from zoofusion.stages.testset import run
+from zoofusion.steps.testset import run
 from zoofusion.io import load_npz
 
 

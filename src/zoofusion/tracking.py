@@ -261,3 +261,19 @@ def log_cnns(logger: BatchLogger, domain: str, first_index: int, shard: dict, ru
                          artifacts=[(Path(tmp) / "model.pt", None)])
         new += 1
     return new
+
+
+def log_stage_run(stage: str, inputs: list[str | Path], params: dict, metrics: dict,
+                  artifacts: Iterable[str | Path] = (), experiment: str = "pipeline") -> None:
+    """One finished MLflow run for a stage that makes something but has no runs of its own to nest (data,
+    testset, kernels, report): its params, its summary numbers as metrics, the files a person looks at."""
+    mlflow = setup_mlflow(experiment)
+    from mlflow.entities import Param
+
+    ps = [Param(k, str(v)) for k, v in flat(params).items()]
+    with mlflow.start_run(run_name=stage, tags=run_tags(stage, inputs)) as run:
+        for i in range(0, len(ps), 100):  # log_batch takes at most 100 params
+            mlflow.MlflowClient().log_batch(run.info.run_id, params=ps[i:i + 100])
+        mlflow.log_metrics({k: float(v) for k, v in flat(metrics).items() if isinstance(v, (int, float))})
+        for a in artifacts:
+            mlflow.log_artifact(str(a))
