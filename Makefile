@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-services test-ui ui ui-check plots-template study
+.PHONY: setup run test test-fast test-services test-ui ui ui-check plots-template study
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,8 +20,13 @@ setup: $(BIN)/.installed
 run: setup
 	$(BIN)/dvc repro
 
+# Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# The fast tier: every unit test, no end-to-end pipeline (under 2 minutes on 2 cores).
+test-fast: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not e2e"
 
 # The `services` tests: a real PostgreSQL + mlflow server (scripts/services.sh); CI runs them after `make test`.
 test-services: setup

@@ -153,6 +153,7 @@ def test_entry_point_commands_refuse_what_dvc_would_ignore(fake_dvc):
     assert p.returncode == 3 and calls == ["repro kernels"]
 
 
+@pytest.mark.e2e
 def test_mlflow_run_testset_end_to_end(tmp_path):
     """`mlflow run -e testset` in a scratch project: DVC runs data + testset, the launcher run is FINISHED."""
     work = tmp_path / "project"

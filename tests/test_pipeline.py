@@ -20,7 +20,7 @@ import yaml
 from conftest import LABELS, ROOT, TARBALL
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data beside the repo")
+pytestmark = [pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data beside the repo"), pytest.mark.e2e]
 
 TINY = {
     "data": {"path": str(TARBALL), "labels": str(LABELS), "black_positive": 60, "black_negative": 60,

@@ -107,6 +107,7 @@ def test_cache_key_changes_with_result_affecting_params_only():
     assert a == zoo.cache_key("md5", _params(workers=2).zoo, 1, "cpu")
     assert a != zoo.cache_key("md5", _params(epochs=2).zoo, 1, "cpu")
     assert a != zoo.cache_key("other", _params().zoo, 1, "cpu")
+    assert a != zoo.cache_key("md5", _params(path="single").zoo, 1, "cpu")  # paths differ in rounding
 
 
 def test_a_fixed_path_must_fit_the_data_order():
@@ -116,26 +117,25 @@ def test_a_fixed_path_must_fit_the_data_order():
         _params(path="shared_g2")
     with pytest.raises(ConfigError, match="zoo.path: must be 'single'"):
         _params(path="fastest")
+    with pytest.raises(ConfigError, match="zoo.path: 'auto' is no longer allowed: name the training path"):
+        _params(path="auto")  # timing may not choose the arithmetic
     assert _params(path="shared_g2", data_order="shared").zoo.path == "shared_g2"
 
 
-def test_auto_path_uses_the_calibrated_plan(monkeypatch, tmp_path):
-    """path: auto asks the calibration (cached per machine) and trains with what it chose."""
-    import zoofusion.calibrate as cal
-
-    seen = {}
-
-    def fake(device, data_order, cache_dir, **kw):
-        seen.update(kw, device=device, data_order=data_order)
-        return cal.Plan(path="single", workers=2, threads=1, data_order=data_order, model_images_per_s=123.0,
-                        rates={}, seconds=0.0, key={})
-
-    monkeypatch.setattr(cal, "calibrate", fake)
-    plan = zoo.choose_path(_params(path="auto", workers=2).zoo, "cpu", "local", tmp_path)
-    assert plan == {"path": "single", "workers": 2, "threads": 1, "model_images_per_s": 123.0}
-    assert seen["cores"] == 2 and seen["max_group_size"] == 2 and seen["data_order"] == "own"
-    zoo.choose_path(_params(path="auto").zoo, "cpu", "ray", tmp_path)
-    assert seen["cores"] == 1  # a Ray task is one CPU
+def test_spreading_never_changes_the_bytes(domain, tmp_path, monkeypatch):
+    """One worker or two, the same zoo to the byte: timing may spread the work, never change the arithmetic."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prepared").mkdir()
+    domain.rename(tmp_path / "prepared" / "black.npz")
+    assert zoo.spread(_params(workers=2).zoo) == {"path": "batched_g2", "workers": 2, "threads": 1}
+    out = {}
+    for workers in (1, 2):
+        zoo_stage.run("black", _params(workers=workers), prepared=tmp_path / "prepared", out_root=tmp_path / str(workers),
+                      cache_root=tmp_path / f"cache-{workers}", metrics_root=tmp_path / f"metrics-{workers}")
+        out[workers] = [(tmp_path / str(workers) / "black" / f).read_bytes() for f in ("weights.pt", "history.npz")]
+        out[workers].append((tmp_path / f"metrics-{workers}" / "zoo_black.json").read_bytes())
+    assert out[1] == out[2]
 
 
 def test_cache_key_changes_with_the_training_code():
@@ -178,6 +178,7 @@ def test_missing_domain_data_is_a_clear_error(tmp_path):
         zoo_stage.run("cat", _params(), prepared=tmp_path)
 
 
+@pytest.mark.e2e
 def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
     """The same tiny zoo through a local Ray instance and through local processes: identical weights."""
     pytest.importorskip("ray")

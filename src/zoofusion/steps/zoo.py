@@ -2,7 +2,7 @@
 
 Model k of domain d has seed `derive_seed(seed, "zoo", d, k)` (its init and its data order); all models of a
 domain share one train/val split of the domain's images. Shards of `zoo.shard_size` models are trained by
-`zoo.workers` processes on the path calibrated for this machine (`choose_path`); the models left after the last
+`zoo.workers` one-thread processes on the training path `zoo.path` (`spread`); the models left after the last
 whole round of shards are split evenly over `zoo.workers` smaller shards, so no worker idles at the end. A finished
 shard is kept in the cache folder, keyed by everything that changes its result — data, params, device and a
 fingerprint of the code that trains it — so an interrupted run restarts from the last finished shard, a finished
@@ -12,7 +12,6 @@ shard is never retrained, and changed code never reuses an old shard.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import json
 import logging
@@ -47,9 +46,9 @@ class ShardJob:
     split_seed: int
     device: str
     out: str
-    path: str = "batched_g8"  # how the shard trains (zoofusion.core.train.train_models); results equal up to rounding
-    data_order: str = "own"
-    first: int = 0  # the domain's index of the shard's first model
+    path: str  # how the shard trains (zoofusion.core.train.train_models): a param, since paths differ in rounding
+    data_order: str
+    first: int  # the domain's index of the shard's first model
 
 
 def model_seeds(seed: int, domain: str, n: int) -> list[int]:
@@ -63,18 +62,11 @@ def split_indices(n: int, val_fraction: float, split_seed: int) -> tuple[np.ndar
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
-def choose_path(z: ZooParams, device: str, backend: str, calibration: Path) -> dict:
-    """The training path: zoo.path when fixed, else the fastest on this machine (timed once, then cached)."""
-    if z.path != "auto":
-        return {"path": z.path, "workers": z.workers, "threads": 1 if z.workers > 1 else torch.get_num_threads(),
-                "model_images_per_s": 0.0}
-    from zoofusion.calibrate import calibrate
-
-    # Ray runs one shard per CPU: calibrate one process of one thread; locally up to zoo.workers processes
-    plan = calibrate(device, z.data_order, calibration, max_group_size=z.group_size, batch_size=z.batch_size,
-                     cores=1 if backend == "ray" else z.workers)
-    return {"path": plan.path, "workers": plan.workers, "threads": plan.threads,
-            "model_images_per_s": round(plan.model_images_per_s, 1)}
+def spread(z: ZooParams) -> dict:
+    """How the shards are spread: `zoo.workers` processes of one thread each (on Ray, a task per CPU). Spreading never
+    changes the arithmetic: a shard trains in one thread on the path `zoo.path` (a param, so it is in dvc.lock and
+    MLflow) whichever worker runs it, so the zoo's bytes depend on code, params and data alone."""
+    return {"path": z.path, "workers": z.workers, "threads": 1}
 
 
 def train_shard(job: ShardJob, data: dict[str, np.ndarray]) -> dict:
@@ -83,9 +75,14 @@ def train_shard(job: ShardJob, data: dict[str, np.ndarray]) -> dict:
 
     train_idx, val_idx = split_indices(len(data["labels"]), job.val_fraction, job.split_seed)
     t0 = time.perf_counter()
-    weights, history = train_models(data["images"], data["labels"], train_idx, val_idx, list(job.seeds),
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # threads per model change float rounding: one, wherever the shard runs
+    try:
+        weights, history = train_models(data["images"], data["labels"], train_idx, val_idx, list(job.seeds),
                                     path=job.path, data_order=job.data_order, epochs=job.epochs,
-                                    batch_size=job.batch_size, lr=job.lr, device=job.device)
+                                        batch_size=job.batch_size, lr=job.lr, device=job.device)
+    finally:
+        torch.set_num_threads(threads)
     return {"weights": {k: v.detach().cpu().contiguous() for k, v in weights.items()},
             "history": {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in history.items()},
             "seeds": torch.tensor(job.seeds, dtype=torch.int64), "seconds": time.perf_counter() - t0,
@@ -103,7 +100,7 @@ def load_shard(path: Path) -> dict:
 
 
 # The code that decides a shard's weights: the CNN, its training, seed derivation, and this stage (splits, seeds).
-# The training path is not in the key: every path trains the same models up to float rounding.
+# The training path is in the key: paths train the same models only up to float rounding.
 CODE = ("core/cnn.py", "core/train.py", "core/seeds.py", "steps/zoo.py")
 
 
@@ -111,7 +108,7 @@ def cache_key(data_md5: str, z: ZooParams, seed: int, device: str, code: str | N
     """Everything that changes a shard's trained weights (not workers, not logging), code included."""
     key = json.dumps({"data": data_md5, "epochs": z.epochs, "batch": z.batch_size, "lr": z.lr,
                       "val_fraction": z.val_fraction, "group": z.group_size, "shard": z.shard_size,
-                      "seed": seed, "device": device, "data_order": z.data_order,
+                      "seed": seed, "device": device, "data_order": z.data_order, "path": z.path,
                       "code": code or code_fingerprint(*CODE)}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
@@ -135,7 +132,7 @@ def shard_bounds(n_models: int, shard_size: int, group_size: int, workers: int) 
 
 
 def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path, device: str,
-                cache: Path, path: str = "batched_g8") -> list[ShardJob]:
+                cache: Path) -> list[ShardJob]:
     seeds = model_seeds(seed, domain, n_models)
     jobs = []
     for i, (start, stop) in enumerate(shard_bounds(n_models, z.shard_size, z.group_size, z.workers)):
@@ -144,7 +141,7 @@ def plan_shards(domain: str, n_models: int, z: ZooParams, seed: int, data: Path,
         name = f"shard_{start:05d}-{stop - 1:05d}.pt"
         jobs.append(ShardJob(domain, i, tuple(seeds[start:stop]), str(data), z.epochs, z.batch_size, z.lr,
                              z.group_size, z.val_fraction, derive_seed(seed, "zoo-split", domain), device,
-                             str(cache / name), path, z.data_order, start))
+                             str(cache / name), z.path, z.data_order, start))
     return jobs
 
 
@@ -173,7 +170,7 @@ def write_outputs(out: Path, weights: dict, history: dict, seeds: np.ndarray) ->
 
 
 def train_zoo(domain: str, z: ZooParams, seed: int, device: str, ex: ExecutorParams, data: Path, out: Path,
-              cache_root: Path, calibration: Path, on_shard: Callable[[ShardJob, dict], None]) -> dict:
+              cache_root: Path, on_shard: Callable[[ShardJob, dict], None]) -> dict:
     """Train (or take from the cache) every shard of one domain's zoo, write `out`, and return its summary.
 
     `on_shard(job, shard)` is called once per shard in order of completion (cached ones first), e.g. to log it.
@@ -185,9 +182,7 @@ def train_zoo(domain: str, z: ZooParams, seed: int, device: str, ex: ExecutorPar
     cache.mkdir(parents=True, exist_ok=True)
     jobs = plan_shards(domain, n_models, z, seed, data, device, cache)
     todo = [j for j in jobs if not Path(j.out).is_file()]
-    plan = choose_path(z, device, ex.backend, calibration) if todo else {
-        "path": "-", "workers": 0, "threads": 0, "model_images_per_s": 0.0}
-    todo = [dataclasses.replace(j, path=plan["path"]) for j in todo]
+    plan = spread(z)
     log.info("zoo %s: %d models in %d shards (%d cached, %d to train) on path %s, %d workers x %d threads", domain,
              n_models, len(jobs), len(jobs) - len(todo), len(todo), plan["path"], plan["workers"], plan["threads"])
     t_start = time.perf_counter()
@@ -205,8 +200,6 @@ def train_zoo(domain: str, z: ZooParams, seed: int, device: str, ex: ExecutorPar
     # Ctrl-C or a failed shard stops the queue and the workers; finished shards stay in the cache.
     shared = {k: v for k, v in load_npz(data).items() if k in ("images", "labels")}
     workers = plan["workers"] if device == "cpu" and ex.backend == "local" else 1
-    if workers == 1 and ex.backend == "local":
-        torch.set_num_threads(plan["threads"])
     t_train = time.perf_counter()
     for job, shard in zip(todo, run_tasks(train_shard, todo, workers, shared, backend=ex.backend,
                                           address=ex.address)):
@@ -224,8 +217,7 @@ def train_zoo(domain: str, z: ZooParams, seed: int, device: str, ex: ExecutorPar
         "wall_seconds": round(time.perf_counter() - t_start, 2),
         "train_seconds_summed_over_workers": round(train_seconds, 2),
         "cached_shards": len(jobs) - len(todo), "path": plan["path"], "workers": plan["workers"],
-        "calibrated_model_images_per_s": plan["model_images_per_s"],
-        # the stage's own rate, wall clock of this run's training, to hold against the calibrated one
+        # the stage's own rate, wall clock of this run's training
         "model_images_per_s": round(sum(len(j.seeds) for j in todo) * n_train * z.epochs / t_train, 1) if todo else 0.0,
         # per core: training seconds are summed over workers (and include shards trained by earlier runs)
         "model_images_per_second_per_core": round(n_models * n_train * z.epochs / max(train_seconds, 1e-9), 1),
