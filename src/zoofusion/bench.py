@@ -1,6 +1,7 @@
 """Benchmarks. ``python -m zoofusion.bench zoo ...`` times every zoo training path (one model at a time, batched
-grouped convolutions, shared-order groups; in one process or one process per core) and the path that the zoo
-stage's calibration (:mod:`zoofusion.calibrate`) picks on this machine. The study's whole chain is timed where it
+grouped convolutions, shared-order groups; in one process or one process per core) and the fastest on this machine
+(:mod:`zoofusion.calibrate`), as the `zoo.path` / `zoo.workers` to write in params.yaml: the pipeline never picks a
+path by timing, since paths differ in float rounding. The study's whole chain is timed where it
 runs, through DVC and MLflow (`make study`): every stage logs its own seconds to MLflow.
 
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
@@ -220,6 +221,7 @@ def run_zoo(args: argparse.Namespace) -> list[str]:
         f"chosen_path: {chosen} (path {plan.path}, {plan.workers} processes x {plan.threads} threads, "
         f"data_order {plan.data_order})",
         f"chosen_model_images_per_s: {rate:.0f}",
+        f"params_yaml: zoo.path: {plan.path}, zoo.workers: {plan.workers} (the pipeline trains one thread per worker)",
         f"speedup_chosen_over_single: {rate / single:.2f}",
         f"chosen_gflops: {gflops:.1f}",
         f"chosen_gflops_fraction_of_peak: {gflops / peak:.3f}",
