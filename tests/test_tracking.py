@@ -1,5 +1,6 @@
 import os
 
+import pytest
 import yaml
 
 from zoofusion import tracking
@@ -83,3 +84,42 @@ def test_runs_of_a_killed_stage_end_killed_not_running(tmp_path, monkeypatch):
     assert c.get_run(orphan).info.status == "KILLED"
     assert c.get_run(live).info.status == "RUNNING"  # its process is alive: not ours to end
     c.set_terminated(live)
+
+
+STAGE_THAT_IS_INTERRUPTED = """
+import os, signal, sys
+import mlflow
+from zoofusion.cli import stage_main
+from zoofusion.tracking import run_tags, setup_mlflow
+
+def run(args, params):
+    mlflow = setup_mlflow("zoo")
+    with mlflow.start_run(run_name="parent", tags=run_tags("zoo@black", [])) as parent:
+        with mlflow.start_run(run_name="nested", nested=True):
+            open(sys.argv[1], "w").close()
+            os.kill(os.getpid(), signal.SIG{sig})
+            signal.pause()
+
+stage_main("zoo@black", run, ["--params", sys.argv[2]], description="", on_interrupt="nothing kept")
+"""
+
+
+@pytest.mark.parametrize("sig", ["INT", "TERM"])
+def test_an_interrupted_stage_ends_every_run_killed(tmp_path, sig):
+    """Ctrl-C or `kill`: the parent and its nested run end KILLED (not FAILED, not RUNNING forever)."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from conftest import ROOT
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.run([sys.executable, "-c", STAGE_THAT_IS_INTERRUPTED.replace("{sig}", sig), str(tmp_path / "began"),
+                        str(ROOT / "params.yaml")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (tmp_path / "began").is_file(), p.stderr[-2000:]
+    assert p.returncode == 1 and p.stderr.strip().endswith("zoo@black: interrupted; nothing kept"), p.stderr[-2000:]
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["zoo"], output_format="list")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("nested", "KILLED"), ("parent", "KILLED")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Callable
 
 from zoofusion.config import ConfigError, Params, load_params
@@ -39,6 +40,10 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
     except (ConfigError, FileNotFoundError, *errors) as e:
         raise SystemExit(f"{name}: {e}") from None
     except KeyboardInterrupt:
+        if "mlflow" in sys.modules:  # runs it opened end KILLED, not RUNNING forever or FAILED
+            from zoofusion.tracking import end_runs_of_this_process
+
+            end_runs_of_this_process("KILLED")
         if on_interrupt is None:
             raise
         raise SystemExit(f"{name}: interrupted; {on_interrupt}") from None

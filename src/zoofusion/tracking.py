@@ -76,6 +76,33 @@ def end_orphan_runs(client, experiment_id: str) -> int:
     return n
 
 
+def end_runs_of_this_process(status: str = "KILLED") -> int:
+    """End as `status` every run this process opened that is still RUNNING, or that an interrupt unwinding through
+    `with mlflow.start_run()` just ended FAILED, and their child runs (Ctrl-C or SIGTERM: the run was killed, it
+    did not fail). Returns how many runs it ended."""
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run(status)
+    client = mlflow.MlflowClient()
+    exps = [e.experiment_id for e in client.search_experiments()]
+    mine = f"tags.`zoofusion.host` = '{socket.gethostname()}' and tags.`zoofusion.pid` = '{os.getpid()}'"
+    todo = [r for st in ("RUNNING", "FAILED", "KILLED")
+            for r in client.search_runs(exps, f"{mine} and attributes.status = '{st}'", max_results=5000)] if exps else []
+    seen, n = set(), 0
+    while todo:
+        r = todo.pop()
+        if r.info.run_id in seen:
+            continue
+        seen.add(r.info.run_id)
+        if r.info.status != status:
+            client.set_terminated(r.info.run_id, status)
+            n += 1
+        todo += [c for st in ("RUNNING", "FAILED") for c in client.search_runs(
+            exps, f"tags.`mlflow.parentRunId` = '{r.info.run_id}' and attributes.status = '{st}'", max_results=5000)]
+    return n
+
+
 def git_commit(root: Path) -> tuple[str, bool]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
