@@ -297,23 +297,31 @@ def generate_step(variant: str, params: Params, device: str, run: Run) -> dict:
 
 def evaluate_step(params: Params, data_dir: Path, run: Run) -> dict:
     """The evaluate stage's protocol and verdict on every kind (equal budgets), without its figures and runs."""
+    from zoofusion.core.candidates import kinds_of
     from zoofusion.render.tables import METHOD_TITLES
-    from zoofusion.stages.evaluate import headline, kinds_table, score_all, select, verdict, verdict_summary
+    from zoofusion.steps.candidates import build_pool
+    from zoofusion.steps.evaluate import headline, kinds_table, select, verdict, verdict_summary
+    from zoofusion.steps.scores import score
 
     e = params.evaluate
+    kinds = kinds_of(VARIANTS)
     t0 = time.perf_counter()
-    generated = {v: torch.load(run.out / "generated" / v / "models.pt", weights_only=True) for v in VARIANTS}
-    kernels = {d: torch.load(run.out / "kernels" / "raw" / f"{d}.pt", weights_only=True) for d in DOMAINS}
+    folder = run.out / "evaluate"
+    pool = build_pool({v: run.out / "generated" / v / "models.pt" for v in VARIANTS},
+                      {d: run.out / "kernels" / "raw" / f"{d}.pt" for d in DOMAINS}, folder / "candidates.pt",
+                      e.budget, params.seed)
+    t_pool = time.perf_counter() - t0
     val, test = load_npz(data_dir / "val.npz"), load_npz(data_dir / "test.npz")
-    _, _, rows, t_feat = score_all(params, generated, kernels, val, test)
+    rows, seconds = score(pool, data_dir / "val.npz", data_dir / "test.npz", folder / "scores.npz",
+                          folder / "candidates.csv", e.clustering, params.seed, e.feature_batch,
+                          params.data.dark_luminance, e.workers, params.executor.backend, params.executor.address)
+    t_feat = t_pool + seconds["features"]
     t_protocol = time.perf_counter() - t0
-    by_kind = select(rows, e.select_metric, e.n_selected)
+    by_kind = select(rows, e.select_metric, e.n_selected, kinds)
     comparisons = verdict(rows, test["labels"], e.n_boot, params.seed)
     t_boot = time.perf_counter() - t0 - t_protocol
     summary = verdict_summary(rows, by_kind, comparisons, e.n_boot)
-    best = headline(rows, [r for group in by_kind.values() for r in group], e.select_metric)
-    folder = run.out / "evaluate"
-    folder.mkdir(parents=True, exist_ok=True)
+    best = headline(rows, [r for group in by_kind.values() for r in group], e.select_metric, kinds)
     (folder / "verdict.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "headline.json").write_text(json.dumps(best, indent=2) + "\n")
     counts = Counter(r["kind"] for r in rows)
@@ -328,7 +336,7 @@ def evaluate_step(params: Params, data_dir: Path, run: Run) -> dict:
         figures[f"best_on_val_test_accuracy_{method}"] = ", ".join(
             f"{kind} {best[kind][method]['best_on_val_test_accuracy']}" for kind in counts)
     method_of = {title: m for m, title in METHOD_TITLES.items()}
-    for row in kinds_table(rows):
+    for row in kinds_table(rows, kinds):
         method = method_of[row["Clustering"]]
         figures[f"kind_{method}_{row['Metric']}_{row['Kind']}"] = (
             f"mean {row['Mean']}, median {row['Median']}, best-on-val {row['Its test value']} "

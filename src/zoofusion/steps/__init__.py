@@ -1,0 +1,1 @@
+"""One plain function per stage: explicit paths and typed params in; reads, calls core, writes atomically; knows nothing of DVC or MLflow."""
