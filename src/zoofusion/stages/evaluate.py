@@ -1,25 +1,13 @@
 """Stage `evaluate`: do generated models separate black cats? The study's protocol, with baselines.
 
-Every candidate (each generated model and each baseline) turns the val and test images into features
-(400-d conv outputs; raw pixels for the pixel baseline), then `core.protocol.evaluate_features` runs the protocol:
-standardise -> one UMAP over val+test (labels unused) -> KMeans / DBSCAN on each split, and a One-class SVM
-fitted on the val black cats. Metrics are the study's (see `core/metrics.py`), keyed `<split>/<method>/<metric>`.
-
-Honest selection: generated models are ranked on val only (`evaluate.select_metric`); the numbers reported
-for the selected ones, and for every baseline's best-on-val model, come from test.
-
-Generated models of every translation variant (data/generated/<variant>/, kinds `generated-study`,
-`generated-aligned`; ids `<variant>/<source>`), each kind with the same budget `evaluate.budget` and the same
-source models. Baselines, through the identical protocol: `random` (PyTorch default init, untrained), `zoo-A` /
-`zoo-B` (source zoo kernels untranslated, data/kernels/raw), `average` (element-wise mean of a black-zoo and a
-cat-zoo model), `aligned` (the same, channels matched first), `concat`, `pixels`, `darkness`. The verdict compares
-every generated kind with every baseline kind, and the variants with each other.
-
-The steps, in order: the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), their scores
-(steps/scores.py -> data/evaluate/scores.npz, candidates.csv), selection and verdict (steps/evaluate.py ->
-data/evaluate/verdict.json, selected.json), and the rendering (reports/tables/, reports/figures/,
-metrics/evaluate.json). Here: MLflow experiment `generated-models`, a parent run per evaluation and one child run
-per candidate; the selected models as registered pyfunc models.
+Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`) and the baselines (random,
+zoo-A, zoo-B, average, aligned, concat, pixels, darkness), each kind with the budget `evaluate.budget`, through
+the identical protocol; selection on val only (`evaluate.select_metric`), numbers from test. The steps, in order:
+the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the protocol's scores (steps/scores.py ->
+data/evaluate/scores.npz, candidates.csv), selection and verdict (steps/evaluate.py `judge` -> verdict.json,
+selected.json), and rendering (`render` -> reports/tables/, reports/figures/, metrics/evaluate.json).
+Here: the MLflow experiment `generated-models`, a parent run per evaluation and a child run per candidate, and the
+selected models as registered pyfunc models (alias `champion`: the first selected).
 """
 
 from __future__ import annotations
