@@ -80,3 +80,27 @@ def test_merges_and_features_match_their_definitions():
                                atol=1e-5)
     assert feats["pixels"].shape == (5, 3072)
     np.testing.assert_allclose(feats["darkness"][:, 0], darkness(images, 70))
+
+
+def test_pack_unpack_keeps_every_candidate_and_refuses_a_partial_pack():
+    import pytest
+
+    from zoofusion.core.candidates import pack, unpack
+
+    kernels = {"black": _zoo(3, 0), "cat": _zoo(2, 100)}
+    cands = all_candidates({"study": _generated(4)}, kernels, budget=2, seed=1)
+    d = pack(cands)
+    # one stacked row per CNN: concat holds two, pixels and darkness none
+    n_rows = sum((c.weights is not None) + (c.weights2 is not None) for c in cands)
+    assert d["conv1.weight"].shape == (n_rows, 6, 3, 5, 5) and d["conv2.bias"].dtype == torch.float32
+    back = unpack(d)
+    assert [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in back] == \
+           [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in cands]
+    for a, b in zip(cands, back):
+        for attr in ("weights", "weights2"):
+            wa, wb = getattr(a, attr), getattr(b, attr)
+            assert (wa is None) == (wb is None)
+            assert wa is None or all(torch.equal(wa[k], wb[k]) for k in CONV_KEYS)
+    assert [c.seed >= 0 for c in back] == [c.kind == "random" for c in back]
+    with pytest.raises(ValueError, match=r"lack \['weights2'\]"):
+        unpack({k: v for k, v in d.items() if k != "weights2"})

@@ -90,6 +90,8 @@ def test_code_deps_are_exactly_the_imported_modules(name):
     assert not missing, f"{name}: imports code that dvc.yaml does not list as a dep: {missing}"
     unused = [d for d in deps if not any(covered(f, [d]) for f in used)]
     assert not unused, f"{name}: declares code deps it never imports: {unused}"
+    # steps are listed file by file: a stage must not go stale when another stage's step changes
+    assert "src/zoofusion/steps" not in [d.rstrip("/") for d in deps], f"{name}: list its steps/*.py, not the folder"
 
 
 @pytest.mark.parametrize("name", list(stages()))

@@ -1,6 +1,6 @@
-from zoofusion.core.candidates import rank
+from zoofusion.core.candidates import kinds_of, rank
 from zoofusion.render.tables import write_table
-from zoofusion.stages.evaluate import baseline_table, study_table
+from zoofusion.steps.evaluate import baseline_table, study_table
 
 
 def _row(cid, kind, val_acc, test_acc, dom="A"):
@@ -24,7 +24,7 @@ def test_selection_uses_val_and_tables_report_test():
     assert [r["Model"] for r in t] == ["2/B", "1/A"]  # the study's table: sorted by test accuracy
     assert t[0]["Generated Filter Domain"] == "A (from B)" and t[1]["Selected on val"] == "yes"
     assert list(t[0])[:7] == ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
-    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, "val/kmeans/accuracy")}
+    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, "val/kmeans/accuracy", kinds_of(("study",)))}
     g = b[("generated-study", "KMeans")]
     # best on val is 1/A, so its TEST score (0.6) is reported, not the best test score (0.95)
     assert g["Best on val"] == "1/A" and g["Its test accuracy"] == 0.6 and g["Test accuracy max"] == 0.95

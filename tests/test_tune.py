@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +20,16 @@ import pytest
 import torch
 import yaml
 
+import zoofusion
 from zoofusion.core import protocol as cluster
 from zoofusion import tuning
-from zoofusion.stages import tune
 from zoofusion.core.protocol import evaluate_features
 from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams, parse_params
 from zoofusion.core.metrics import METRIC_KEYS
 from zoofusion.tuning import Study, TuneError
 from zoofusion.core.seeds import derive_seed
 from zoofusion.io import save_npz
+from zoofusion.steps.candidates import build_pool
 
 N_POS, N_NEG = 20, 40
 N_VAL = N_POS + N_NEG
@@ -249,12 +254,12 @@ def test_tuned_evaluation_runs_evaluates_protocol_with_the_given_params(val_data
     xt, yt = blobs(2)
     params = Params(seed=11)
     u = tuning.untuned(params.evaluate.clustering, "kmeans")
-    got = tuning.tuned_evaluation(params, {"params": u, "value": 0.5}, "kmeans", xv, yv, xt, yt)
+    got = tuning.tuned_evaluation(params.evaluate.clustering, 11, {"params": u, "value": 0.5}, "kmeans", xv, yv, xt, yt)
     c = params.evaluate.clustering
     want = evaluate_features(xv, yv, xt, yt, **c.umap_kwargs(), p=c.method_params(),
                              seed=derive_seed(11, "evaluate")).metrics
     assert got == {k: v for k, v in want.items() if "/kmeans/" in k}  # untuned params reproduce evaluate
-    k3 = tuning.tuned_evaluation(params, {**u, "kmeans_k": 3}, "kmeans", xv, yv, xt, yt)
+    k3 = tuning.tuned_evaluation(params.evaluate.clustering, 11, {**u, "kmeans_k": 3}, "kmeans", xv, yv, xt, yt)
     assert k3["val/kmeans/n_clusters"] == 3 and k3["test/kmeans/n_clusters"] == 3
 
 
@@ -273,7 +278,8 @@ def _stack(ws: list[dict]) -> dict[str, torch.Tensor]:
 
 
 def make_project(root: Path, storage: str) -> Path:
-    """Inputs the tune stage reads (generated models, kernels, val, evaluate's outputs) and NO test split."""
+    """Inputs the tune stage reads (val, evaluate's outputs: the saved candidate pool, candidates.csv,
+    selected.json) and NO test split, generated models or kernels (the pool is built from them, then they go)."""
     (root / "dvc.yaml").write_text("stages: {}\n")
     for d in ("data/generated/study", "data/generated/aligned", "data/kernels/raw", "data/prepared", "data/evaluate"):
         (root / d).mkdir(parents=True)
@@ -282,6 +288,11 @@ def make_project(root: Path, storage: str) -> Path:
                     "source_domain": torch.tensor([0, 1]), "ids": ["0/A", "0/B"]}, root / f"data/generated/{v}/models.pt")
     for i, d in enumerate(("black", "cat")):
         torch.save({**_stack([_conv(10 + i)]), "model_index": torch.tensor([0])}, root / f"data/kernels/raw/{d}.pt")
+    build_pool({v: root / f"data/generated/{v}/models.pt" for v in ("study", "aligned")},
+               {d: root / f"data/kernels/raw/{d}.pt" for d in ("black", "cat")}, root / "data/evaluate/candidates.pt",
+               0, 7)
+    shutil.rmtree(root / "data/generated")
+    shutil.rmtree(root / "data/kernels")
     r = np.random.default_rng(0)
     labels = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
     images = r.integers(0, 256, size=(N_VAL, 32, 32, 3)).astype(np.uint8)
@@ -312,8 +323,11 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = make_project(tmp_path, "sqlite:///optuna.db")  # relative to the cwd
-    tune.main(["--params", str(params)])
-    assert not (tmp_path / "data/testset").exists()
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.tune", "--params", str(params)], cwd=tmp_path,
+                       capture_output=True, text=True,  # this checkout's code, whatever the cwd
+                       env={**os.environ, "PYTHONPATH": str(Path(zoofusion.__file__).parents[1])})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "data/testset").exists() and not (tmp_path / "data/generated").exists()
 
     best = json.loads((tmp_path / "data/tune/best_params.json").read_text())
     assert best["objective"] == "balanced_accuracy" and best["n_trials"] == 2  # the default objective

@@ -1,7 +1,7 @@
 """Tuning the clustering protocol on val only: the search space, the val objective, and Optuna studies.
 
 Shared by the `tune` stage (searches on val) and the `tuned` stage (scores the best params on test). See
-`zoofusion.stages.tune` for the honesty rules; nothing here reads the test split unless handed it.
+`zoofusion.steps.tune` for the honesty rules; nothing here reads the test split unless handed it.
 
 Search space (:func:`suggest`): standardize (true|false), UMAP n_neighbors (int 5..50, capped at n_val - 1),
 min_dist (0..0.99), n_components (int 2..10); KMeans k (2|3); DBSCAN eps (0.1..5, log), min_samples (int 2..15);
@@ -11,24 +11,19 @@ the SVM kernel stay as in `evaluate.clustering`.
 
 from __future__ import annotations
 
-import csv
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
 
-from zoofusion.config import METHODS, VARIANTS, ClusteringParams, ConfigError, Params, TuneParams
+from zoofusion.config import METHODS, ClusteringParams, ConfigError, TuneParams
 from zoofusion.console import progress
 from zoofusion.core.seeds import derive_seed, rng
 from zoofusion.executor import run_tasks
 
-GENERATED = Path("data/generated")  # <variant>/models.pt for every translation variant
-KERNELS = Path("data/kernels/raw")
-VAL = Path("data/prepared/val.npz")
-EVALUATED = Path("data/evaluate")
 OBJECTIVES = get_args(TuneParams.model_fields["objective"].annotation)  # all higher-is-better: studies maximise
 
 # Search space bounds (inclusive).
@@ -376,10 +371,12 @@ def tune_all(studies: Sequence[Study], feats: dict[str, np.ndarray], y_val: np.n
 
 # --- the protocol with tuned params (for the report) -----------------------------------------------------------
 
-def tuned_evaluation(params: Params, best_params_for_method: dict[str, Any], method: str, feats_val: np.ndarray,
-                     y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+def tuned_evaluation(base: ClusteringParams, seed: int, best_params_for_method: dict[str, Any], method: str,
+                     feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray,
+                     y_test: np.ndarray) -> dict[str, float]:
     """The full protocol (UMAP on val ∪ test, as evaluate runs it, with evaluate's seed) for one method with
-    tuned params; returns `<split>/<method>/<metric>` for val and test.
+    tuned params (the rest from `base`, evaluate's clustering; `seed` the params.yaml seed); returns
+    `<split>/<method>/<metric>` for val and test.
 
     `best_params_for_method` is an entry of best_params.json (e.g. `["methods"]["kmeans"]["candidates"][id]`) or its
     `params`. With :func:`untuned` params it reproduces evaluate's numbers, so tuned and untuned test scores
@@ -388,39 +385,7 @@ def tuned_evaluation(params: Params, best_params_for_method: dict[str, Any], met
     from zoofusion.core.protocol import evaluate_features
 
     tuned = best_params_for_method.get("params", best_params_for_method)
-    c = apply_tuned(params.evaluate.clustering, tuned, method)
+    c = apply_tuned(base, tuned, method)
     ev = evaluate_features(feats_val, y_val, feats_test, y_test, **c.umap_kwargs(), p=c.method_params(),
-                           seed=derive_seed(params.seed, "evaluate"), methods=(method,))
+                           seed=derive_seed(seed, "evaluate"), methods=(method,))
     return ev.metrics
-
-
-def read_candidates(path: Path) -> list[dict]:
-    """Rows of evaluate's candidates.csv as evaluate.rank expects them: id, kind, metrics."""
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fixed = {"id", "kind", "source_domain", "source_index"}
-        return [{"id": r["id"], "kind": r["kind"],
-                 "metrics": {k: float(v) for k, v in r.items() if k not in fixed}} for r in reader]
-
-
-def candidate_features(params: Params, ids: Iterable[str], images: np.ndarray) -> dict[str, np.ndarray]:
-    """Rebuild the named candidates as evaluate does and compute their features on `images` (val)."""
-    import torch
-
-    from zoofusion.core.cnn import preprocess
-    from zoofusion.core.candidates import all_candidates, compute_features
-
-    kernels = {d: torch.load(KERNELS / f"{d}.pt", weights_only=True) for d in ("black", "cat")}
-    generated = {v: torch.load(GENERATED / v / "models.pt", weights_only=True) for v in VARIANTS}
-    e = params.evaluate
-    pool = {c.id: c for c in all_candidates(generated, kernels, e.budget, params.seed)}
-    want = list(dict.fromkeys(ids))
-    missing = [i for i in want if i not in pool]
-    if missing:
-        raise TuneError(f"candidate(s) {missing} of {EVALUATED / 'candidates.csv'} cannot be rebuilt from the "
-                        "current generated models and params; rerun `dvc repro evaluate`")
-    cands = [pool[i] for i in want]
-    feats = compute_features(cands, preprocess(images), e.feature_batch, params.data.dark_luminance)
-    return {c.id: f for c, f in zip(cands, feats)}
-
-

@@ -44,6 +44,7 @@ class Candidate:
     weights: dict[str, torch.Tensor] | None = None  # conv tensors of one model; None = not a CNN
     weights2: dict[str, torch.Tensor] | None = None  # a second model whose features are concatenated (`concat`)
     extra: dict = field(default_factory=dict)
+    seed: int = -1  # the init seed of a `random` candidate; -1 for the others
 
 
 def budget_of(n_generated: int, budget: int) -> int:
@@ -100,7 +101,8 @@ def baseline_candidates(kernels: dict[str, dict], k: int, seed: int) -> list[Can
     out = []
     for j in range(k):
         w = init_weights(derive_seed(seed, "baseline-random", j))
-        out.append(Candidate(f"random-{j}", "random", weights={key: w[key] for key in CONV_KEYS}))
+        out.append(Candidate(f"random-{j}", "random", weights={key: w[key] for key in CONV_KEYS},
+                             seed=derive_seed(seed, "baseline-random", j)))
     black, cat = kernels["black"], kernels["cat"]
     na, nb = len(black["model_index"]), len(cat["model_index"])
     for d, letter, m in ((black, "A", na), (cat, "B", nb)):
@@ -120,6 +122,45 @@ def baseline_candidates(kernels: dict[str, dict], k: int, seed: int) -> list[Can
     out.append(Candidate("pixels", "pixels"))
     out.append(Candidate("darkness", "darkness"))
     return out
+
+
+def pack(cands: list[Candidate]) -> dict:
+    """The candidates as plain tensors and lists (what `torch.load(weights_only=True)` reads back): metadata per
+    candidate, and the conv tensors of every CNN stacked once (`weights` / `weights2`: a candidate's row, -1 for
+    none). Float32 conv weights only, so the pool stays small whatever the number of images."""
+    rows: list[dict[str, torch.Tensor]] = []
+
+    def row(w: dict[str, torch.Tensor] | None) -> int:
+        if w is None:
+            return -1
+        rows.append(w)
+        return len(rows) - 1
+
+    weights = [row(c.weights) for c in cands]
+    weights2 = [row(c.weights2) for c in cands]
+    conv = {k: (torch.stack([w[k] for w in rows]).to(torch.float32).contiguous() if rows
+                else torch.empty(0)) for k in CONV_KEYS}
+    return {"ids": [c.id for c in cands], "kinds": [c.kind for c in cands],
+            "source_domain": [c.source_domain for c in cands],
+            "source_index": torch.tensor([c.source_index for c in cands], dtype=torch.int64),
+            "seed": torch.tensor([c.seed for c in cands], dtype=torch.int64),
+            "weights": torch.tensor(weights, dtype=torch.int64), "weights2": torch.tensor(weights2, dtype=torch.int64),
+            **conv}
+
+
+def unpack(d: dict) -> list[Candidate]:
+    """The candidates :func:`pack` packed (their conv tensors are rows of the packed stacks)."""
+    missing = [k for k in ("ids", "kinds", "source_domain", "source_index", "seed", "weights", "weights2", *CONV_KEYS)
+               if k not in d]
+    if missing:
+        raise ValueError(f"packed candidates lack {missing}; rebuild them (`dvc repro evaluate`)")
+
+    def conv(r: int) -> dict[str, torch.Tensor] | None:
+        return None if r < 0 else {k: d[k][r] for k in CONV_KEYS}
+
+    return [Candidate(cid, kind, dom, int(si), conv(int(w)), conv(int(w2)), seed=int(s))
+            for cid, kind, dom, si, s, w, w2 in zip(d["ids"], d["kinds"], d["source_domain"], d["source_index"],
+                                                    d["seed"], d["weights"], d["weights2"])]
 
 
 def compute_features(cands: list[Candidate], x: torch.Tensor, batch: int,

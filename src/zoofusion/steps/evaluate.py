@@ -1,0 +1,270 @@
+"""Steps `verdict` and `render` of evaluate: selection on val, the verdict on test, tables and figures.
+
+`judge` reads the per-candidate metrics and per-image scores `steps.scores` saved, picks each generated kind's
+top models on val, compares every generated kind with every other kind (paired bootstrap intervals,
+`core.verdict`), and writes verdict.json and selected.json. `render` writes the study's tables per variant, the
+baselines and kinds tables, the verdict table, the figures of the selected models, and the headline metrics file.
+Knows nothing of DVC or MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zoofusion.config import METHODS, METRICS, EvaluateParams
+from zoofusion.core.candidates import Candidate, generated_kind, is_generated, rank, target_domain
+from zoofusion.core.seeds import derive_seed
+from zoofusion.core.verdict import VERDICT_METRIC, Comparison, answer, compare, sentence
+from zoofusion.io import atomic_dir, atomic_path, load_npz, write_json
+from zoofusion.render.figures import kinds_boxplot
+from zoofusion.render.kernel_grid import save_figure
+from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe, write_table
+from zoofusion.steps.candidates import features
+from zoofusion.steps.scores import load_scores
+
+STUDY_COLUMNS = ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
+
+
+# --- tables and summaries (pure) -------------------------------------------------------------------------------
+
+def study_table(rows: list[dict], method: str, selected: set[str]) -> list[dict]:
+    """The study's table for one method on test: generated models sorted by test accuracy (as published),
+    plus the val accuracy used for selection and whether the model was selected on val."""
+    out = []
+    for r in rank(rows, f"test/{method}/accuracy"):
+        m = r["metrics"]
+        out.append({"Model": r["id"], "Generated Filter Domain": f"{target_domain(r['source_domain'])} "
+                    f"(from {r['source_domain']})",
+                    **{k.capitalize(): round(m[f"test/{method}/{k}"], 4) for k in METRICS},
+                    "Val Accuracy": round(m[f"val/{method}/accuracy"], 4),
+                    "Selected on val": "yes" if r["id"] in selected else ""})
+    return out
+
+
+def baseline_table(rows: list[dict], select_metric: str, kinds: Sequence[str]) -> list[dict]:
+    """Per kind and method: test accuracy distribution, and the test score of the best-on-val model."""
+    out = []
+    for kind in kinds:
+        group = [r for r in rows if r["kind"] == kind]
+        if not group:
+            continue
+        for method in METHODS:
+            acc = np.array([r["metrics"][f"test/{method}/accuracy"] for r in group])
+            best = rank(group, f"val/{method}/{select_metric.split('/')[2]}")[0]
+            out.append({"Method": kind, "Clustering": METHOD_TITLES[method], "Models": len(group),
+                        "Test accuracy mean": round(float(acc.mean()), 4), "Test accuracy std": round(float(acc.std()), 4),
+                        "Test accuracy max": round(float(acc.max()), 4), "Best on val": best["id"],
+                        "Its test accuracy": round(best["metrics"][f"test/{method}/accuracy"], 4),
+                        "Its test recall": round(best["metrics"][f"test/{method}/recall"], 4),
+                        "Its test purity": round(best["metrics"][f"test/{method}/purity"], 4)})
+    return out
+
+
+def kinds_table(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
+    """Per kind and method, the prevalence-free verdict metric on test: how many candidates (the budget), the
+    distribution (mean, median, quartiles, spread), and the test value of the kind's best-on-val candidate."""
+    out = []
+    for method in METHODS:
+        key = VERDICT_METRIC[method]
+        for kind in kinds:
+            group = [r for r in rows if r["kind"] == kind]
+            if not group:
+                continue
+            v = np.array([r["metrics"][f"test/{method}/{key}"] for r in group], dtype=float)
+            best = rank(group, f"val/{method}/{key}")[0]
+            ba = np.array([r["metrics"][f"test/{method}/balanced_accuracy"] for r in group], dtype=float)
+            out.append({"Clustering": METHOD_TITLES[method], "Metric": key, "Kind": kind, "Candidates": len(group),
+                        "Mean": round(float(np.nanmean(v)), 4), "Median": round(float(np.nanmedian(v)), 4),
+                        "Q1": round(float(np.nanquantile(v, 0.25)), 4), "Q3": round(float(np.nanquantile(v, 0.75)), 4),
+                        "Std": round(float(np.nanstd(v)), 4), "Best on val": best["id"],
+                        "Its test value": round(float(best["metrics"][f"test/{method}/{key}"]), 4),
+                        "Balanced accuracy mean": round(float(np.nanmean(ba)), 4)})
+    return out
+
+
+def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int) -> list[Comparison]:
+    """Each generated kind vs each baseline kind (and the variants vs each other), per method, with paired
+    bootstrap intervals (see core/verdict.py)."""
+    ids, kinds = [r["id"] for r in rows], [r["kind"] for r in rows]
+    out = []
+    for method in METHODS:
+        key = VERDICT_METRIC[method]
+        val = np.array([r["metrics"][f"val/{method}/{key}"] for r in rows], dtype=float)
+        # continuous black-cat scores where the method has one, the test clustering for DBSCAN (ARI)
+        source = "scores" if key == "auroc" else "clusters"
+        arrays = np.stack([np.asarray(r[source][f"test/{method}"], dtype=float) for r in rows])
+        out += compare(method, y_test, kinds, ids, np.nan_to_num(val, nan=-np.inf), arrays, n_boot,
+                       derive_seed(seed, "bootstrap", method))
+    return out
+
+
+def nobody_finds_black_cats(rows: list[dict]) -> bool:
+    """True when no candidate's clustering or SVM calls any test black cat a black cat (recall 0 everywhere)."""
+    return all(r["metrics"][f"test/{m}/recall"] == 0 for r in rows for m in METHODS)
+
+
+def headline(rows: list[dict], selected: list[dict], select_metric: str, kinds: Sequence[str]) -> dict:
+    """metrics/evaluate.json: test scores of the best-on-val model of each kind, and means."""
+    out: dict = {"n_generated": sum(is_generated(r["kind"]) for r in rows), "select_metric": select_metric}
+    crit = select_metric.split("/")[2]
+    for kind in kinds:
+        group = [r for r in rows if r["kind"] == kind]
+        if not group:
+            continue
+        d: dict = {}
+        for method in METHODS:
+            best = rank(group, f"val/{method}/{crit}")[0]
+            d[method] = {"best_on_val_test_accuracy": round(best["metrics"][f"test/{method}/accuracy"], 4),
+                         "mean_test_accuracy": round(float(np.mean([r["metrics"][f"test/{method}/accuracy"]
+                                                                     for r in group])), 4)}
+        out[kind] = d
+    out["selected"] = [{"id": r["id"], "kind": r["kind"], **{k: round(v, 4) for k, v in r["metrics"].items() if k.startswith("test/")
+                                          and k.endswith(("accuracy", "recall", "precision"))}} for r in selected]
+    return out
+
+
+def select(rows: list[dict], select_metric: str, n: int, kinds: Sequence[str]) -> dict[str, list[dict]]:
+    """Per generated kind, its top `n` models on val."""
+    return {kind: rank([r for r in rows if r["kind"] == kind], select_metric)[:n]
+            for kind in kinds if is_generated(kind) and any(r["kind"] == kind for r in rows)}
+
+
+def verdict_summary(rows: list[dict], by_kind: dict[str, list[dict]], comparisons: list[Comparison],
+                    n_boot: int) -> dict:
+    """The verdict as metrics/evaluate.json and data/evaluate/verdict.json hold it: the sentence, the answers
+    (each generated kind vs random and vs the aligned merge) and every comparison with its intervals."""
+    return {"metric": VERDICT_METRIC, "n_boot": n_boot, "level": 0.95,
+            "no_method_finds_black_cats": nobody_finds_black_cats(rows),
+            "sentence": sentence(comparisons, KIND_NAMES),
+            "answers": {f"{gk}-vs-{kind}": answer(comparisons, gk, kind, KIND_NAMES)
+                        for gk in by_kind for kind in ("random", "aligned")},
+            "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()}
+                            for c in comparisons]}
+
+
+# --- the verdict step ------------------------------------------------------------------------------------------
+
+@dataclass
+class Judged:
+    rows: list[dict]  # steps.scores.load_scores
+    by_kind: dict[str, list[dict]]  # each generated kind's models selected on val
+    comparisons: list[Comparison]
+    summary: dict  # verdict_summary
+    seconds: float  # the bootstrap
+
+    @property
+    def selected(self) -> list[dict]:
+        return [r for group in self.by_kind.values() for r in group]
+
+
+def judge(scores: Path, test: Path, out_verdict: Path, out_selected: Path, e: EvaluateParams, seed: int,
+          kinds: Sequence[str]) -> Judged:
+    """Selection on val and the verdict on test from saved scores; writes verdict.json and selected.json."""
+    rows = load_scores(scores)
+    by_kind = select(rows, e.select_metric, e.n_selected, kinds)
+    t0 = time.perf_counter()
+    comparisons = verdict(rows, load_npz(test)["labels"], e.n_boot, seed)
+    j = Judged(rows, by_kind, comparisons, verdict_summary(rows, by_kind, comparisons, e.n_boot),
+               time.perf_counter() - t0)
+    with atomic_path(out_selected) as tmp:
+        tmp.write_text(json.dumps({"select_metric": e.select_metric, "selected": [r["id"] for r in j.selected],
+                                   "by_kind": {kind: [r["id"] for r in group] for kind, group in by_kind.items()}},
+                                  indent=2) + "\n")
+    with atomic_path(out_verdict) as tmp:
+        tmp.write_text(json.dumps(j.summary, indent=2) + "\n")
+    return j
+
+
+# --- the render step -------------------------------------------------------------------------------------------
+
+def figures_for(r: dict, cand: Candidate, source_w: torch.Tensor | None, feats_test: np.ndarray,
+                y_test: np.ndarray, folder: Path, seed: int) -> list[Path]:
+    from zoofusion.render.figures import cosine_heatmap, tsne_scatter, umap_scatter
+    from zoofusion.render.kernel_grid import kernel_grid_figure
+
+    name = safe(r["id"])
+    paths = []
+    if cand.weights is not None:
+        panels = {}
+        if source_w is not None:
+            panels[f"source {cand.source_index}/{cand.source_domain} conv1"] = source_w
+        panels[f"{r['id']} conv1"] = cand.weights["conv1.weight"]
+        paths.append(save_figure(kernel_grid_figure(panels, title=f"{r['id']}: kernels"), folder / f"{name}_kernels.png"))
+    paths.append(save_figure(cosine_heatmap(feats_test, y_test, f"{r['id']}: cosine similarity of test features"),
+                             folder / f"{name}_cosine.png"))
+    paths.append(save_figure(umap_scatter(r["emb_test"], y_test, r["clusters"]["test/kmeans"],
+                                          f"{r['id']}: UMAP of test (true label | KMeans cluster)"),
+                             folder / f"{name}_umap.png"))
+    paths.append(save_figure(tsne_scatter(feats_test, y_test, derive_seed(seed, "tsne"), f"{r['id']}: t-SNE of test"),
+                             folder / f"{name}_tsne.png"))
+    return paths
+
+
+def source_conv1(cand: Candidate, sources: Mapping[str, Mapping[str, dict]]) -> torch.Tensor | None:
+    """The conv1 kernels of the zoo model a generated candidate was translated from (None for the others)."""
+    if not is_generated(cand.kind):
+        return None
+    src = sources[cand.kind][cand.source_domain]
+    pos = int(np.flatnonzero(src["model_index"].numpy() == cand.source_index)[0])
+    return src["conv1.weight"][pos]
+
+
+def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, Mapping[str, Path]],
+           tables: Path, figures: Path, metrics_file: Path, e: EvaluateParams, seed: int, dark_luminance: int,
+           variants: Sequence[str], kinds: Sequence[str], seconds: Mapping[str, float]
+           ) -> tuple[dict[str, list[Path]], dict]:
+    """Tables (reports/tables), figures of the selected models and of the best random, zoo-A and pixels
+    candidates (reports/figures), and the headline metrics file. `sources`: generated kind -> domain letter ->
+    the kernel harvest its variant translated (in the channel order it saw). Returns (each figure row's paths,
+    the headline metrics as written)."""
+    rows, selected = j.rows, j.selected
+    sel_ids = {r["id"] for r in selected}
+    by_id = {c.id: c for c in pool}
+    t = load_npz(test)
+    fig_rows = selected + [rank([r for r in rows if r["kind"] == k], e.select_metric)[0]
+                           for k in ("random", "zoo-A", "pixels") if any(r["kind"] == k for r in rows)]
+    fig_cands = [by_id[r["id"]] for r in fig_rows]
+    feats = features(fig_cands, t["images"], e.feature_batch, dark_luminance)  # cheap: a few forward passes
+    harvests = {kind: {letter: torch.load(f, weights_only=True) for letter, f in by_letter.items()}
+                for kind, by_letter in sources.items()}
+    figs: dict[str, list[Path]] = {}
+    with atomic_dir(figures) as figdir, atomic_dir(tables) as tabdir:
+        for r, cand, f in zip(fig_rows, fig_cands, feats):
+            figs[r["id"]] = [figures / p.name for p in figures_for(r, cand, source_conv1(cand, harvests), f,
+                                                                    t["labels"], figdir, seed)]
+        for v in variants:
+            gen_rows = [r for r in rows if r["kind"] == generated_kind(v)]
+            for method in ("kmeans", "ocsvm", "dbscan"):
+                write_table(study_table(gen_rows, method, sel_ids), tabdir / f"study_{method}_{v}",
+                            f"{METHOD_TITLES[method]} — {v} translation's generated models on test (sorted by test "
+                            "accuracy, as the study)")
+        write_table(baseline_table(rows, e.select_metric, kinds), tabdir / "baselines",
+                    "Generated models vs baselines on test (best-on-val model's test score, and the distribution)")
+        kt = kinds_table(rows, kinds)
+        write_table(kt, tabdir / "kinds", "Every kind with the same budget: the prevalence-free metric on test")
+        for method in METHODS:  # one file per method: DVC plots draw one bar per row, and mixed metrics don't add
+            write_table([k for k in kt if k["Clustering"] == METHOD_TITLES[method]], tabdir / f"kinds_{method}",
+                        f"{METHOD_TITLES[method]}: every kind with the same budget ({VERDICT_METRIC[method]} on test)")
+        write_table([c.as_dict() for c in j.comparisons], tabdir / "verdict",
+                    "Each generated kind minus each other kind, with 95% paired bootstrap intervals (test)")
+        save_figure(kinds_boxplot({m: {kind: [r["metrics"][f"test/{m}/{VERDICT_METRIC[m]}"] for r in rows
+                                              if r["kind"] == kind] for kind in kinds} for m in METHODS},
+                                  {m: VERDICT_METRIC[m] for m in METHODS}), figdir / "kinds.png")
+    summary = headline(rows, selected, e.select_metric, kinds)
+    summary["seconds_features"] = round(seconds["features"], 2)
+    summary["seconds_protocol"] = round(seconds["protocol"], 2)
+    summary["seconds_bootstrap"] = round(j.seconds, 2)
+    summary["n_candidates"] = len(rows)
+    summary["budget_per_kind"] = {kind: sum(r["kind"] == kind for r in rows) for kind in kinds}
+    summary["test_images"] = int(len(t["labels"]))
+    summary["test_black_cat_share"] = round(float(np.mean(t["labels"])), 4)
+    summary["verdict"] = j.summary
+    write_json(metrics_file, summary)
+    return figs, summary

@@ -1,0 +1,141 @@
+"""Step `scores`: every saved candidate through the study's protocol, and its per-image scores saved.
+
+Each candidate's val and test features (`steps.candidates.features`) go through `core.protocol.evaluate_features`
+(one UMAP per candidate, in worker processes). Written: a compact .npz with, per candidate, every metric
+(`<split>/<method>/<metric>`, float64, exact) and what the verdict and later steps resample without rerunning the
+protocol: the continuous black-cat scores (KMeans margin, One-class SVM decision function) and the cluster ids
+(KMeans, DBSCAN; the SVM's 0/1 calls) of every val and test image, and the test embedding (for figures); and
+candidates.csv, the metrics as a table. Knows nothing of DVC or MLflow.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zoofusion.config import ClusteringParams
+from zoofusion.console import progress
+from zoofusion.core.candidates import Candidate
+from zoofusion.core.protocol import METHODS, SPLITS
+from zoofusion.core.seeds import derive_seed
+from zoofusion.executor import run_tasks
+from zoofusion.io import atomic_path, load_npz, save_npz
+from zoofusion.steps.candidates import features
+
+log = logging.getLogger(__name__)
+SCORED = ("kmeans", "ocsvm")  # the methods with a continuous black-cat score
+
+
+def _evaluate_one(task: tuple, shared: None = None) -> dict:
+    from zoofusion.core.protocol import evaluate_features
+
+    cid, fv, yv, ft, yt, ukw, mp, seed = task
+    t0 = time.perf_counter()
+    ev = evaluate_features(fv, yv, ft, yt, **ukw, p=mp, seed=seed)
+    return {"id": cid, "metrics": ev.metrics, "emb_val": ev.emb_val, "emb_test": ev.emb_test,
+            "clusters": {f"{s}/{m}": v for (s, m), v in ev.clusters.items()},
+            "scores": {f"{s}/{m}": v for (s, m), v in ev.scores.items()}, "seconds": time.perf_counter() - t0}
+
+
+def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_val: np.ndarray,
+                 y_test: np.ndarray, c: ClusteringParams, seed: int, workers: int, backend: str = "local",
+                 address: str = "") -> list[dict]:
+    """Run the protocol for every candidate, in `workers` processes (one UMAP per candidate)."""
+    ukw, mp = c.umap_kwargs(), c.method_params()
+    tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, derive_seed(seed, "evaluate"))
+             for cand, f in zip(cands, feats)]
+    bar = progress(total=len(tasks), desc="evaluate", unit="model")
+    results = []
+    for r in run_tasks(_evaluate_one, tasks, workers, backend=backend, address=address):
+        results.append(r)
+        bar.update(1)
+    bar.close()
+    return results
+
+
+def score(cands: list[Candidate], val: Path, test: Path, out_scores: Path, out_csv: Path, c: ClusteringParams,
+          seed: int, feature_batch: int, dark_luminance: int, workers: int, backend: str = "local",
+          address: str = "") -> tuple[list[dict], dict[str, float]]:
+    """Every candidate through the protocol on val and test; writes `out_scores` (npz) and `out_csv`.
+
+    Returns (one row per candidate: id, kind, source, metrics, scores, clusters, embeddings; seconds spent on
+    features and on the protocol)."""
+    v, t = load_npz(val), load_npz(test)
+    t0 = time.perf_counter()
+    feats = features(cands, np.concatenate([v["images"], t["images"]]), feature_batch, dark_luminance)
+    t_feat = time.perf_counter() - t0
+    log.info("evaluate: features of %d candidates on %d images in %.1fs", len(cands),
+             len(v["labels"]) + len(t["labels"]), t_feat)
+    results = evaluate_all(cands, feats, len(v["labels"]), v["labels"], t["labels"], c, seed, workers, backend,
+                           address)
+    by_id = {cand.id: cand for cand in cands}
+    rows = [{**r, "kind": by_id[r["id"]].kind, "source_domain": by_id[r["id"]].source_domain,
+             "source_index": by_id[r["id"]].source_index} for r in results]
+    save_scores(out_scores, rows)
+    write_candidates_csv(out_csv, rows)
+    return rows, {"features": t_feat, "protocol": time.perf_counter() - t0 - t_feat}
+
+
+def _compact_scores(a: np.ndarray) -> np.ndarray:
+    """float32 where that ties no two scores that differed (the cast keeps their order, so every rank metric,
+    AUROC included, is unchanged); float64 otherwise."""
+    f = a.astype(np.float32)
+    if all(np.unique(f[i]).size == np.unique(a[i]).size for i in range(len(a))):
+        return f
+    return a
+
+
+def _compact_ids(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.int16) if a.size == 0 or (a.min() >= -(2 ** 15) and a.max() < 2 ** 15) else a
+
+
+def save_scores(path: Path, rows: list[dict]) -> None:
+    """rows -> one npz: metadata, metrics [n, keys] float64, and per (split, method) the per-image arrays."""
+    keys = list(rows[0]["metrics"])
+    arrays = {"ids": np.array([r["id"] for r in rows]), "kinds": np.array([r["kind"] for r in rows]),
+              "source_domain": np.array([r["source_domain"] for r in rows]),
+              "source_index": np.array([r["source_index"] for r in rows], dtype=np.int64),
+              "metric_keys": np.array(keys), "metrics": np.array([[r["metrics"][k] for k in keys] for r in rows]),
+              "emb_test": np.stack([r["emb_test"] for r in rows]).astype(np.float32)}
+    for s in SPLITS:
+        for m in METHODS:
+            arrays[f"clusters_{s}_{m}"] = _compact_ids(np.stack([r["clusters"][f"{s}/{m}"] for r in rows]))
+        for m in SCORED:
+            arrays[f"score_{s}_{m}"] = _compact_scores(np.stack([r["scores"][f"{s}/{m}"] for r in rows]))
+    save_npz(path, **arrays)
+
+
+def load_scores(path: Path) -> list[dict]:
+    """The rows `save_scores` wrote: id, kind, source_domain, source_index, metrics, scores, clusters, emb_test."""
+    z = load_npz(path)
+    keys = [str(k) for k in z["metric_keys"]]
+    return [{"id": str(z["ids"][i]), "kind": str(z["kinds"][i]), "source_domain": str(z["source_domain"][i]),
+             "source_index": int(z["source_index"][i]),
+             "metrics": dict(zip(keys, (float(x) for x in z["metrics"][i]))),
+             "scores": {f"{s}/{m}": z[f"score_{s}_{m}"][i].astype(np.float64) for s in SPLITS for m in SCORED},
+             "clusters": {f"{s}/{m}": z[f"clusters_{s}_{m}"][i].astype(np.int64) for s in SPLITS for m in METHODS},
+             "emb_test": z["emb_test"][i].astype(np.float64)} for i in range(len(z["ids"]))]
+
+
+def write_candidates_csv(path: Path, rows: list[dict]) -> None:
+    """Every candidate's metrics, one row each (read by tune, tuned and people)."""
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        keys = sorted(rows[0]["metrics"])
+        w = csv.writer(f)
+        w.writerow(["id", "kind", "source_domain", "source_index", *keys])
+        for r in rows:
+            w.writerow([r["id"], r["kind"], r["source_domain"], r["source_index"],
+                        *[f"{r['metrics'][k]:.6f}" for k in keys]])
+
+
+def read_candidates(path: Path) -> list[dict]:
+    """Rows of candidates.csv as `core.candidates.rank` expects them: id, kind, metrics."""
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        fixed = {"id", "kind", "source_domain", "source_index"}
+        return [{"id": r["id"], "kind": r["kind"],
+                 "metrics": {k: float(v) for k, v in r.items() if k not in fixed}} for r in reader]

@@ -1,0 +1,180 @@
+"""evaluate's steps: the saved candidate pool, the saved per-image scores, the verdict from them, and tune reading
+the pool instead of rebuilding it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from zoofusion.config import ClusteringParams, EvaluateParams, TuneParams
+from zoofusion.core.candidates import CONV_KEYS, kinds_of
+from zoofusion.core.cnn import init_weights
+from zoofusion.core.protocol import evaluate_features
+from zoofusion.core.scores import roc_auc
+from zoofusion.core.seeds import derive_seed
+from zoofusion.io import file_md5, load_npz, save_npz
+from zoofusion.steps import candidates as steps_candidates
+from zoofusion.steps.candidates import build_pool, features, load_pool
+from zoofusion.steps.evaluate import judge, verdict
+from zoofusion.steps.scores import _compact_scores, load_scores, score
+
+VARIANTS = ("study", "aligned")
+SEED = 5
+
+
+def _stack(seeds: list[int]) -> dict[str, torch.Tensor]:
+    ws = [init_weights(s) for s in seeds]
+    return {k: torch.stack([w[k] for w in ws]) for k in CONV_KEYS}
+
+
+def make_inputs(root: Path) -> dict[str, Path]:
+    """Tiny generate/kernels/val/test outputs: 4 generated models per variant, 3 zoo models per domain."""
+    paths = {}
+    for j, v in enumerate(VARIANTS):
+        f = paths[v] = root / f"data/generated/{v}/models.pt"
+        f.parent.mkdir(parents=True)
+        torch.save({**_stack([100 * (j + 1) + i for i in range(4)]), "ids": [f"{i // 2}/{'AB'[i % 2]}" for i in range(4)],
+                    "source_domain": torch.tensor([i % 2 for i in range(4)]),
+                    "source_index": torch.tensor([i // 2 for i in range(4)])}, f)
+    for i, d in enumerate(("black", "cat")):
+        f = paths[d] = root / f"data/kernels/raw/{d}.pt"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({**_stack([50 + 10 * i + k for k in range(3)]), "model_index": torch.arange(3)}, f)
+    r = np.random.default_rng(0)
+    for name, n in (("val", 45), ("test", 48)):
+        labels = (np.arange(n) % 3 == 0).astype(np.int64)
+        images = r.integers(0, 256, size=(n, 32, 32, 3)).astype(np.uint8)
+        images[labels == 1] //= 4  # black cats are dark
+        f = paths[name] = root / f"data/{name}.npz"
+        save_npz(f, images=images, labels=labels, ids=np.arange(n))
+    return paths
+
+
+def pool_of(root: Path, paths: dict[str, Path], budget: int = 2):
+    return build_pool({v: paths[v] for v in VARIANTS}, {d: paths[d] for d in ("black", "cat")},
+                      root / "data/evaluate/candidates.pt", budget, SEED)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A pool of budget 1 (every kind once) scored on val and test."""
+    root = tmp_path_factory.mktemp("ev")
+    paths = make_inputs(root)
+    pool = pool_of(root, paths, budget=1)
+    out = root / "data/evaluate"
+    rows, _ = score(pool, paths["val"], paths["test"], out / "scores.npz", out / "candidates.csv", ClusteringParams(),
+                    SEED, 64, 70, workers=1)
+    return root, paths, pool, rows
+
+
+def test_candidates_round_trip_weights_metadata_and_features(tmp_path):
+    paths = make_inputs(tmp_path)
+    built = pool_of(tmp_path, paths)
+    f = tmp_path / "data/evaluate/candidates.pt"
+    loaded = load_pool(f)
+    assert [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in loaded] == \
+           [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in built]
+    assert {c.kind for c in loaded} == set(kinds_of(VARIANTS))
+    for b, c in zip(built, loaded):
+        for attr in ("weights", "weights2"):
+            wb, wc = getattr(b, attr), getattr(c, attr)
+            assert (wb is None) == (wc is None), (b.id, attr)
+            if wb is not None:
+                assert all(torch.equal(wb[k], wc[k]) and wc[k].dtype == torch.float32 for k in CONV_KEYS)
+    # a random candidate's saved seed regenerates its weights
+    r = next(c for c in loaded if c.kind == "random")
+    assert r.seed == derive_seed(SEED, "baseline-random", 0)
+    assert all(torch.equal(init_weights(r.seed)[k], r.weights[k]) for k in CONV_KEYS)
+    images = load_npz(paths["val"])["images"]
+    for a, b in zip(features(built, images, 64, 70), features(loaded, images, 64, 70)):
+        np.testing.assert_array_equal(a, b)
+    # only weights are saved, and the bytes are reproducible
+    md5 = file_md5(f)
+    pool_of(tmp_path, paths)
+    assert file_md5(f) == md5
+    assert f.stat().st_size < 2 * sum(4 * 2872 for c in loaded for w in (c.weights, c.weights2) if w is not None)
+    assert [c.id for c in load_pool(f, ["pixels", "random-1"])] == ["pixels", "random-1"]
+    with pytest.raises(ValueError, match="no candidate"):
+        load_pool(f, ["random-9"])
+
+
+def test_scores_hold_the_evaluations_per_image_scores(scored):
+    root, paths, pool, rows = scored
+    z = load_npz(root / "data/evaluate/scores.npz")
+    assert z["score_test_kmeans"].dtype == np.float32 and z["clusters_test_dbscan"].dtype == np.int16
+    loaded = load_scores(root / "data/evaluate/scores.npz")
+    assert [r["id"] for r in loaded] == [c.id for c in pool]
+    v, t = load_npz(paths["val"]), load_npz(paths["test"])
+    c = ClusteringParams()
+    i = next(j for j, cand in enumerate(pool) if cand.kind == "generated-aligned")
+    f = features([pool[i]], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
+    ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
+                           seed=derive_seed(SEED, "evaluate"))
+    r = loaded[i]
+    assert r["metrics"] == ev.metrics  # exact: float64
+    for (split, method), labels in ev.clusters.items():
+        np.testing.assert_array_equal(r["clusters"][f"{split}/{method}"], labels)
+    for (split, method), s in ev.scores.items():
+        np.testing.assert_allclose(r["scores"][f"{split}/{method}"], s, rtol=1e-6, atol=1e-6)
+    # the stored scores rank the images as the Evaluation's: the same AUROC
+    assert roc_auc(t["labels"], r["scores"]["test/kmeans"]) == ev.metrics["test/kmeans/auroc"]
+    np.testing.assert_allclose(r["emb_test"], ev.emb_test, rtol=1e-6, atol=1e-6)
+
+
+def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
+    root, paths, pool, rows = scored
+    e = EvaluateParams(n_boot=100, n_selected=1)
+    j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
+              e, SEED, kinds_of(VARIANTS))
+    assert j.comparisons == verdict(rows, load_npz(paths["test"])["labels"], 100, SEED)
+    assert json.loads((tmp_path / "verdict.json").read_text()) == j.summary
+    sel = json.loads((tmp_path / "selected.json").read_text())
+    assert set(sel["by_kind"]) == {"generated-study", "generated-aligned"} and len(sel["selected"]) == 2
+
+
+def test_compact_scores_keep_float64_where_float32_would_tie():
+    a = np.array([[0.1, 0.2, 0.3], [1.0, 1.0 + 1e-12, 2.0]])
+    assert _compact_scores(a).dtype == np.float64
+    assert _compact_scores(a[:1]).dtype == np.float32
+
+
+def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, tmp_path, monkeypatch):
+    from zoofusion.core import candidates as core_candidates
+    from zoofusion.steps.tune import tune, tuned
+
+    root, paths, pool, rows = scored
+    proj = tmp_path / "p"
+    shutil.copytree(root / "data", proj / "data")
+    shutil.rmtree(proj / "data/generated")
+    shutil.rmtree(proj / "data/kernels")
+
+    def no_rebuild(*a, **k):
+        raise AssertionError("the pool was rebuilt")
+
+    monkeypatch.setattr(core_candidates, "all_candidates", no_rebuild)
+    monkeypatch.setattr(steps_candidates, "all_candidates", no_rebuild)
+    ev = proj / "data/evaluate"
+    judge(ev / "scores.npz", proj / "data/test.npz", ev / "verdict.json", ev / "selected.json",
+          EvaluateParams(n_boot=100), SEED, kinds_of(VARIANTS))
+    tp = TuneParams(n_trials=1, top_models=1, methods=("kmeans",), storage=f"sqlite:///{tmp_path / 'o.db'}", workers=1)
+    (proj / "data/val_only").mkdir()
+    shutil.move(proj / "data/test.npz", proj / "data/val_only/test.npz")  # tune must not need the test split
+    best, metrics = tune(ev / "candidates.pt", ev / "candidates.csv", ev / "selected.json", proj / "data/val.npz",
+                         proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, ClusteringParams(),
+                         "val/kmeans/accuracy", SEED, 64, 70)
+    cands = best["methods"]["kmeans"]["candidates"]
+    assert {e["kind"] for e in cands.values()} == set(kinds_of(VARIANTS))
+    assert json.loads((proj / "data/tune/best_params.json").read_text()) == best
+    out = tuned(proj / "data/tune/best_params.json", ev / "candidates.pt", ev / "candidates.csv", proj / "data/val.npz",
+                proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", ClusteringParams(), SEED, 64, 70)
+    assert {r["Model"] for r in out} == set(cands)
+    # the untuned configuration (trial 0) through tuned's protocol reproduces evaluate's test numbers
+    by_id = {r["id"]: r for r in rows}
+    for r in out:
+        assert r["Test accuracy tuned"] == round(by_id[r["Model"]]["metrics"]["test/kmeans/accuracy"], 4)
+    assert not (proj / "data/generated").exists() and not (proj / "data/kernels").exists()
