@@ -19,10 +19,11 @@ WHEELS="$ROOT/.whl"
 SCRATCH="$(mktemp -d /tmp/zoofusion-gpu-prep.XXXXXX)"
 trap 'rm -rf "$SCRATCH"' EXIT
 cp -r "$ROOT/src" "$ROOT/params.yaml" "$SCRATCH/"
-"$PY" - "$SCRATCH/params.yaml" "$ROOT/Makefile" "$SHARED" <<'EOF'
+PYTHONPATH="$SCRATCH/src" "$PY" - "$SCRATCH/params.yaml" "$ROOT/Makefile" "$SHARED" <<'EOF'
 import re, sys, yaml
+from zoofusion.config import read_yaml  # refuses a duplicated key, as every stage does
 params_file, makefile, shared = sys.argv[1:]
-params = yaml.safe_load(open(params_file))
+params = read_yaml(params_file)
 make = open(makefile).read()
 study = re.search(r"^STUDY_PARAMS\s*=(.*?)(?:\n\s*\n|\Z)", make, re.S | re.M).group(1)
 sets = re.findall(r"-S\s+data\.(\w+)=(\S+)", study)

@@ -11,8 +11,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, small_data_params
-from zoofusion.config import parse_params
+from conftest import ROOT, make_params, small_data_params
 from zoofusion.stages.data import run as run_data
 from zoofusion.stages.testset import run as run_testset
 
@@ -31,7 +30,7 @@ def data(tmp_path_factory):
     from conftest import make_labels, make_source
 
     tmp = tmp_path_factory.mktemp("study")
-    params = parse_params({"data": small_data_params(make_source(tmp / "images"), make_labels(tmp / "labels.csv"))})
+    params = make_params({"data": small_data_params(make_source(tmp / "images"), make_labels(tmp / "labels.csv"))})
     run_data(params.data, seed=1, out=tmp / "data")
     run_testset(params, prepared=tmp / "data", out=tmp / "testset")
     (tmp / "testset" / "test.npz").rename(tmp / "data" / "test.npz")

@@ -6,7 +6,7 @@ import torch
 
 from zoofusion.stages import zoo
 from zoofusion.core.train import train_single
-from zoofusion.config import parse_params
+from conftest import make_params
 from zoofusion.io import load_npz, save_npz
 
 
@@ -24,7 +24,7 @@ def _params(**zoo_over):
     z = {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2, "shard_size": 2,
          "workers": 1, "path": "batched_g2"}
     z.update(zoo_over)
-    return parse_params({"zoo": z, "seed": 9})
+    return make_params({"zoo": z, "seed": 9})
 
 
 def test_model_seeds_are_stable_and_distinct():
@@ -113,7 +113,7 @@ def test_a_fixed_path_must_fit_the_data_order():
 
     with pytest.raises(ConfigError, match="zoo.path: shared_g2 cannot train data_order own"):
         _params(path="shared_g2")
-    with pytest.raises(ConfigError, match="zoo.path: must be 'single'"):
+    with pytest.raises(ConfigError, match="zoo.path: 'auto' or a training path: must be 'single'"):
         _params(path="fastest")
     assert _params(path="shared_g2", data_order="shared").zoo.path == "shared_g2"
 
@@ -186,9 +186,9 @@ def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
     domain.rename(tmp_path / "prepared" / "black.npz")
     out = {}
     for backend in ("local", "ray"):
-        p = parse_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
-                                  "shard_size": 2, "workers": 2, "path": "batched_g2"}, "seed": 9,
-                          "executor": {"backend": backend}})
+        p = make_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
+                                 "shard_size": 2, "workers": 2, "path": "batched_g2"}, "seed": 9,
+                         "executor": {"backend": backend}})
         zoo.run("black", p, prepared=tmp_path / "prepared", out_root=tmp_path / backend,
                 cache_root=tmp_path / f"cache-{backend}", metrics_root=tmp_path / "metrics")
         out[backend] = torch.load(tmp_path / backend / "black" / "weights.pt", weights_only=True)

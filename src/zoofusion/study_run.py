@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from zoofusion.calibrate import usable_cores
-from zoofusion.config import DOMAINS, METHODS, VARIANTS, Params, parse_params
+from zoofusion.config import DOMAINS, METHODS, VARIANTS, Params, parse_params, read_yaml
 from zoofusion.io import file_md5, load_npz
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_params(args: argparse.Namespace) -> Params:
     """params.yaml with the study's scale and the flags on top, validated by zoofusion.config."""
-    raw = yaml.safe_load(Path(args.params).read_text()) or {}
+    raw = read_yaml(args.params) or {}
     shard = args.shard_size
     sets = {"device": args.device, "zoo.shard_size": shard,
             "zoo.group_size": min(shard, raw.get("zoo", {}).get("group_size", shard)),
