@@ -186,19 +186,20 @@ def test_evaluate_features_rejects_bad_args(override, match):
 
 def test_evaluate_features_rejects_bad_data():
     x, y = _small()
-    kw = {**UMAP_KW, "n_neighbors": 5, "seed": 0}
+    kw = {**UMAP_KW, "n_neighbors": 5, "seed": 0}  # embed's arguments
+    ekw = {**kw, "p": method_params()}
     with pytest.raises(ValueError, match="same number of features, got 4 and 3"):
-        evaluate_features(x, y, x[:, :3], y, **kw)
+        evaluate_features(x, y, x[:, :3], y, **ekw)
     bad = x.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="feats_test contains NaN or inf"):
-        evaluate_features(x, y, bad, y, **kw)
+        evaluate_features(x, y, bad, y, **ekw)
     with pytest.raises(ValueError, match=r"y_val must be 1-d with one label per point \(10\)"):
-        evaluate_features(x, y[:9], x, y, **kw)
+        evaluate_features(x, y[:9], x, y, **ekw)
     with pytest.raises(ValueError, match="y_test must contain only 0 and 1"):
-        evaluate_features(x, y, x, y * 2, **kw)
+        evaluate_features(x, y, x, y * 2, **ekw)
     with pytest.raises(ValueError, match="ocsvm needs at least one val black cat"):
-        evaluate_features(x, np.zeros(10, np.int64), x, y, **kw)
+        evaluate_features(x, np.zeros(10, np.int64), x, y, **ekw)
     with pytest.raises(ValueError, match="must be 2-d"):
         embed(x[0], x, **{**kw, "seed": 0})
 
