@@ -103,6 +103,13 @@ def test_unknown_key_names_key_and_allowed_values():
         make_params({"zoo": {"epoch": 3}})
 
 
+def test_a_misspelt_key_is_named_before_the_key_it_leaves_missing():
+    raw = params_dict()
+    raw["zoo"]["epoch"] = raw["zoo"].pop("epochs")
+    with pytest.raises(ConfigError, match=r"^zoo\.epoch: unknown key \(allowed under zoo: n_models, epochs, "):
+        parse_params(raw)
+
+
 def test_negative_size_names_the_key():
     with pytest.raises(ConfigError, match=r"^zoo\.n_models\.black: must be > 0, got -1$"):
         make_params({"zoo": {"n_models": {"black": -1}}})

@@ -389,7 +389,10 @@ def parse_params(raw: dict) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_one_line(e.errors(include_url=False)[0], raw)) from None
+        errors = e.errors(include_url=False)
+        # a misspelt key is also a missing one: name the misspelling, whose message lists the keys allowed there
+        first = next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])
+        raise ConfigError(_one_line(first, raw)) from None
 
 
 def _first_duplicate(node: yaml.Node, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
