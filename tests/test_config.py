@@ -169,7 +169,7 @@ def test_every_enumerated_string_is_checked_on_read_with_its_allowed_values(over
     msg = str(e.value)
     assert "\n" not in msg
     if line is None:
-        assert msg.startswith("zoo.path: 'auto' or a training path: must be 'single', 'batched_g<G>'") and "'fast'" in msg
+        assert msg.startswith("zoo.path: must be 'single', 'batched_g<G>' or 'shared_g<G>'") and "'fast'" in msg
     else:
         assert msg == line
 

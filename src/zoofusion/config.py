@@ -42,6 +42,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
+    """A params.yaml mapping: frozen, no unknown keys, and no field defaults (the values live in params.yaml)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -123,10 +125,7 @@ class ZooParams(Section):
         if self.path != "auto":
             from zoofusion.core.train import path_data_orders
 
-            try:
-                path_data_orders(self.path)  # core.train's rule for the forms of a training path
-            except ValueError as e:
-                raise ValueError(f"path: 'auto' or a training path: {str(e).removeprefix('path: ')}") from None
+            _core_check(lambda: path_data_orders(self.path))
             if self.data_order not in path_data_orders(self.path):
                 raise ValueError(f"path: {self.path} cannot train data_order {self.data_order}; use auto or a path "
                                  f"that can ({'shared_g<N>' if self.data_order == 'shared' else 'single, batched_g<N>'})")
