@@ -14,7 +14,8 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from zoofusion.config import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,15 +24,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("data/manifests/one_in_ten.csv"))
     ap.add_argument("--split", type=Path, default=Path("data/prepared/test_split.npz"))
     args = ap.parse_args(argv)
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = load_params("params.yaml")
     with np.load(args.split, allow_pickle=False) as z:
         positives = [str(i) for i, y in zip(z["ids"], z["labels"]) if y == 1]
-    source = Path(params["data"]["path"])
+    source = Path(params.data.path)
     with tarfile.open(source, "r:*") as tf:
         others = sorted(m.name.split("/", 1)[-1] if not m.name.startswith("test/") else m.name for m in tf
-                        if m.isfile() and "test/" in m.name and f"/{params['data']['cat_class']}/" not in m.name)
+                        if m.isfile() and "test/" in m.name and f"/{params.data.cat_class}/" not in m.name)
     others = [o[o.index("test/"):] for o in others]
-    rng = np.random.default_rng(params["seed"])
+    rng = np.random.default_rng(params.seed)
     chosen = sorted(rng.choice(others, size=args.ratio * len(positives), replace=False))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as f:

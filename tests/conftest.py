@@ -1,8 +1,12 @@
-"""Shared fixtures: paths of the real data beside the repo, and a small synthetic image source."""
+"""Shared fixtures: paths of the real data beside the repo, a small synthetic image source, and params built from
+the repository's params.yaml (config has no defaults of its own: a test states only what it changes)."""
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,38 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TARBALL = SHARED / "cifar10-jpg.tar.gz"
 LABELS = SHARED / "blackcat_labels_train.csv"
+
+
+@functools.cache
+def _profile() -> dict:
+    from zoofusion.config import read_yaml
+
+    return read_yaml(ROOT / "params.yaml")
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`base` with `over` on top: mappings merge key by key, anything else replaces (base is not changed)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def params_dict(over: dict | None = None) -> dict:
+    """The repository's params.yaml as a fresh mapping, with `over` deep-merged on top."""
+    return deep_merge(_profile(), over or {})
+
+
+def make_params(over: dict | None = None):
+    """`Params` of the repository's params.yaml with `over` deep-merged on top, validated by parse_params."""
+    from zoofusion.config import parse_params
+
+    return parse_params(params_dict(over))
+
+
+def method_params(**over):
+    """The protocol's MethodParams with params.yaml's clustering values, `over` replacing some (validated)."""
+    return dataclasses.replace(make_params().evaluate.clustering.method_params(), **over)
 
 
 def make_source(root: Path, per_class: int = 40, classes=("airplane", "cat", "dog", "ship"), seed: int = 0) -> Path:

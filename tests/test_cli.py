@@ -8,15 +8,13 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, params_dict
 from zoofusion.stages import kernels, zoo
 
 
 def test_bad_params_is_one_line_naming_stage_and_key(tmp_path):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["zoo"]["n_models"]["cat"] = -3
     p = tmp_path / "params.yaml"
-    p.write_text(yaml.safe_dump(raw))
+    p.write_text(yaml.safe_dump(params_dict({"zoo": {"n_models": {"cat": -3}}})))
     with pytest.raises(SystemExit) as e:
         zoo.main(["--domain", "cat", "--params", str(p)])
     assert str(e.value) == "zoo@cat: zoo.n_models.cat: must be > 0, got -3"
@@ -31,7 +29,7 @@ def test_missing_input_is_one_line_and_says_what_to_run(tmp_path, monkeypatch):
 
 def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("seed: 1\nzoo: {epoch: 3}\n")
+    p.write_text(yaml.safe_dump(params_dict({"seed": 1, "zoo": {"epoch": 3}})))
     r = subprocess.run([sys.executable, "-m", "zoofusion.stages.generate", "--variant", "aligned", "--params", str(p)],
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
@@ -44,7 +42,7 @@ def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
 def test_cuda_without_a_gpu_is_refused_up_front(tmp_path):
     """One line before any MLflow run or cache folder exists."""
     p = tmp_path / "params.yaml"
-    p.write_text("device: cuda\n")
+    p.write_text(yaml.safe_dump(params_dict({"device": "cuda"})))
     r = subprocess.run([sys.executable, "-m", "zoofusion.stages.zoo", "--domain", "black", "--params", str(p)],
                        cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 1
@@ -55,7 +53,7 @@ def test_cuda_without_a_gpu_is_refused_up_front(tmp_path):
 
 def test_validate_stage_refuses_a_typo_nobody_reads(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("zoo: {epochs: 2, epoch: 5}\n")
+    p.write_text(yaml.safe_dump(params_dict({"zoo": {"epochs": 2, "epoch": 5}})))
     r = subprocess.run([sys.executable, "-m", "zoofusion.stages.validate", "--params", str(p)], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1

@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from zoofusion.core.protocol import (
     METHODS,
     Evaluation,
-    MethodParams,
     black_cat_calls,
     cluster_split,
     embed,
@@ -23,6 +22,7 @@ from zoofusion.core.protocol import (
     evaluate_features,
     rows_identical,
 )
+from conftest import method_params
 from zoofusion.render.figures import cosine_heatmap, tsne_scatter, umap_scatter
 from zoofusion.core.metrics import METRIC_KEYS
 
@@ -51,7 +51,7 @@ def blob_data():
 @pytest.fixture(scope="module")
 def blob_eval(blob_data) -> Evaluation:
     xv, yv, xt, yt = blob_data
-    return evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=MethodParams(), seed=0)
+    return evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=method_params(), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def noise_eval() -> tuple[Evaluation, np.ndarray, np.ndarray]:
     r = np.random.default_rng(3)
     xv, xt = r.normal(size=(60, 400)), r.normal(size=(60, 400))
     yv, yt = r.integers(0, 2, 60), r.integers(0, 2, 60)
-    return evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=MethodParams(), seed=0), yv, yt
+    return evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=method_params(), seed=0), yv, yt
 
 
 # --- protocol on known answers ---------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_noise_features_are_near_chance(noise_eval):
 
 def test_same_seed_same_result(blob_eval, blob_data):
     xv, yv, xt, yt = blob_data
-    again = evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=MethodParams(), seed=0)
+    again = evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=method_params(), seed=0)
     np.testing.assert_array_equal(again.emb_val, blob_eval.emb_val)
     np.testing.assert_array_equal(again.emb_test, blob_eval.emb_test)
     assert again.metrics == blob_eval.metrics
@@ -108,7 +108,7 @@ def test_same_seed_same_result(blob_eval, blob_data):
 
 def test_cluster_split_matches_evaluation(blob_eval, blob_data):
     _, yv, _, yt = blob_data
-    p, train = MethodParams(), blob_eval.emb_val[yv == 1]
+    p, train = method_params(), blob_eval.emb_val[yv == 1]
     for split, emb, y in (("val", blob_eval.emb_val, yv), ("test", blob_eval.emb_test, yt)):
         for method in METHODS:
             s = cluster_split(emb, y, method, p, seed=0, ocsvm_train=train if method == "ocsvm" else None)
@@ -130,7 +130,7 @@ def test_black_cat_calls_follow_each_method_rule():
 
 def test_evaluate_embedding_reuses_umap_with_new_params(blob_eval, blob_data):
     _, yv, _, yt = blob_data
-    p = MethodParams(kmeans_k=3, dbscan_eps=1e-9)  # eps ~0: every point is DBSCAN noise
+    p = method_params(kmeans_k=3, dbscan_eps=1e-9)  # eps ~0: every point is DBSCAN noise
     ev = evaluate_embedding(blob_eval.emb_val, yv, blob_eval.emb_test, yt, p, 0, methods=("kmeans", "dbscan"))
     assert ev.metrics["test/kmeans/n_clusters"] == 3.0
     assert set(ev.clusters[("test", "dbscan")]) == {-1}
@@ -143,7 +143,7 @@ def test_evaluate_embedding_reuses_umap_with_new_params(blob_eval, blob_data):
 def test_dead_network_gives_chance_metrics_not_a_crash():
     # all-zero features (a dead generated CNN): zero embedding, one cluster everywhere
     y = np.r_[np.ones(10, np.int64), np.zeros(20, np.int64)]
-    ev = evaluate_features(np.zeros((30, 400)), y, np.zeros((30, 400)), y, **UMAP_KW, p=MethodParams(), seed=0)
+    ev = evaluate_features(np.zeros((30, 400)), y, np.zeros((30, 400)), y, **UMAP_KW, p=method_params(), seed=0)
     assert not ev.emb_val.any() and not ev.emb_test.any()
     assert ev.metrics["test/kmeans/accuracy"] == pytest.approx(20 / 30)
     assert ev.metrics["test/kmeans/n_clusters"] == 1.0
@@ -179,26 +179,27 @@ def _small():
 )
 def test_evaluate_features_rejects_bad_args(override, match):
     x, y = _small()
-    kw = {**UMAP_KW, "n_neighbors": 5, "p": MethodParams(), "seed": 0, **override}
+    kw = {**UMAP_KW, "n_neighbors": 5, "p": method_params(), "seed": 0, **override}
     with pytest.raises(ValueError, match=match):
         evaluate_features(x, y, x, y, **kw)
 
 
 def test_evaluate_features_rejects_bad_data():
     x, y = _small()
-    kw = {**UMAP_KW, "n_neighbors": 5, "seed": 0}
+    kw = {**UMAP_KW, "n_neighbors": 5, "seed": 0}  # embed's arguments
+    ekw = {**kw, "p": method_params()}
     with pytest.raises(ValueError, match="same number of features, got 4 and 3"):
-        evaluate_features(x, y, x[:, :3], y, **kw)
+        evaluate_features(x, y, x[:, :3], y, **ekw)
     bad = x.copy()
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="feats_test contains NaN or inf"):
-        evaluate_features(x, y, bad, y, **kw)
+        evaluate_features(x, y, bad, y, **ekw)
     with pytest.raises(ValueError, match=r"y_val must be 1-d with one label per point \(10\)"):
-        evaluate_features(x, y[:9], x, y, **kw)
+        evaluate_features(x, y[:9], x, y, **ekw)
     with pytest.raises(ValueError, match="y_test must contain only 0 and 1"):
-        evaluate_features(x, y, x, y * 2, **kw)
+        evaluate_features(x, y, x, y * 2, **ekw)
     with pytest.raises(ValueError, match="ocsvm needs at least one val black cat"):
-        evaluate_features(x, np.zeros(10, np.int64), x, y, **kw)
+        evaluate_features(x, np.zeros(10, np.int64), x, y, **ekw)
     with pytest.raises(ValueError, match="must be 2-d"):
         embed(x[0], x, **{**kw, "seed": 0})
 
@@ -206,12 +207,12 @@ def test_evaluate_features_rejects_bad_data():
 def test_cluster_split_errors():
     x, y = _small()
     with pytest.raises(ValueError, match="needs ocsvm_train"):
-        cluster_split(x, y, "ocsvm", MethodParams(), seed=0)
+        cluster_split(x, y, "ocsvm", method_params(), seed=0)
     with pytest.raises(ValueError, match="ocsvm_train has 3 dims but emb has 4"):
-        cluster_split(x, y, "ocsvm", MethodParams(), seed=0, ocsvm_train=x[:, :3])
+        cluster_split(x, y, "ocsvm", method_params(), seed=0, ocsvm_train=x[:, :3])
     with pytest.raises(ValueError, match="kmeans_k=3 exceeds the number of points"):
-        cluster_split(x[:2], y[:2], "kmeans", MethodParams(kmeans_k=3), seed=0)
-    one_class = cluster_split(x, np.zeros_like(y), "kmeans", MethodParams(), seed=0)
+        cluster_split(x[:2], y[:2], "kmeans", method_params(kmeans_k=3), seed=0)
+    one_class = cluster_split(x, np.zeros_like(y), "kmeans", method_params(), seed=0)
     assert np.isnan(one_class["balanced_accuracy"]) and one_class["accuracy"] == 1.0
 
 
@@ -227,7 +228,7 @@ def test_cluster_split_errors():
 )
 def test_method_params_validation(kw, match):
     with pytest.raises(ValueError, match=match):
-        MethodParams(**kw)
+        method_params(**kw)
 
 
 # --- figures ---------------------------------------------------------------------------------------------------

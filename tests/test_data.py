@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from conftest import LABELS, TARBALL, small_data_params
-from zoofusion.config import DataParams, parse_params
+from conftest import LABELS, TARBALL, make_params, small_data_params
+from zoofusion.config import DataParams
 from zoofusion.core.darkness import darkness
 from zoofusion.steps.data import build_indices, read_labels, run
 from zoofusion.images import ImageSourceError, load_split
@@ -11,7 +11,7 @@ from zoofusion.io import load_npz
 
 
 def _params(source, labels, **over) -> DataParams:
-    return parse_params({"data": small_data_params(source, labels, **over)}).data
+    return make_params({"data": small_data_params(source, labels, **over)}).data
 
 
 def test_darkness_worked_example():
@@ -100,7 +100,7 @@ def test_real_source_and_labels():
     assert src.images.shape == (50000, 32, 32, 3) and len(set(src.classes)) == 10
     lab = read_labels(LABELS)
     assert sum(v == 1 for v in lab.values()) == 199 and sum(v is None for v in lab.values()) == 47
-    p = parse_params({}).data
+    p = make_params().data
     out = build_indices(src.ids, src.classes, darkness(src.images), lab, p, seed=42)
     val_ids = set(src.ids[out["val"][0]]) | set(src.ids[out["test_split"][0]])
     assert not val_ids & set(src.ids[out["cat"][0]]) and not val_ids & set(src.ids[out["black"][0]])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from zoofusion.steps.kernels import harvest, run
-from zoofusion.config import parse_params
+from conftest import make_params
 from zoofusion.core.cnn import init_weights, stack
 from zoofusion.io import save_npz
 
@@ -23,7 +23,7 @@ def test_no_model_above_floor_is_a_clear_error(tmp_path):
         torch.save({"weights": stack([init_weights(1)])}, tmp_path / "zoo" / d / "weights.pt")
         save_npz(tmp_path / "zoo" / d / "history.npz", val_acc=np.array([[0.4, 0.5]]))
     with pytest.raises(ValueError, match=r"kernels\.min_val_accuracy: no black model reaches 0\.6 \(best 0\.500\)"):
-        run(parse_params({}), zoo=tmp_path / "zoo", out=tmp_path / "k", metrics=tmp_path / "m.json")
+        run(make_params(), zoo=tmp_path / "zoo", out=tmp_path / "k", metrics=tmp_path / "m.json")
     assert not (tmp_path / "k").exists()
 
 
@@ -37,7 +37,7 @@ def test_run_writes_the_raw_and_the_aligned_harvest(tmp_path):
         (tmp_path / "zoo" / d).mkdir(parents=True)
         torch.save({"weights": zoo[d]}, tmp_path / "zoo" / d / "weights.pt")
         save_npz(tmp_path / "zoo" / d / "history.npz", val_acc=acc[d][:, None])
-    summary = run(parse_params({}), zoo=tmp_path / "zoo", out=tmp_path / "k", metrics=tmp_path / "m.json")
+    summary = run(make_params(), zoo=tmp_path / "zoo", out=tmp_path / "k", metrics=tmp_path / "m.json")
     assert summary["alignment"]["reference"] == "black/1"  # the black zoo's best on val
     ref = {k: v[1] for k, v in zoo["black"].items()}
     for d in acc:

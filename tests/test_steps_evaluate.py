@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoofusion.config import ClusteringParams, EvaluateParams, TuneParams
+from conftest import make_params
 from zoofusion.core.candidates import CONV_KEYS, kinds_of
 from zoofusion.core.cnn import init_weights
 from zoofusion.core.protocol import evaluate_features
@@ -67,7 +67,7 @@ def scored(tmp_path_factory):
     paths = make_inputs(root)
     pool = pool_of(root, paths, budget=1)
     out = root / "data/evaluate"
-    rows, _ = score(pool, paths["val"], paths["test"], out / "scores.npz", out / "candidates.csv", ClusteringParams(),
+    rows, _ = score(pool, paths["val"], paths["test"], out / "scores.npz", out / "candidates.csv", make_params({}).evaluate.clustering,
                     SEED, 64, 70, workers=1)
     return root, paths, pool, rows
 
@@ -110,7 +110,7 @@ def test_scores_hold_the_evaluations_per_image_scores(scored):
     loaded = load_scores(root / "data/evaluate/scores.npz")
     assert [r["id"] for r in loaded] == [c.id for c in pool]
     v, t = load_npz(paths["val"]), load_npz(paths["test"])
-    c = ClusteringParams()
+    c = make_params({}).evaluate.clustering
     i = next(j for j, cand in enumerate(pool) if cand.kind == "generated-aligned")
     f = features([pool[i]], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
     ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
@@ -128,7 +128,7 @@ def test_scores_hold_the_evaluations_per_image_scores(scored):
 
 def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
     root, paths, pool, rows = scored
-    e = EvaluateParams(n_boot=100, n_selected=1)
+    e = make_params({"evaluate": {"n_boot": 100, "n_selected": 1}, "tune": {"top_models": 1}}).evaluate
     j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
               e, SEED, kinds_of(VARIANTS))
     assert j.comparisons == verdict(rows, load_npz(paths["test"])["labels"], 100, SEED)
@@ -160,18 +160,19 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     monkeypatch.setattr(steps_candidates, "all_candidates", no_rebuild)
     ev = proj / "data/evaluate"
     judge(ev / "scores.npz", proj / "data/test.npz", ev / "verdict.json", ev / "selected.json",
-          EvaluateParams(n_boot=100), SEED, kinds_of(VARIANTS))
-    tp = TuneParams(n_trials=1, top_models=1, methods=("kmeans",), storage=f"sqlite:///{tmp_path / 'o.db'}", workers=1)
+          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, kinds_of(VARIANTS))
+    tp = make_params({"evaluate": {"n_selected": 1}, "tune": {"n_trials": 1, "top_models": 1, "methods": ["kmeans"],
+                                                         "storage": f"sqlite:///{tmp_path / 'o.db'}", "workers": 1}}).tune
     (proj / "data/val_only").mkdir()
     shutil.move(proj / "data/test.npz", proj / "data/val_only/test.npz")  # tune must not need the test split
     best, metrics = tune(ev / "candidates.pt", ev / "candidates.csv", ev / "selected.json", proj / "data/val.npz",
-                         proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, ClusteringParams(),
+                         proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, make_params({}).evaluate.clustering,
                          "val/kmeans/accuracy", SEED, 64, 70)
     cands = best["methods"]["kmeans"]["candidates"]
     assert {e["kind"] for e in cands.values()} == set(kinds_of(VARIANTS))
     assert json.loads((proj / "data/tune/best_params.json").read_text()) == best
     out = tuned(proj / "data/tune/best_params.json", ev / "candidates.pt", ev / "candidates.csv", proj / "data/val.npz",
-                proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", ClusteringParams(), SEED, 64, 70)
+                proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", make_params({}).evaluate.clustering, SEED, 64, 70)
     assert {r["Model"] for r in out} == set(cands)
     # the untuned configuration (trial 0) through tuned's protocol reproduces evaluate's test numbers
     by_id = {r["id"]: r for r in rows}

@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from conftest import small_data_params
-from zoofusion.config import parse_params
+from conftest import make_params, small_data_params
 from zoofusion.steps.data import run as run_data
 from zoofusion.images import ImageSourceError
 from zoofusion.steps.testset import run
@@ -12,12 +11,12 @@ from zoofusion.io import load_npz
 @pytest.fixture
 def prepared(synthetic_source, tmp_path):
     src, labels = synthetic_source
-    run_data(parse_params({"data": small_data_params(src, labels)}).data, seed=1, out=tmp_path / "prepared")
+    run_data(make_params({"data": small_data_params(src, labels)}).data, seed=1, out=tmp_path / "prepared")
     return src, labels, tmp_path / "prepared"
 
 
 def _params(src, labels, manifest=""):
-    return parse_params({"data": small_data_params(src, labels), "testset": {"manifest": str(manifest)}})
+    return make_params({"data": small_data_params(src, labels), "testset": {"manifest": str(manifest)}})
 
 
 def test_default_is_the_built_split(prepared, tmp_path):

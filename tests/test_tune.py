@@ -24,7 +24,8 @@ import zoofusion
 from zoofusion.core import protocol as cluster
 from zoofusion import tuning
 from zoofusion.core.protocol import evaluate_features
-from zoofusion.config import METHODS, ClusteringParams, ConfigError, Params, TuneParams, parse_params
+from conftest import make_params, params_dict
+from zoofusion.config import METHODS, ConfigError, TuneParams
 from zoofusion.core.metrics import METRIC_KEYS
 from zoofusion.tuning import Study, TuneError
 from zoofusion.core.seeds import derive_seed
@@ -33,7 +34,12 @@ from zoofusion.steps.candidates import build_pool
 
 N_POS, N_NEG = 20, 40
 N_VAL = N_POS + N_NEG
-BASE = ClusteringParams()
+BASE = make_params().evaluate.clustering
+
+
+def clustering(**over):
+    """params.yaml's clustering section with some knobs changed."""
+    return make_params({"evaluate": {"clustering": over}}).evaluate.clustering
 
 
 def blobs(seed: int, d: int = 30) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +53,8 @@ def blobs(seed: int, d: int = 30) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tparams(storage: str, **kw) -> TuneParams:
-    return TuneParams(**{"n_trials": 4, "sampler": "tpe", "objective": "accuracy", "storage": storage,
-                         "top_models": 1, "methods": METHODS, **kw})
+    return make_params({"tune": {"n_trials": 4, "sampler": "tpe", "objective": "accuracy", "storage": storage,
+                                 "top_models": 1, "methods": METHODS, **kw}}).tune
 
 
 class EmbedSpy:
@@ -131,8 +137,8 @@ def test_untuned_config_round_trips_and_is_the_first_trial(studied):
     for method in METHODS:
         u = tuning.untuned(BASE, method)
         assert tuning.resolve(tuning.to_optuna(u, N_VAL)) == u
-    assert tuning.to_optuna(tuning.untuned(ClusteringParams(ocsvm_gamma="auto"), "ocsvm"), N_VAL) is None
-    assert tuning.to_optuna(tuning.untuned(ClusteringParams(dbscan_eps=9.0), "dbscan"), N_VAL) is None
+    assert tuning.to_optuna(tuning.untuned(clustering(ocsvm_gamma="auto"), "ocsvm"), N_VAL) is None
+    assert tuning.to_optuna(tuning.untuned(clustering(dbscan_eps=9.0), "dbscan"), N_VAL) is None
     res, _, _ = studied
     for r in res:
         t0 = r["trials"][0]
@@ -242,7 +248,7 @@ def test_bad_inputs_fail_before_any_umap(val_data, monkeypatch, tmp_path):
         run([Study("kmeans", "blob", "generated")], yy=np.r_[np.ones(2, np.int64), np.zeros(N_VAL - 2, np.int64)])
     assert spy.fits == []
     with pytest.raises(ConfigError, match="tune.methods"):
-        parse_params({"tune": {"methods": ["kmeans", "kmedoids"]}})
+        make_params({"tune": {"methods": ["kmeans", "kmedoids"]}})
     with pytest.raises(TuneError, match="keys"):
         tuning.apply_tuned(BASE, {"kmeans_k": 2}, "kmeans")
 
@@ -252,7 +258,7 @@ def test_bad_inputs_fail_before_any_umap(val_data, monkeypatch, tmp_path):
 def test_tuned_evaluation_runs_evaluates_protocol_with_the_given_params(val_data):
     xv, yv = val_data
     xt, yt = blobs(2)
-    params = Params(seed=11)
+    params = make_params({"seed": 11})
     u = tuning.untuned(params.evaluate.clustering, "kmeans")
     got = tuning.tuned_evaluation(params.evaluate.clustering, 11, {"params": u, "value": 0.5}, "kmeans", xv, yv, xt, yt)
     c = params.evaluate.clustering
@@ -311,9 +317,9 @@ def make_project(root: Path, storage: str) -> Path:
         "selected": ["study/0/B", "study/0/A", "aligned/0/A", "aligned/0/B"],
         "by_kind": {"generated-study": ["study/0/B", "study/0/A"], "generated-aligned": ["aligned/0/A", "aligned/0/B"]}}))
     p = root / "params.yaml"
-    p.write_text(yaml.safe_dump({"seed": 7, "evaluate": {"budget": 0, "workers": 1},
-                                 "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
-                                          "storage": storage}}))
+    p.write_text(yaml.safe_dump(params_dict({"seed": 7, "evaluate": {"budget": 0, "workers": 1},
+                                             "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
+                                                      "storage": storage}})))
     return p
 
 

@@ -3,7 +3,8 @@ choose anything."""
 
 import numpy as np
 
-from zoofusion.core.protocol import MethodParams, evaluate_features
+from conftest import method_params
+from zoofusion.core.protocol import evaluate_features
 from zoofusion.core.verdict import answer, compare, sentence
 
 
@@ -75,7 +76,7 @@ def test_shuffling_test_labels_leaves_every_val_metric_unchanged():
     xv = r.normal(size=(60, 12)) + yv[:, None]
     xt = r.normal(size=(60, 12)) + yt[:, None]
     kw = dict(standardize=True, n_neighbors=10, min_dist=0.1, n_components=2, metric="euclidean",
-              p=MethodParams(), seed=3)
+              p=method_params(), seed=3)
     a = evaluate_features(xv, yv, xt, yt, **kw)
     b = evaluate_features(xv, yv, xt, r.permutation(yt), **kw)
     val_a = {k: v for k, v in a.metrics.items() if k.startswith("val/")}

@@ -7,7 +7,7 @@ import torch
 from zoofusion.stages import zoo as zoo_stage
 from zoofusion.steps import zoo
 from zoofusion.core.train import train_single
-from zoofusion.config import parse_params
+from conftest import make_params
 from zoofusion.io import load_npz, save_npz
 
 
@@ -25,7 +25,7 @@ def _params(**zoo_over):
     z = {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2, "shard_size": 2,
          "workers": 1, "path": "batched_g2"}
     z.update(zoo_over)
-    return parse_params({"zoo": z, "seed": 9})
+    return make_params({"zoo": z, "seed": 9})
 
 
 def test_model_seeds_are_stable_and_distinct():
@@ -188,9 +188,9 @@ def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
     domain.rename(tmp_path / "prepared" / "black.npz")
     out = {}
     for backend in ("local", "ray"):
-        p = parse_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
-                                  "shard_size": 2, "workers": 2, "path": "batched_g2"}, "seed": 9,
-                          "executor": {"backend": backend}})
+        p = make_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 2,
+                                 "shard_size": 2, "workers": 2, "path": "batched_g2"}, "seed": 9,
+                         "executor": {"backend": backend}})
         zoo_stage.run("black", p, prepared=tmp_path / "prepared", out_root=tmp_path / backend,
                 cache_root=tmp_path / f"cache-{backend}", metrics_root=tmp_path / "metrics")
         out[backend] = torch.load(tmp_path / backend / "black" / "weights.pt", weights_only=True)

@@ -1,10 +1,13 @@
 """params.yaml as typed, frozen, validated objects (pydantic), loaded once before any work starts.
 
-Every knob of the pipeline lives in params.yaml; a stage receives `Params` and reads its own section. An unknown
-key, a wrong type, a negative size or an impossible combination raises `ConfigError` with one line naming the key
-and what is allowed. Each rule lives in one place: plain ranges here, as field constraints; the rules of a
-science object (the CycleGAN's betas, the clustering methods' knobs) in that object in `zoofusion.core`, which
-the section below builds once to check them (`_core_check`).
+Every knob of the pipeline lives in params.yaml, and its value lives there ONLY: the models below declare types and
+rules but no defaults, so every field is required and a key missing from params.yaml is an error naming it (a
+default here would be a second profile that silently disagrees with the file). A stage receives `Params` and reads
+its own section. A missing or unknown key, a duplicated key, a wrong type, a negative size, a string outside its
+allowed values or an impossible combination raises `ConfigError` with one line naming the key and what is allowed.
+Each rule lives in one place: plain ranges and enumerations here, as field constraints; the rules of a science
+object (the CycleGAN's betas, the clustering methods' knobs, UMAP's metrics) in that object in `zoofusion.core`,
+which the section below builds or consults to check them (`_core_check`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
+    """A params.yaml mapping: frozen, no unknown keys, and no field defaults (the values live in params.yaml)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -53,9 +58,9 @@ def _core_check(build) -> None:
 class NegativeMix(Section):
     """Proportions of the three kinds of 'other' images in val/test (they must sum to 1)."""
 
-    nonblack_cat: NonNegFloat = 0.4
-    dark_noncat: NonNegFloat = 0.3
-    random: NonNegFloat = 0.3
+    nonblack_cat: NonNegFloat
+    dark_noncat: NonNegFloat
+    random: NonNegFloat
 
     @model_validator(mode="after")
     def _sums_to_one(self):
@@ -66,21 +71,21 @@ class NegativeMix(Section):
 
 
 class DataParams(Section):
-    source: Literal["folder", "cifar10"] = "folder"
-    path: Str = "../shared/data/cifar10-jpg.tar.gz"
-    labels: Str = "../shared/data/blackcat_labels_train.csv"
-    cat_class: Str = "cat"
-    dark_luminance: Annotated[int, Strict(), Field(gt=0, le=255)] = 70
-    darkness_threshold: Fraction = 0.6
-    black_positive: Pos = 600
-    black_negative: Pos = 600
-    cat_positive: Pos = 600
-    cat_negative: Pos = 600
-    val_fraction: Fraction = 0.5
-    negatives_per_positive: PosFloat = 2.0
-    negative_mix: NegativeMix = NegativeMix()
-    nonblack_cat_max_darkness: ClosedFraction = 0.15
-    sheet_per_class: Pos = 40
+    source: Literal["folder", "cifar10"]
+    path: Str
+    labels: Str
+    cat_class: Str
+    dark_luminance: Annotated[int, Strict(), Field(gt=0, le=255)]
+    darkness_threshold: Fraction
+    black_positive: Pos
+    black_negative: Pos
+    cat_positive: Pos
+    cat_negative: Pos
+    val_fraction: Fraction
+    negatives_per_positive: PosFloat
+    negative_mix: NegativeMix
+    nonblack_cat_max_darkness: ClosedFraction
+    sheet_per_class: Pos
 
     @model_validator(mode="after")
     def _dark_differs_from_light(self):
@@ -91,27 +96,27 @@ class DataParams(Section):
 
 
 class TestsetParams(Section):
-    manifest: Str = ""  # CSV of `path,label`; "" keeps the test split built by the data stage
+    manifest: Str  # CSV of `path,label`; "" keeps the test split built by the data stage
 
 
 class DomainSizes(Section):
-    black: Pos = 12
-    cat: Pos = 12
+    black: Pos
+    cat: Pos
 
 
 class ZooParams(Section):
-    n_models: DomainSizes = DomainSizes()
-    epochs: Pos = 20
-    batch_size: Pos = 128
-    lr: PosFloat = 0.01
-    val_fraction: Fraction = 0.2
-    group_size: Pos = 8  # the largest group of models trained as one network (batched_g*, shared_g*)
-    shard_size: Pos = 16
-    workers: Pos = 2
-    grid_models: NonNeg = 4
-    data_order: Literal["own", "shared"] = "own"  # own: a model's seed fixes its data order (the study); shared: a
-    #                                               shard's models walk one order (faster path, other models)
-    path: Str = "single"  # single, batched_g<N>, shared_g<N>: a param, since paths differ in float rounding
+    n_models: DomainSizes
+    epochs: Pos
+    batch_size: Pos
+    lr: PosFloat
+    val_fraction: Fraction
+    group_size: Pos  # the largest group of models trained as one network (batched_g*, shared_g*)
+    shard_size: Pos
+    workers: Pos
+    grid_models: NonNeg
+    data_order: Literal["own", "shared"]  # own: a model's seed fixes its data order (the study); shared: a
+    #                                     shard's models walk one order (faster path, other models)
+    path: Str  # single, batched_g<N>, shared_g<N>: a param, since paths differ in float rounding
 
     @model_validator(mode="after")
     def _group_fits_shard(self):
@@ -130,21 +135,21 @@ class ZooParams(Section):
 
 
 class KernelsParams(Section):
-    min_val_accuracy: ClosedFraction = 0.6
+    min_val_accuracy: ClosedFraction
 
 
 class CycleGANParams(Section):
-    epochs: Pos = 200
-    batch_size: Pos = 64
-    lr: PosFloat = 0.0002
-    beta1: Float = 0.5
-    beta2: Float = 0.999
-    hidden: Pos = 32
-    lambda_cycle: NonNegFloat = 10.0
-    lambda_identity: NonNegFloat = 5.0
-    checkpoint_every: Pos = 20
-    grid_every: Pos = 50
-    max_loss: PosFloat = 10000.0
+    epochs: Pos
+    batch_size: Pos
+    lr: PosFloat
+    beta1: Float
+    beta2: Float
+    hidden: Pos
+    lambda_cycle: NonNegFloat
+    lambda_identity: NonNegFloat
+    checkpoint_every: Pos
+    grid_every: Pos
+    max_loss: PosFloat
 
     @model_validator(mode="after")
     def _core_rules(self):
@@ -171,11 +176,11 @@ class VariantParams(Section):
     of generated samples for the discriminators (0 = none; the reference: 50).
     """
 
-    align: Bool = False
-    translate: Literal["layers", "pair"] = "layers"
-    lr_decay: Bool = False
-    disc_output: Literal["sigmoid", "raw"] = "sigmoid"
-    pool_size: NonNeg = 0
+    align: Bool
+    translate: Literal["layers", "pair"]
+    lr_decay: Bool
+    disc_output: Literal["sigmoid", "raw"]
+    pool_size: NonNeg
 
     def core_kwargs(self) -> dict[str, Any]:
         """The CycleGANConfig arguments this variant decides."""
@@ -186,9 +191,8 @@ class VariantParams(Section):
 class TranslationParams(Section):
     """The translation variants `dvc repro` makes side by side (names fixed: dvc.yaml lists them)."""
 
-    study: VariantParams = VariantParams()
-    aligned: VariantParams = VariantParams(align=True, translate="pair", lr_decay=True, disc_output="raw",
-                                           pool_size=50)
+    study: VariantParams
+    aligned: VariantParams
 
     def variant(self, name: str) -> VariantParams:
         if name not in VARIANTS:
@@ -197,27 +201,44 @@ class TranslationParams(Section):
 
 
 class GenerateParams(Section):
-    max_per_domain: NonNeg = 0  # 0 = every source model that passed the zoo's accuracy floor
-    bias: Literal["source", "zero"] = "source"
+    max_per_domain: NonNeg  # 0 = every source model that passed the zoo's accuracy floor
+    bias: Literal["source", "zero"]
 
 
 class UmapParams(Section):
-    n_neighbors: Annotated[int, Strict(), Field(ge=2)] = 15
-    min_dist: ClosedFraction = 0.1
-    n_components: Pos = 2
-    metric: Str = "euclidean"
+    n_neighbors: Annotated[int, Strict(), Field(ge=2)]
+    min_dist: ClosedFraction
+    n_components: Pos
+    metric: Str
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        from zoofusion.core.protocol import UMAP_METRICS  # the protocol's list is the one source
+
+        if v not in UMAP_METRICS:
+            raise ValueError(f"expected one of {', '.join(map(repr, sorted(UMAP_METRICS)))}, got {v!r}")
+        return v
 
 
 class ClusteringParams(Section):
-    standardize: Bool = True
-    umap: UmapParams = UmapParams()
-    kmeans_k: Int = 2
-    kmeans_n_init: Int = 10
-    dbscan_eps: Float = 3.0
-    dbscan_min_samples: Int = 3
-    ocsvm_kernel: Str = "rbf"
-    ocsvm_nu: Float = 0.1
-    ocsvm_gamma: Str | Float = "scale"
+    standardize: Bool
+    umap: UmapParams
+    kmeans_k: Int
+    kmeans_n_init: Int
+    dbscan_eps: Float
+    dbscan_min_samples: Int
+    ocsvm_kernel: Str
+    ocsvm_nu: Float
+    ocsvm_gamma: Str | Float
+
+    @field_validator("ocsvm_gamma", mode="before")
+    @classmethod
+    def _gamma_type(cls, v):
+        # only the type here (a bool or a list would read as a union error); the values are MethodParams' rule
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"must be a float > 0 or 'scale'/'auto', got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _core_rules(self):
@@ -248,13 +269,13 @@ class ClusteringParams(Section):
 
 
 class EvaluateParams(Section):
-    clustering: ClusteringParams = ClusteringParams()
-    select_metric: Str = "val/kmeans/accuracy"
-    n_selected: Pos = 3
-    budget: NonNeg = 0  # candidates per kind, generated and every baseline alike; 0 = as many as generated models
-    n_boot: Annotated[int, Strict(), Field(ge=100)] = 1000  # bootstrap resamples of the test images per interval
-    feature_batch: Pos = 256
-    workers: Pos = 2
+    clustering: ClusteringParams
+    select_metric: Str
+    n_selected: Pos
+    budget: NonNeg  # candidates per kind, generated and every baseline alike; 0 = as many as generated models
+    n_boot: Annotated[int, Strict(), Field(ge=100)]  # bootstrap resamples of the test images per interval
+    feature_batch: Pos
+    workers: Pos
 
     @field_validator("select_metric")
     @classmethod
@@ -267,15 +288,15 @@ class EvaluateParams(Section):
 
 
 class TuneParams(Section):
-    n_trials: Pos = 12
-    sampler: Literal["tpe", "random"] = "tpe"
+    n_trials: Pos
+    sampler: Literal["tpe", "random"]
     # balanced accuracy: chance is 0.5 at any share of black cats (accuracy rewards calling everything "other")
-    objective: Literal["balanced_accuracy", "accuracy", "precision", "recall", "purity"] = "balanced_accuracy"
-    storage: Str = "sqlite:///optuna.db"
-    top_models: Pos = 2
-    methods: tuple[Literal["kmeans", "dbscan", "ocsvm"], ...] = METHODS
-    max_clusters: Annotated[int, Strict(), Field(ge=2)] = 3  # majority mapping on the scored points: more inflate
-    workers: Pos = 2
+    objective: Literal["balanced_accuracy", "accuracy", "precision", "recall", "purity"]
+    storage: Str
+    top_models: Pos
+    methods: tuple[Literal[METHODS], ...]
+    max_clusters: Annotated[int, Strict(), Field(ge=2)]  # majority mapping on the scored points: more inflate
+    workers: Pos
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -288,23 +309,23 @@ class TuneParams(Section):
 
 
 class ExecutorParams(Section):
-    backend: Literal["local", "ray"] = "local"  # where zoo shards and evaluate's candidates run
-    address: Str = ""  # ray: a cluster to join ("" = RAY_ADDRESS, else a local instance)
+    backend: Literal["local", "ray"]  # where zoo shards and evaluate's candidates run
+    address: Str  # ray: a cluster to join ("" = RAY_ADDRESS, else a local instance)
 
 
 class Params(Section):
-    seed: NonNeg = 42
-    device: Literal["auto", "cpu", "cuda"] = "cpu"
-    data: DataParams = DataParams()
-    testset: TestsetParams = TestsetParams()
-    zoo: ZooParams = ZooParams()
-    kernels: KernelsParams = KernelsParams()
-    cyclegan: CycleGANParams = CycleGANParams()
-    translation: TranslationParams = TranslationParams()
-    generate: GenerateParams = GenerateParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    tune: TuneParams = TuneParams()
-    executor: ExecutorParams = ExecutorParams()
+    seed: NonNeg
+    device: Literal["auto", "cpu", "cuda"]
+    data: DataParams
+    testset: TestsetParams
+    zoo: ZooParams
+    kernels: KernelsParams
+    cyclegan: CycleGANParams
+    translation: TranslationParams
+    generate: GenerateParams
+    evaluate: EvaluateParams
+    tune: TuneParams
+    executor: ExecutorParams
 
     @model_validator(mode="after")
     def _cross_sections(self):
@@ -333,6 +354,8 @@ def _one_line(err: dict, raw: dict) -> str:
     """pydantic's first error as `key: what is allowed, got value` (one line, the wording users know)."""
     loc, typ, value = tuple(err["loc"]), err["type"], err.get("input")
     key = _key(loc)
+    if typ == "missing":
+        return f"{key}: missing (add it to params.yaml; see the quick profile in the repository's params.yaml)"
     if typ == "extra_forbidden":
         model = Params
         for part in loc[:-1]:
@@ -361,13 +384,60 @@ def _one_line(err: dict, raw: dict) -> str:
 
 
 def parse_params(raw: dict) -> Params:
-    """Build and validate `Params` from an already-parsed params.yaml mapping."""
+    """Build and validate `Params` from an already-parsed params.yaml mapping; every key must be there."""
     if raw is None:
         raw = {}
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_one_line(e.errors(include_url=False)[0], raw)) from None
+        errors = e.errors(include_url=False)
+        # a misspelt key is also a missing one: name the misspelling, whose message lists the keys allowed there
+        first = next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])
+        raise ConfigError(_one_line(first, raw)) from None
+
+
+def _first_duplicate(node: yaml.Node, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
+    """The first key written twice in one mapping of a composed YAML tree: (dotted key, first line, second line)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            name = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
+            line = k.start_mark.line + 1
+            if name in seen:
+                return ".".join((*path, name)), seen[name], line
+            seen[name] = line
+            found = _first_duplicate(v, (*path, name))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _first_duplicate(item, (*path, str(i)))
+            if found:
+                return found
+    return None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file as plain data, like yaml.safe_load, but a key written twice in one mapping is refused.
+
+    PyYAML keeps the last of two equal keys without a word, so `epochs: 20` ... `epochs: 2` further down would
+    silently win; here it is one line naming the key and both lines. Every reader of params.yaml uses this.
+    """
+    path = Path(path)
+    loader = yaml.SafeLoader(path.read_text())
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        dup = _first_duplicate(node)
+        if dup:
+            key, first, second = dup
+            raise ConfigError(f"{path}: duplicate key '{key}' at lines {first} and {second}; keep one")
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    finally:
+        loader.dispose()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -375,9 +445,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (run from the repository root, or pass --params PATH)")
-    with path.open() as f:
-        try:
-            raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    return parse_params(raw)
+    return parse_params(read_yaml(path) or {})

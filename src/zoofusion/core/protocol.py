@@ -67,15 +67,18 @@ _OCSVM_KERNELS = ("rbf", "linear", "poly", "sigmoid")
 
 @dataclass(frozen=True)
 class MethodParams:
-    """Hyper-parameters of the three separation methods (validated on construction)."""
+    """Hyper-parameters of the three separation methods (validated on construction).
 
-    kmeans_k: int = 2
-    kmeans_n_init: int = 10
-    dbscan_eps: float = 3.0
-    dbscan_min_samples: int = 3
-    ocsvm_kernel: str = "rbf"
-    ocsvm_nu: float = 0.1
-    ocsvm_gamma: float | str = "scale"
+    No defaults: the values come from params.yaml (`ClusteringParams.method_params()`), the one place they live.
+    """
+
+    kmeans_k: int
+    kmeans_n_init: int
+    dbscan_eps: float
+    dbscan_min_samples: int
+    ocsvm_kernel: str
+    ocsvm_nu: float
+    ocsvm_gamma: float | str
 
     def __post_init__(self) -> None:
         if not (isinstance(self.kmeans_k, (int, np.integer)) and self.kmeans_k in (2, 3)):
@@ -355,7 +358,7 @@ def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndar
 
 def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,
                       standardize: bool, n_neighbors: int, min_dist: float, n_components: int, metric: str,
-                      p: MethodParams = MethodParams(), seed: int,
+                      p: MethodParams, seed: int,
                       methods: Sequence[str] = METHODS) -> Evaluation:
     """The whole protocol: :func:`embed` val ∪ test once, then :func:`evaluate_embedding`.
 
