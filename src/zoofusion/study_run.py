@@ -6,7 +6,7 @@ The chain, each step with the functions its DVC stage uses, every output in ``--
 1. ``zoo_black``, ``zoo_cat``: the zoo stage's shards (``stages.zoo.plan_shards`` / ``train_shard``, so
    ``core.train.train_models``: the same seeds, split and models) on the prepared ``<domain>.npz`` in ``--data``;
 2. ``kernels``: ``stages.kernels.run`` (accuracy floor, raw and aligned harvests);
-3. ``cyclegan_<variant>_<unit>``: ``core.cyclegan.train_cyclegan`` on the cyclegan stage's units and configs, and
+3. ``cyclegan_<variant>_<unit>``: ``steps.cyclegan.train_unit`` on the cyclegan stage's units and configs, and
    its distances d(A,B), d(G_A2B(A),B), d(G_B2A(B),A) per layer;
 4. ``generate_<variant>``: ``stages.generate.generate``;
 5. ``evaluate``: the evaluate stage's candidates, protocol and verdict (``stages.evaluate.score_all``,
@@ -232,28 +232,25 @@ def unit_names(params: Params, variant: str) -> tuple[str, ...]:
 
 
 def cyclegan_unit(task: tuple[Params, str, str, Path], shared: None = None) -> dict:
-    """Train one CycleGAN (a variant's layer or pair) as the cyclegan stage does, checkpointed in --out, save its
-    generators, and return its figures. A worker function: the units train in parallel processes."""
-    from zoofusion.core.cyclegan import save_generators, train_cyclegan
-    from zoofusion.stages.cyclegan import checkpoint_path, distances, kernel_files, load_kernels, make_config, units
+    """Train one CycleGAN (a variant's layer or pair) with the cyclegan stage's step, checkpointed in --out, and
+    return its figures. A worker function: the units train in parallel processes."""
+    from zoofusion.steps.cyclegan import kernel_files, load_kernels, make_config, train_unit, units
 
     params, variant, name, out = task
-    files = kernel_files(out / "kernels", params.translation.variant(variant))
-    unit = next(u for u in units(params.translation.variant(variant), *load_kernels(files)) if u.name == name)
-    cfg = make_config(params, variant, name)
-    ckpt = checkpoint_path(out / "checkpoints", f"{variant}-{name}", cfg, "".join(file_md5(f) for f in files))
+    v = params.translation.variant(variant)
+    files = kernel_files(out / "kernels", v)
+    unit = next(u for u in units(v, *load_kernels(files)) if u.name == name)
+    cfg = make_config(params.cyclegan, v, params.seed, params.torch_device(), name)
     epochs_here = []  # epochs trained by this process (a resumed checkpoint starts later)
-    t0 = time.perf_counter()
-    result = train_cyclegan(unit.A, unit.B, cfg, checkpoint_path=ckpt,
-                            on_epoch=lambda epoch, losses, state: epochs_here.append(epoch))
-    seconds = time.perf_counter() - t0
-    save_generators(out / "cyclegan" / variant / name / "generators.pt", result, meta={**unit.meta, "variant": variant})
+    done = train_unit(unit, variant, cfg, files, out / "cyclegan" / variant, out / "checkpoints",
+                      on_epoch=lambda epoch, losses, state: epochs_here.append(epoch))
+    result, seconds = done.result, done.seconds
     step = f"cyclegan_{variant}_{name}"
     figures = {f"{step}_s": _r(seconds, 2), f"{step}_samples": f"A {len(unit.A)}, B {len(unit.B)}",
                f"{step}_epochs": cfg.epochs, f"{step}_s_per_epoch": _r(seconds / max(1, len(epochs_here)), 3),
                f"{step}_final_loss_G": _r(result.history["loss_G"][-1]),
                f"{step}_final_loss_cycle": _r(result.history["loss_cycle"][-1])}
-    for layer, d in distances(result, unit).items():
+    for layer, d in done.distances.items():
         figures.update({f"dist_{variant}_{layer}_{k.removeprefix('dist_')}": _r(v) for k, v in d.items()})
     return figures
 
@@ -279,8 +276,7 @@ def cyclegan_steps(params: Params, run: Run, workers: int) -> bool:
 
 
 def generate_step(variant: str, params: Params, device: str, run: Run) -> dict:
-    from zoofusion.core.cyclegan import load_generators
-    from zoofusion.stages.cyclegan import kernel_files, load_kernels
+    from zoofusion.steps.cyclegan import kernel_files, load_generators, load_kernels
     from zoofusion.stages.generate import generate
 
     v = params.translation.variant(variant)

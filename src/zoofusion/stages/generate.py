@@ -24,10 +24,11 @@ import torch
 from zoofusion.cli import stage_main
 from zoofusion.config import VARIANTS, Params
 from zoofusion.core.cnn import ConvFeatures
-from zoofusion.core.cyclegan import load_generators, translate
+from zoofusion.core.cyclegan import translate
 from zoofusion.core.pair import translate_pair
 from zoofusion.io import atomic_dir
 from zoofusion.render.kernel_grid import kernel_grid_figure
+from zoofusion.steps.cyclegan import load_generators
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
