@@ -5,13 +5,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, ImagePool, KernelScaler, SetDiscriminator, SetGenerator, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, load_generators, lr_factor, make_discriminator, save_generators, train_cyclegan, translate
+from conftest import ROOT
+from zoofusion.config import VARIANTS, load_params
+from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, ImagePool, KernelScaler, SetDiscriminator, SetGenerator, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, lr_factor, make_discriminator, resume_mismatch, train_cyclegan, translate
 from zoofusion.core.kernel_stats import kernel_stat_distance
+from zoofusion.io import save_torch
 from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
+from zoofusion.steps.cyclegan import Unit, load_generators, make_config, save_generators, train_unit
 
 torch.set_num_threads(1)
 
@@ -21,7 +26,15 @@ def _zoo(n: int, c: int = 6, d: int = 3, seed: int = 0, shift: float = 0.0) -> t
     return 0.2 * torch.randn(n, c, d, 5, 5, generator=g) + shift
 
 
-TINY = CycleGANConfig(epochs=3, batch_size=4, hidden=4, seed=1)
+def config(**changes: Any) -> CycleGANConfig:
+    """Every field spelled out (a core config has no defaults): a tiny CPU run with the study's training details."""
+    fields = dict(epochs=3, batch_size=4, lr=2e-4, betas=(0.5, 0.999), hidden=4, lambda_cycle=10.0,
+                  lambda_identity=5.0, seed=0, device="cpu", checkpoint_every=10, max_loss=1e4, arch="volume",
+                  lr_decay=False, disc_output="sigmoid", pool_size=0)
+    return CycleGANConfig(**{**fields, **changes})
+
+
+TINY = config(seed=1)
 
 
 def _states_equal(r1: CycleGANResult, r2: CycleGANResult) -> bool:
@@ -38,7 +51,7 @@ def test_generator_and_discriminator_shapes(c: int, d: int) -> None:
     y = Generator(c, 8)(x)
     assert y.shape == x.shape
     assert bool((y.abs() < 1).all())  # Tanh range
-    p = Discriminator(c, 8)(x)
+    p = Discriminator(c, 8, "sigmoid")(x)
     assert p.shape == (2, 1, d, 5, 5)
     assert bool(((p > 0) & (p < 1)).all())
 
@@ -66,10 +79,23 @@ def test_losses_worked_examples() -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="batch_size"):
-        CycleGANConfig(batch_size=0)
+        config(batch_size=0)
     with pytest.raises(ValueError, match="lr"):
-        CycleGANConfig(lr=-1.0)
-    assert CycleGANConfig(betas=[0.5, 0.9]).betas == (0.5, 0.9)  # type: ignore[arg-type]
+        config(lr=-1.0)
+    assert config(betas=[0.5, 0.9]).betas == (0.5, 0.9)
+
+
+def test_config_has_no_defaults_and_params_yaml_decides_every_field() -> None:
+    fields = dataclasses.fields(CycleGANConfig)
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+    with pytest.raises(TypeError, match="missing"):
+        CycleGANConfig(epochs=3)  # type: ignore[call-arg]
+    p = load_params(ROOT / "params.yaml")
+    for variant in VARIANTS:  # the stage's own config builder, from params.yaml alone
+        v = p.translation.variant(variant)
+        assert set(p.cyclegan.core_kwargs()) | set(v.core_kwargs()) | {"seed", "device"} == {f.name for f in fields}
+        cfg = make_config(p.cyclegan, v, p.seed, "cpu", "conv1")
+        assert (cfg.epochs, cfg.lr_decay, cfg.pool_size) == (p.cyclegan.epochs, v.lr_decay, v.pool_size)
 
 
 def test_tiny_training_deterministic_and_finite() -> None:
@@ -81,15 +107,17 @@ def test_tiny_training_deterministic_and_finite() -> None:
     assert set(r1.history) == set(LOSS_NAMES)
     assert all(len(v) == 3 and all(math.isfinite(x) for x in v) for v in r1.history.values())
     assert _states_equal(r1, r2)
-    r3 = train_cyclegan(a, b, CycleGANConfig(epochs=3, batch_size=4, hidden=4, seed=2))
+    r3 = train_cyclegan(a, b, config(seed=2))
     assert not _states_equal(r1, r3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_training_on_cuda_runs_and_tracks_cpu(tmp_path: Path) -> None:
     a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
-    gpu = train_cyclegan(a, b, dataclasses.replace(TINY, device="cuda"), checkpoint_path=tmp_path / "g.ckpt")
+    states: list[dict] = []
+    gpu = train_cyclegan(a, b, dataclasses.replace(TINY, device="cuda"), on_checkpoint=states.append)
     cpu = train_cyclegan(a, b, TINY)
+    assert states[-1]["epoch"] == 3 and states[-1]["nets"]["G_A2B"]["net.0.weight"].device.type == "cpu"
     assert next(gpu.G_A2B.parameters()).device.type == "cuda"
     out = translate(gpu.G_A2B, gpu.scaler, a)
     assert out.device == a.device and torch.isfinite(out).all()
@@ -100,51 +128,149 @@ def test_training_on_cuda_runs_and_tracks_cpu(tmp_path: Path) -> None:
     torch.testing.assert_close(translate(g_ab, scaler, a), out, rtol=0, atol=1e-3 * scaler.scale)
 
 
-def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
-    cfg = CycleGANConfig(epochs=5, batch_size=4, hidden=4, seed=3, checkpoint_every=2)
-    full = train_cyclegan(a, b, cfg)
+# --- resuming: a resumed run is a fresh run, byte for byte, or the checkpoint is not used ---------------------
 
-    ckpt = tmp_path / "sub" / "ckpt.pt"
 
-    def crash_at_3(epoch: int, losses: dict[str, float], state: CycleGANResult) -> None:
-        if epoch == 3:
+def _generator_bytes(result: CycleGANResult, path: Path) -> bytes:
+    save_generators(path, result)
+    return path.read_bytes()
+
+
+def _crash_at(epoch_to_crash: int):
+    def on_epoch(epoch: int, losses: dict[str, float], state: CycleGANResult) -> None:
+        if epoch == epoch_to_crash:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        train_cyclegan(a, b, cfg, checkpoint_path=ckpt, on_epoch=crash_at_3)
-    assert ckpt.exists() and not list(ckpt.parent.glob("*.tmp"))
-
-    seen: list[int] = []
-    resumed = train_cyclegan(a, b, cfg, checkpoint_path=ckpt, on_epoch=lambda e, l, s: seen.append(e))
-    assert seen == [3, 4, 5]  # epochs 1-2 came from the checkpoint
-    assert _states_equal(full, resumed)
+    return on_epoch
 
 
-def test_resume_can_extend_epochs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("details", [
+    {},  # the study's: constant lr, no pool
+    {"lr_decay": True, "disc_output": "raw", "pool_size": 3, "arch": "set"},  # the aligned variant's
+    {"pool_size": 3},
+])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path: Path, details: dict) -> None:
     a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
-    ckpt = tmp_path / "ckpt.pt"
-    short = CycleGANConfig(epochs=2, batch_size=4, hidden=4, seed=3)
-    longer = CycleGANConfig(epochs=4, batch_size=4, hidden=4, seed=3)
-    train_cyclegan(a, b, short, checkpoint_path=ckpt)
-    assert _states_equal(train_cyclegan(a, b, longer, checkpoint_path=ckpt), train_cyclegan(a, b, longer))
-    with pytest.raises(ValueError, match="at epoch 4 but cfg.epochs=2"):
-        train_cyclegan(a, b, short, checkpoint_path=ckpt)
+    cfg = config(epochs=5, seed=3, checkpoint_every=2, **details)
+    full = train_cyclegan(a, b, cfg)
+
+    states: list[dict] = []
+    with pytest.raises(KeyboardInterrupt):
+        train_cyclegan(a, b, cfg, on_epoch=_crash_at(3), on_checkpoint=states.append)
+    assert [s["epoch"] for s in states] == [2]  # epoch 3 trained after the state was handed out: a copy
+    seen: list[int] = []
+    resumed = train_cyclegan(a, b, cfg, resume=states[0], on_epoch=lambda e, l, s: seen.append(e))
+    assert seen == [3, 4, 5]  # epochs 1-2 came from the state
+    assert _states_equal(full, resumed)
+    assert _generator_bytes(resumed, tmp_path / "r.pt") == _generator_bytes(full, tmp_path / "f.pt")
+    again = train_cyclegan(a, b, cfg, resume=states[0])  # resuming left the state untouched
+    assert _states_equal(full, again)
 
 
-def test_checkpoint_mismatch_says_delete(tmp_path: Path) -> None:
+def test_a_constant_lr_run_extends_a_shorter_ones_state(tmp_path: Path) -> None:
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    states: list[dict] = []
+    train_cyclegan(a, b, config(epochs=2, seed=3, pool_size=2), on_checkpoint=states.append)
+    longer = config(epochs=4, seed=3, pool_size=2)
+    assert resume_mismatch(states[-1], longer, a, b) is None
+    extended = train_cyclegan(a, b, longer, resume=states[-1])
+    fresh = train_cyclegan(a, b, longer)
+    assert _states_equal(extended, fresh)
+    assert _generator_bytes(extended, tmp_path / "e.pt") == _generator_bytes(fresh, tmp_path / "f.pt")
+
+
+def test_resume_mismatch_names_what_differs() -> None:
     a, b = _zoo(5), _zoo(7, seed=1)
-    ckpt = tmp_path / "ckpt.pt"
-    train_cyclegan(a, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4), checkpoint_path=ckpt)
-    with pytest.raises(ValueError, match=r"lr: checkpoint=0.0002 now=0.001.*delete it"):
-        train_cyclegan(a, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4, lr=1e-3), checkpoint_path=ckpt)
-    with pytest.raises(ValueError, match=r"sha256_A.*delete it"):
-        train_cyclegan(a + 0.01, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4), checkpoint_path=ckpt)
+    states: list[dict] = []
+    cfg = config(epochs=2, checkpoint_every=1)
+    train_cyclegan(a, b, cfg, on_checkpoint=states.append)
+    state = states[-1]
+    assert resume_mismatch(state, config(epochs=2, checkpoint_every=5), a, b) is None  # never shapes the run
+    assert resume_mismatch(states[0], config(epochs=7), a, b) is None  # constant lr: epoch 1 of any run
+    assert "lr: state=0.0002 now=0.001" in resume_mismatch(state, config(epochs=2, lr=1e-3), a, b)
+    assert "sha256_A" in resume_mismatch(state, cfg, a + 0.01, b)
+    assert "past epochs=1" in resume_mismatch(state, config(epochs=1), a, b)
+    assert "not a CycleGAN state" in resume_mismatch({"format": 1}, cfg, a, b)
+    decay: list[dict] = []
+    train_cyclegan(a, b, config(epochs=2, lr_decay=True), on_checkpoint=decay.append)
+    assert "epochs: state=2 now=4" in resume_mismatch(decay[-1], config(epochs=4, lr_decay=True), a, b)
+    with pytest.raises(ValueError, match=r"resume: cannot continue this state, .*lr: state=0.0002 now=0.001"):
+        train_cyclegan(a, b, config(epochs=2, lr=1e-3), resume=state)
 
+
+def _unit(a: torch.Tensor, b: torch.Tensor) -> Unit:
+    return Unit("conv1", a, b, lambda x: {"conv1": x}, {"layer": "conv1"})
+
+
+@pytest.fixture
+def unit_files(tmp_path: Path) -> tuple[Unit, list[Path]]:
+    """A unit and the kernel files it came from (their md5s key the checkpoint)."""
+    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
+    files = [tmp_path / "black.pt", tmp_path / "cat.pt"]
+    for f, k in zip(files, (a, b)):
+        save_torch(f, {"conv1.weight": k})
+    return _unit(a, b), files
+
+
+def _step(unit_files, cfg: CycleGANConfig, root: Path, cache: Path, **kw):
+    unit, files = unit_files
+    run = train_unit(unit, "study", cfg, files, root, cache, **kw)
+    return run, (root / "conv1" / "generators.pt").read_bytes()
+
+
+def test_step_resumes_an_interrupted_unit_to_the_same_bytes(tmp_path: Path, unit_files) -> None:
+    cfg = config(epochs=5, seed=3, checkpoint_every=2, lr_decay=True, pool_size=3)
+    cache = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        _step(unit_files, cfg, tmp_path / "out", cache, on_epoch=_crash_at(3))
+    assert [p.suffix for p in cache.iterdir()] == [".ckpt"]  # written atomically: no temporary left
+    assert not (tmp_path / "out" / "conv1").exists()
+    resumed, got = _step(unit_files, cfg, tmp_path / "out", cache)
+    fresh, want = _step(unit_files, cfg, tmp_path / "fresh", tmp_path / "cache2")
+    assert (resumed.resumed_at, fresh.resumed_at) == (2, 0)
+    assert got == want
+    for name in ("history.json", "losses.csv"):
+        assert (tmp_path / "out" / "conv1" / name).read_bytes() == (tmp_path / "fresh" / "conv1" / name).read_bytes()
+    g_ab, _, scaler, meta = load_generators(tmp_path / "out" / "conv1" / "generators.pt")
+    assert meta["epochs_trained"] == 5 and meta["variant"] == "study"
+
+
+def test_step_lowering_epochs_trains_fresh_and_overwrites(tmp_path: Path, unit_files) -> None:
+    cache = tmp_path / "cache"
+    _step(unit_files, config(epochs=4, seed=3), tmp_path / "long", cache)
+    lowered, got = _step(unit_files, config(epochs=2, seed=3), tmp_path / "out", cache)  # no error, no deletion
+    fresh, want = _step(unit_files, config(epochs=2, seed=3), tmp_path / "fresh", tmp_path / "cache2")
+    assert lowered.resumed_at == 0 and got == want
+    (ckpt,) = cache.iterdir()
+    assert torch.load(ckpt, weights_only=True)["state"]["epoch"] == 2  # overwritten by the fresh run
+    ckpt.write_bytes(b"not a checkpoint")  # an unreadable checkpoint is trained over as well
+    again, got = _step(unit_files, config(epochs=2, seed=3), tmp_path / "again", cache)
+    assert again.resumed_at == 0 and got == want
+
+
+@pytest.mark.parametrize("lr_decay", [True, False])
+def test_step_raising_epochs_resumes_only_when_that_is_a_fresh_run(tmp_path: Path, unit_files,
+                                                                   lr_decay: bool) -> None:
+    cache = tmp_path / "cache"
+    _step(unit_files, config(epochs=2, seed=3, lr_decay=lr_decay), tmp_path / "short", cache)
+    raised, got = _step(unit_files, config(epochs=4, seed=3, lr_decay=lr_decay), tmp_path / "out", cache)
+    _, want = _step(unit_files, config(epochs=4, seed=3, lr_decay=lr_decay), tmp_path / "fresh", tmp_path / "c2")
+    # with decay the 2-epoch run's lr fell to 1/2 in its epoch 2, a 4-epoch run's stays at 1: not resumable
+    assert raised.resumed_at == (0 if lr_decay else 2)
+    assert got == want
+
+
+def test_save_torch_gives_the_same_bytes_at_any_path(tmp_path: Path) -> None:
+    obj = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"epochs": 3}}
+    save_torch(tmp_path / "a.pt", obj)
+    save_torch(tmp_path / "sub" / "other-name.pt", {"w": torch.arange(6.0).reshape(2, 3), "meta": {"epochs": 3}})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "other-name.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["w"], obj["w"])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.pt", "other-name.pt", "sub"]  # no temporaries
 
 def test_save_load_generators_reproduce_translate(tmp_path: Path) -> None:
     a, b = _zoo(4, c=16, d=6), _zoo(6, c=16, d=6, seed=1)
-    res = train_cyclegan(a, b, CycleGANConfig(epochs=1, batch_size=4, hidden=4))
+    res = train_cyclegan(a, b, config(epochs=1))
     path = tmp_path / "gens.pt"
     save_generators(path, res, meta={"layer": "conv2"})
     g_ab, g_ba, scaler, meta = load_generators(path)
@@ -186,7 +312,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
 
 
 def test_divergence_raises() -> None:
-    cfg = CycleGANConfig(epochs=2, batch_size=4, hidden=4, max_loss=1e-6)
+    cfg = config(epochs=2, max_loss=1e-6)
     with pytest.raises(TrainingDiverged, match=r"epoch 1 .*loss_G=.*lower learning rate"):
         train_cyclegan(_zoo(3), _zoo(3, seed=1), cfg)
 
@@ -230,7 +356,7 @@ def test_lr_decay_sets_every_optimiser_per_epoch(monkeypatch) -> None:
 
     monkeypatch.setattr(torch.optim.Adam, "step", spy)
     a, b = _zoo(4), _zoo(4, seed=1)
-    train_cyclegan(a, b, CycleGANConfig(epochs=4, batch_size=4, hidden=4, lr=1e-3, lr_decay=True))
+    train_cyclegan(a, b, config(epochs=4, lr=1e-3, lr_decay=True))
     per_epoch = [seen[i:i + 3] for i in range(0, len(seen), 3)]  # G, D_A, D_B; one step per epoch here
     assert [p[0] for p in per_epoch] == pytest.approx([1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
     assert all(len(set(p)) == 1 for p in per_epoch)
@@ -252,7 +378,7 @@ def test_raw_discriminator_is_the_sigmoid_one_before_its_sigmoid(arch: str) -> N
     with pytest.raises(ValueError, match="disc_output: must be one of sigmoid, raw"):
         make_discriminator(arch, 6, 8, "tanh")
     with pytest.raises(ValueError, match="disc_output"):
-        CycleGANConfig(disc_output="softmax")
+        config(disc_output="softmax")
 
 
 def test_image_pool_worked_example() -> None:
@@ -285,7 +411,7 @@ def test_image_pool_worked_example() -> None:
     assert none.query(x) is x and none.items == []
     state = pool.state()
     again = ImagePool(2, seed=99)
-    again.load(state)
+    again.load(state, "cpu")
     assert torch.equal(again.query(x), pool.query(x))  # resumable: same stored samples and generator
 
 
@@ -296,21 +422,6 @@ def test_study_settings_leave_the_trajectory_unchanged_and_new_ones_change_it() 
     assert _states_equal(base, same)
     for change in ({"lr_decay": True}, {"disc_output": "raw"}, {"pool_size": 3}):
         assert not _states_equal(base, train_cyclegan(a, b, dataclasses.replace(TINY, **change))), change
-
-
-def test_pool_and_decay_resume_bit_identically(tmp_path: Path) -> None:
-    a, b = _zoo(5, seed=0), _zoo(7, seed=1, shift=0.1)
-    cfg = CycleGANConfig(epochs=5, batch_size=4, hidden=4, seed=3, checkpoint_every=2, lr_decay=True,
-                         disc_output="raw", pool_size=3, arch="set")
-    full = train_cyclegan(a, b, cfg)
-
-    def crash_at_3(epoch: int, losses: dict[str, float], state: CycleGANResult) -> None:
-        if epoch == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_cyclegan(a, b, cfg, checkpoint_path=tmp_path / "c.pt", on_epoch=crash_at_3)
-    assert _states_equal(full, train_cyclegan(a, b, cfg, checkpoint_path=tmp_path / "c.pt"))
 
 
 def test_set_generator_starts_as_identity_and_is_equivariant_along_d(tmp_path: Path) -> None:
@@ -324,7 +435,7 @@ def test_set_generator_starts_as_identity_and_is_equivariant_along_d(tmp_path: P
     torch.testing.assert_close(g(x[:, :, perm]), y[:, :, perm], rtol=1e-5, atol=1e-6)
     d = SetDiscriminator(19, 8, "raw")
     torch.testing.assert_close(d(x[:, :, perm]), d(x)[:, :, perm], rtol=1e-5, atol=1e-6)
-    res = train_cyclegan(x, x.flip(0) * 0.5, CycleGANConfig(epochs=1, batch_size=2, hidden=4, arch="set"))
+    res = train_cyclegan(x, x.flip(0) * 0.5, config(epochs=1, batch_size=2, arch="set"))
     save_generators(tmp_path / "g.pt", res)
     g_ab, _, scaler, meta = load_generators(tmp_path / "g.pt")
     assert isinstance(g_ab, SetGenerator) and meta["arch"] == "set"

@@ -1,9 +1,20 @@
+from typing import Any
+
 import pytest
 import torch
 
 from zoofusion.core.cnn import ConvFeatures, init_weights, stack
-from zoofusion.core.cyclegan import CycleGANConfig, load_generators, save_generators, train_cyclegan, translate
+from zoofusion.core.cyclegan import CycleGANConfig, train_cyclegan, translate
 from zoofusion.stages.generate import generate, load_models, model_id
+from zoofusion.steps.cyclegan import load_generators, save_generators
+
+
+def config(**changes: Any) -> CycleGANConfig:
+    """Every field spelled out (a core config has no defaults): a tiny CPU run with the study's training details."""
+    fields = dict(epochs=3, batch_size=4, lr=2e-4, betas=(0.5, 0.999), hidden=4, lambda_cycle=10.0,
+                  lambda_identity=5.0, seed=0, device="cpu", checkpoint_every=10, max_loss=1e4, arch="volume",
+                  lr_decay=False, disc_output="sigmoid", pool_size=0)
+    return CycleGANConfig(**{**fields, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +26,7 @@ def setup(tmp_path_factory):
     gens = {}
     for layer in ("conv1", "conv2"):
         r = train_cyclegan(kernels["black"][f"{layer}.weight"], kernels["cat"][f"{layer}.weight"],
-                           CycleGANConfig(epochs=2, batch_size=2, hidden=4, seed=1))
+                           config(epochs=2, batch_size=2, hidden=4, seed=1))
         save_generators(tmp / f"{layer}.pt", r)
         gens[layer] = load_generators(tmp / f"{layer}.pt")
     return kernels, gens, tmp
@@ -61,7 +72,7 @@ def test_a_pair_generator_translates_conv1_and_conv2_together(setup, tmp_path):
     kernels, _, _ = setup
     scales = fit_scales(*((kernels[d]["conv1.weight"], kernels[d]["conv2.weight"]) for d in ("black", "cat")))
     r = train_cyclegan(*(pack(kernels[d]["conv1.weight"], kernels[d]["conv2.weight"], scales) for d in ("black", "cat")),
-                       CycleGANConfig(epochs=2, batch_size=2, hidden=4, seed=1, arch="set"))
+                       config(epochs=2, batch_size=2, hidden=4, seed=1, arch="set"))
     save_generators(tmp_path / "pair.pt", r, meta={"layer": "pair", "pair_scales": list(scales)})
     g_ab, g_ba, scaler, meta = load_generators(tmp_path / "pair.pt")
     g = generate(kernels, {"pair": (g_ab, g_ba, scaler, meta)}, max_per_domain=0, bias="source")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -11,6 +13,14 @@ from zoofusion.core.cyclegan import CycleGANConfig, train_cyclegan
 from zoofusion.core.pair import fit_scales, pack, translate_pair, unpack
 
 torch.set_num_threads(1)
+
+
+def config(**changes: Any) -> CycleGANConfig:
+    """Every field spelled out (a core config has no defaults): a tiny CPU run with the study's training details."""
+    fields = dict(epochs=3, batch_size=4, lr=2e-4, betas=(0.5, 0.999), hidden=4, lambda_cycle=10.0,
+                  lambda_identity=5.0, seed=0, device="cpu", checkpoint_every=10, max_loss=1e4, arch="volume",
+                  lr_decay=False, disc_output="sigmoid", pool_size=0)
+    return CycleGANConfig(**{**fields, **changes})
 
 
 def _zoo(n: int, offset: int) -> dict[str, torch.Tensor]:
@@ -37,8 +47,8 @@ def test_pack_puts_conv1_channel_d_beside_conv2_input_d_and_unpacks_exactly() ->
 def trained():
     a, b = _zoo(6, 0), _zoo(5, 100)
     scales = fit_scales(*((z["conv1.weight"], z["conv2.weight"]) for z in (a, b)))
-    cfg = CycleGANConfig(epochs=3, batch_size=4, hidden=4, arch="set", lr_decay=True, disc_output="raw",
-                         pool_size=4, lr=1e-2)
+    cfg = config(epochs=3, batch_size=4, hidden=4, arch="set", lr_decay=True, disc_output="raw", pool_size=4,
+                 lr=1e-2)
     res = train_cyclegan(pack(a["conv1.weight"], a["conv2.weight"], scales),
                          pack(b["conv1.weight"], b["conv2.weight"], scales), cfg)
     return a, res, scales

@@ -155,7 +155,9 @@ class CycleGANParams(Section):
     def _core_rules(self):
         from zoofusion.core.cyclegan import CycleGANConfig
 
-        _core_check(lambda: CycleGANConfig(**self.core_kwargs()))
+        # the fields other sections decide get valid stand-ins: this checks only this section's values
+        _core_check(lambda: CycleGANConfig(**self.core_kwargs(), seed=0, device="cpu", arch="volume",
+                                           lr_decay=False, disc_output="sigmoid", pool_size=0))
         return self
 
     def core_kwargs(self) -> dict[str, Any]:

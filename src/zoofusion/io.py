@@ -62,6 +62,17 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
             zf.writestr(info, buf.getvalue())
 
 
+def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save `obj` to `path` atomically, byte-identical for equal objects: torch names the archive's root
+    folder after the file it writes (here a pid-stamped temporary), so serialise to memory (a fixed name) first."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():

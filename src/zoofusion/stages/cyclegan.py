@@ -13,32 +13,24 @@ variants that differ only in a setting start from the same draw.
 Outputs data/cyclegan/<variant>/<unit>/ (unit: conv1 and conv2, or pair): `generators.pt` (G_A2B, G_B2A, scaler),
 `history.json` (per-epoch losses), `final_grid.png`; metrics/cyclegan_<variant>.json with, per layer, the
 distribution distances d(G_A2B(A), B) and d(G_B2A(B), A) beside the reference d(A, B). A checkpoint in
-data/cache/cyclegan/ (keyed by config, data and code) lets an interrupted run resume. MLflow: experiment
+data/cache/cyclegan/ (keyed by config, data and code) lets an interrupted run resume, to the bytes of an
+uninterrupted one, or is not used (steps/cyclegan.py). MLflow: experiment
 `cyclegan`, one run per unit (`cyclegan-<variant>-<unit>`) with per-epoch losses, kernel grids every
 `cyclegan.grid_every` epochs, the final generators and the distances.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from zoofusion.cli import stage_main
-from zoofusion.config import VARIANTS, Params, VariantParams
+from zoofusion.config import VARIANTS, Params
 from zoofusion.console import progress
-from zoofusion.core.cyclegan import CycleGANConfig, TrainingDiverged, save_generators, train_cyclegan, translate
-from zoofusion.core.kernel_stats import kernel_stat_distance
-from zoofusion.core.pair import fit_scales, pack, unpack
-from zoofusion.core.seeds import derive_seed
-from zoofusion.io import atomic_dir, code_fingerprint, file_md5, write_json
-from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
+from zoofusion.core.cyclegan import TrainingDiverged
+from zoofusion.io import atomic_dir, write_json
+from zoofusion.steps.cyclegan import Unit, distances, grid, kernel_files, load_kernels, make_config, train_unit, units
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -49,86 +41,6 @@ CACHE = Path("data/cache/cyclegan")
 METRICS = Path("metrics")
 
 
-def kernel_files(kernels: Path, v: VariantParams) -> list[Path]:
-    """The harvest a variant translates: data/kernels/aligned/ or data/kernels/raw/, black then cat."""
-    folder = kernels / ("aligned" if v.align else "raw")
-    return [folder / f"{d}.pt" for d in ("black", "cat")]
-
-
-def load_kernels(files: list[Path]) -> list[dict[str, torch.Tensor]]:
-    out = []
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
-        out.append(torch.load(f, weights_only=True))
-    return out
-
-
-@dataclass
-class Unit:
-    """What one CycleGAN translates: its training samples A and B, and how a sample splits into layers."""
-
-    name: str
-    A: torch.Tensor
-    B: torch.Tensor
-    layers: Callable[[torch.Tensor], dict[str, torch.Tensor]]
-    meta: dict
-
-
-def units(v: VariantParams, black: dict, cat: dict) -> list[Unit]:
-    """One unit per layer (`translate: layers`), or one for the (conv1, conv2) pair."""
-    if v.translate == "layers":
-        return [Unit(layer, black[f"{layer}.weight"], cat[f"{layer}.weight"],
-                     lambda x, layer=layer: {layer: x}, {"layer": layer}) for layer in LAYERS]
-    scales = fit_scales(*((d["conv1.weight"], d["conv2.weight"]) for d in (black, cat)))
-
-    def layers(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(LAYERS, unpack(x, scales)))
-
-    return [Unit("pair", pack(black["conv1.weight"], black["conv2.weight"], scales),
-                 pack(cat["conv1.weight"], cat["conv2.weight"], scales), layers,
-                 {"layer": "pair", "pair_scales": list(scales)})]
-
-
-def make_config(params: Params, variant: str, unit: str) -> CycleGANConfig:
-    return CycleGANConfig(**params.cyclegan.core_kwargs(), **params.translation.variant(variant).core_kwargs(),
-                          seed=derive_seed(params.seed, "cyclegan", unit), device=params.torch_device())
-
-
-# The code that decides a checkpoint's content: the CycleGAN, the pair packing, seed derivation, and this stage.
-CODE = ("core/cyclegan.py", "core/pair.py", "core/seeds.py", "stages/cyclegan.py")
-
-
-def checkpoint_path(cache: Path, name: str, cfg: CycleGANConfig, data_md5: str, code: str | None = None) -> Path:
-    """Keyed by config, data and the training code's fingerprint: other code never resumes an old checkpoint.
-    epochs is left out so raising it resumes training instead of starting over."""
-    key = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "checkpoint_every", "max_loss")}
-    key["code"] = code or code_fingerprint(*CODE)
-    digest = hashlib.sha256(json.dumps([key, data_md5], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return cache / f"{name}-{digest}.ckpt"
-
-
-def grid(state, unit: Unit, title: str, epoch: int):
-    """conv1 of the first model of each zoo, real and translated (for a pair, conv1 as the pair translates it)."""
-    def first_layer(x: torch.Tensor) -> torch.Tensor:
-        return next(iter(unit.layers(x.unsqueeze(0)).values()))[0]
-
-    a, b = unit.A[:1], unit.B[:1]
-    panels = {"real A (black zoo)": first_layer(a[0]), "G_A2B(A)": first_layer(translate(state.G_A2B, state.scaler, a)[0]),
-              "real B (cat zoo)": first_layer(b[0]), "G_B2A(B)": first_layer(translate(state.G_B2A, state.scaler, b)[0])}
-    return kernel_grid_figure(panels, title=f"{title}, epoch {epoch}")
-
-
-def distances(state, unit: Unit) -> dict[str, dict[str, float]]:
-    """Per layer: d(A, B), d(G_A2B(A), B), d(G_B2A(B), A) (core.kernel_stats), in weight units."""
-    real_a, real_b = unit.layers(unit.A), unit.layers(unit.B)
-    fake_b = unit.layers(translate(state.G_A2B, state.scaler, unit.A))
-    fake_a = unit.layers(translate(state.G_B2A, state.scaler, unit.B))
-    return {layer: {"dist_A_B": kernel_stat_distance(real_a[layer], real_b[layer]),
-                    "dist_GA2B_A_B": kernel_stat_distance(fake_b[layer], real_b[layer]),
-                    "dist_GB2A_B_A": kernel_stat_distance(fake_a[layer], real_a[layer])} for layer in real_a}
-
-
 def flat_distances(dist: dict[str, dict[str, float]], unit: Unit) -> dict[str, float]:
     """MLflow names: `dist_A_B` for a layer's own run, `<layer>/dist_A_B` in a pair's run."""
     if unit.name in dist:
@@ -136,13 +48,11 @@ def flat_distances(dist: dict[str, dict[str, float]], unit: Unit) -> dict[str, f
     return {f"{layer}/{k}": v for layer, d in dist.items() for k, v in d.items()}
 
 
-def train_unit(unit: Unit, variant: str, params: Params, files: list[Path], out: Path, cache: Path) -> tuple[dict, dict]:
-    cfg = make_config(params, variant, unit.name)
-    ckpt = checkpoint_path(cache, f"{variant}-{unit.name}", cfg, "".join(file_md5(f) for f in files))
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
+def train_logged(unit: Unit, variant: str, params: Params, files: list[Path], out: Path, cache: Path) -> tuple[dict, dict]:
+    """steps.cyclegan.train_unit inside the unit's MLflow run: params, per-epoch losses, grids, distances."""
+    cfg = make_config(params.cyclegan, params.translation.variant(variant), params.seed, params.torch_device(),
+                      unit.name)
     name = f"cyclegan-{variant}-{unit.name}"
-    log.info("%s: A %s, B %s, %d epochs (checkpoint %s%s)", name, tuple(unit.A.shape), tuple(unit.B.shape),
-             cfg.epochs, ckpt, ", resuming" if ckpt.exists() else "")
     mlflow = setup_mlflow("cyclegan")
     from mlflow.entities import Metric
 
@@ -157,7 +67,6 @@ def train_unit(unit: Unit, variant: str, params: Params, files: list[Path], out:
         client.log_inputs(run_id, datasets=dataset_inputs({f: "train" for f in files}))
         pending: list = []
         bar = progress(total=cfg.epochs, desc=name, unit="epoch")
-        t0 = time.perf_counter()
 
         def on_epoch(epoch: int, losses: dict[str, float], state) -> None:  # epoch counts from 1
             now = int(time.time() * 1000)
@@ -172,28 +81,19 @@ def train_unit(unit: Unit, variant: str, params: Params, files: list[Path], out:
             bar.update(1)
 
         try:
-            result = train_cyclegan(unit.A, unit.B, cfg, checkpoint_path=ckpt, on_epoch=on_epoch)
+            done = train_unit(unit, variant, cfg, files, out, cache, on_epoch=on_epoch)
         except TrainingDiverged as e:
             mlflow.set_tag("failed", str(e))
             raise
         bar.close()
         if pending:
             client.log_batch(run_id, metrics=pending)
-        dist = distances(result, unit)
-        summary = {"final_loss_G": result.history["loss_G"][-1], "final_loss_cycle": result.history["loss_cycle"][-1],
-                   "epochs": cfg.epochs, "seconds": round(time.perf_counter() - t0, 2)}
-        with atomic_dir(out / unit.name) as tmp:
-            save_generators(tmp / "generators.pt", result, meta={**unit.meta, "variant": variant})
-            (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
-            names = list(result.history)
-            rows = [",".join(["epoch", *names])]  # losses.csv: a DVC plot
-            rows += [",".join([str(e + 1), *(f"{result.history[n][e]:.6g}" for n in names)])
-                     for e in range(len(result.history[names[0]]))]
-            (tmp / "losses.csv").write_text("\n".join(rows) + "\n")
-            save_figure(grid(result, unit, f"{variant} {unit.name}", cfg.epochs), tmp / "final_grid.png")
+        history = done.result.history
+        summary = {"final_loss_G": history["loss_G"][-1], "final_loss_cycle": history["loss_cycle"][-1],
+                   "epochs": cfg.epochs, "seconds": round(done.seconds, 2)}
         mlflow.log_artifact(str(out / unit.name / "generators.pt"))
         mlflow.log_metrics(summary)
-    return dist, summary
+    return done.distances, summary
 
 
 def run(variant: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = CACHE,
@@ -205,7 +105,7 @@ def run(variant: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, 
     summary: dict = {"variant": variant, "align": v.align, "translate": v.translate, "units": {}}
     with atomic_dir(out / variant) as tmp:
         for unit in units(v, black, cat):
-            dist, s = train_unit(unit, variant, params, files, tmp, cache)
+            dist, s = train_logged(unit, variant, params, files, tmp, cache)
             summary["units"][unit.name] = s
             for layer, d in dist.items():
                 summary[layer] = {**d, "translation_gain_A2B": d["dist_A_B"] - d["dist_GA2B_A_B"],

@@ -24,10 +24,11 @@ import torch
 from zoofusion.cli import stage_main
 from zoofusion.config import VARIANTS, Params
 from zoofusion.core.cnn import ConvFeatures
-from zoofusion.core.cyclegan import load_generators, translate
+from zoofusion.core.cyclegan import translate
 from zoofusion.core.pair import translate_pair
-from zoofusion.io import atomic_dir
+from zoofusion.io import atomic_dir, save_torch
 from zoofusion.render.kernel_grid import kernel_grid_figure
+from zoofusion.steps.cyclegan import load_generators
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def run(variant: str, params: Params, kernels: Path = KERNELS, gans: Path = GANS
     g = generate(ks, gens, params.generate.max_per_domain, params.generate.bias)
     n = len(g["ids"])
     with atomic_dir(out / variant) as tmp:
-        torch.save(g, tmp / "models.pt")
+        save_torch(tmp / "models.pt", g)
         (tmp / "ids.txt").write_text("\n".join(g["ids"]) + "\n")
     log.info("generate %s: %d generated models (%d from A, %d from B)", variant, n,
              int((g["source_domain"] == 0).sum()), int((g["source_domain"] == 1).sum()))

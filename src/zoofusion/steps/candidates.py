@@ -8,7 +8,6 @@ features with a forward pass instead of rebuilding the pool. Knows nothing of DV
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -17,15 +16,7 @@ import torch
 
 from zoofusion.core.candidates import Candidate, all_candidates, compute_features, pack, unpack
 from zoofusion.core.cnn import preprocess
-from zoofusion.io import atomic_path
-
-
-def save_torch(path: Path, obj) -> None:
-    """torch.save atomically, through memory, so identical objects give identical bytes."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+from zoofusion.io import save_torch
 
 
 def _load(path: Path, how: str) -> dict:

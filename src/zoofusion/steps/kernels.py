@@ -26,7 +26,7 @@ import torch
 from zoofusion.config import DOMAINS
 from zoofusion.core.align import align_many, similarity
 from zoofusion.core.cnn import CONV_KEYS
-from zoofusion.io import atomic_dir, load_npz, write_json
+from zoofusion.io import atomic_dir, load_npz, save_torch, write_json
 
 log = logging.getLogger(__name__)
 ZOO = Path("data/zoo")
@@ -104,6 +104,6 @@ def run(params, zoo: Path = ZOO, out: Path = OUT, metrics: Path = METRICS) -> di
         for name, sets in (("raw", harvested), ("aligned", aligned)):
             (tmp / name).mkdir()
             for d, h in sets.items():
-                torch.save(h, tmp / name / f"{d}.pt")
+                save_torch(tmp / name / f"{d}.pt", h)
     write_json(metrics, summary)
     return summary

@@ -15,7 +15,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 from zoofusion.config import ExecutorParams, ZooParams
 from zoofusion.core.seeds import derive_seed
 from zoofusion.executor import run_tasks
-from zoofusion.io import atomic_dir, code_fingerprint, file_md5, load_npz, save_npz
+from zoofusion.io import atomic_dir, code_fingerprint, file_md5, load_npz, save_npz, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +89,7 @@ def train_shard(job: ShardJob, data: dict[str, np.ndarray]) -> dict:
 
 
 def save_shard(payload: dict, out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, out)
+    save_torch(out, payload)
 
 
 def load_shard(path: Path) -> dict:
@@ -154,7 +151,7 @@ def assemble(shards: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, np.
 
 def write_outputs(out: Path, weights: dict, history: dict, seeds: np.ndarray) -> None:
     with atomic_dir(out) as tmp:
-        torch.save({"weights": weights, "seeds": torch.from_numpy(seeds)}, tmp / "weights.pt")
+        save_torch(tmp / "weights.pt", {"weights": weights, "seeds": torch.from_numpy(seeds)})
         save_npz(tmp / "history.npz", **history)
         with (tmp / "curves.csv").open("w", newline="") as f:  # mean per-epoch curves: a DVC plot
             w = csv.writer(f)

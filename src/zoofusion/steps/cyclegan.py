@@ -1,0 +1,237 @@
+"""Step `cyclegan`: a translation variant's CycleGAN units, trained from the kernel harvest with a resumable
+checkpoint, each written as generators, loss history and a final kernel grid.
+
+A unit is what one CycleGAN translates: a conv layer's kernels (`translate: layers`, units conv1 and conv2) or a
+model's conv1 and conv2 packed together (`translate: pair`, core/pair.py). A unit's CycleGAN is seeded by the unit
+(`derive_seed(seed, "cyclegan", unit)`), whatever the variant.
+
+Checkpoints: `core.cyclegan.train_cyclegan` hands out its state every `checkpoint_every` epochs and at the end;
+this module writes it atomically to `<cache>/<variant>-<unit>-<key>.ckpt` (key: the config without `epochs`, the
+data and the code) and resumes from it only when `core.cyclegan.resume_mismatch` allows, which is exactly when
+resuming gives the bytes of a fresh run: otherwise (another `epochs` under lr decay, a checkpoint past the
+requested epochs, an unreadable file) it trains afresh and overwrites the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoofusion.config import CycleGANParams, VariantParams
+from zoofusion.core.cyclegan import (CycleGANConfig, CycleGANResult, KernelScaler, OnEpoch, make_generator,
+                                     resume_mismatch, train_cyclegan, translate)
+from zoofusion.core.kernel_stats import kernel_stat_distance
+from zoofusion.core.pair import fit_scales, pack, unpack
+from zoofusion.core.seeds import derive_seed
+from zoofusion.io import atomic_dir, code_fingerprint, file_md5, save_torch
+from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
+
+log = logging.getLogger(__name__)
+LAYERS = ("conv1", "conv2")
+CHECKPOINT_FORMAT = 2
+GENERATORS_FORMAT = 1
+# The code that decides a checkpoint's content: the CycleGAN, the pair packing, seed derivation, and this step.
+CODE = ("core/cyclegan", "core/pair.py", "core/seeds.py", "steps/cyclegan.py")
+
+
+def kernel_files(kernels: Path, v: VariantParams) -> list[Path]:
+    """The harvest a variant translates: <kernels>/aligned/ or <kernels>/raw/, black then cat."""
+    folder = kernels / ("aligned" if v.align else "raw")
+    return [folder / f"{d}.pt" for d in ("black", "cat")]
+
+
+def load_kernels(files: list[Path]) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
+        out.append(torch.load(f, weights_only=True))
+    return out
+
+
+@dataclass
+class Unit:
+    """What one CycleGAN translates: its training samples A and B, and how a sample splits into layers."""
+
+    name: str
+    A: torch.Tensor
+    B: torch.Tensor
+    layers: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    meta: dict
+
+
+def units(v: VariantParams, black: dict, cat: dict) -> list[Unit]:
+    """One unit per layer (`translate: layers`), or one for the (conv1, conv2) pair."""
+    if v.translate == "layers":
+        return [Unit(layer, black[f"{layer}.weight"], cat[f"{layer}.weight"],
+                     lambda x, layer=layer: {layer: x}, {"layer": layer}) for layer in LAYERS]
+    scales = fit_scales(*((d["conv1.weight"], d["conv2.weight"]) for d in (black, cat)))
+
+    def layers(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(LAYERS, unpack(x, scales)))
+
+    return [Unit("pair", pack(black["conv1.weight"], black["conv2.weight"], scales),
+                 pack(cat["conv1.weight"], cat["conv2.weight"], scales), layers,
+                 {"layer": "pair", "pair_scales": list(scales)})]
+
+
+def make_config(cyclegan: CycleGANParams, v: VariantParams, seed: int, device: str, unit: str) -> CycleGANConfig:
+    """A unit's config: the cyclegan section, the variant's training details, and a seed of its own."""
+    return CycleGANConfig(**cyclegan.core_kwargs(), **v.core_kwargs(), seed=derive_seed(seed, "cyclegan", unit),
+                          device=device)
+
+
+def grid(state: CycleGANResult, unit: Unit, title: str, epoch: int):
+    """conv1 of the first model of each zoo, real and translated (for a pair, conv1 as the pair translates it)."""
+    def first_layer(x: torch.Tensor) -> torch.Tensor:
+        return next(iter(unit.layers(x.unsqueeze(0)).values()))[0]
+
+    a, b = unit.A[:1], unit.B[:1]
+    panels = {"real A (black zoo)": first_layer(a[0]), "G_A2B(A)": first_layer(translate(state.G_A2B, state.scaler, a)[0]),
+              "real B (cat zoo)": first_layer(b[0]), "G_B2A(B)": first_layer(translate(state.G_B2A, state.scaler, b)[0])}
+    return kernel_grid_figure(panels, title=f"{title}, epoch {epoch}")
+
+
+def distances(state: CycleGANResult, unit: Unit) -> dict[str, dict[str, float]]:
+    """Per layer: d(A, B), d(G_A2B(A), B), d(G_B2A(B), A) (core.kernel_stats), in weight units."""
+    real_a, real_b = unit.layers(unit.A), unit.layers(unit.B)
+    fake_b = unit.layers(translate(state.G_A2B, state.scaler, unit.A))
+    fake_a = unit.layers(translate(state.G_B2A, state.scaler, unit.B))
+    return {layer: {"dist_A_B": kernel_stat_distance(real_a[layer], real_b[layer]),
+                    "dist_GA2B_A_B": kernel_stat_distance(fake_b[layer], real_b[layer]),
+                    "dist_GB2A_B_A": kernel_stat_distance(fake_a[layer], real_a[layer])} for layer in real_a}
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def checkpoint_path(cache: Path, name: str, cfg: CycleGANConfig, data_md5: str, code: str) -> Path:
+    """Keyed by config, data and the training code's fingerprint: other code never resumes an old checkpoint.
+    `epochs` is left out of the key so a longer constant-lr run finds the shorter run's checkpoint (whether it
+    may resume it is the checkpoint's own check, :func:`resume_state`)."""
+    key = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "checkpoint_every")}
+    key["code"] = code
+    digest = hashlib.sha256(json.dumps([key, data_md5], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return cache / f"{name}-{digest}.ckpt"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], code: str) -> None:
+    """Atomically write a state `train_cyclegan` handed out, with the code fingerprint it was computed by."""
+    save_torch(path, {"format": CHECKPOINT_FORMAT, "code": code, "state": state})
+
+
+def resume_state(path: Path, cfg: CycleGANConfig, A: torch.Tensor, B: torch.Tensor,
+                 code: str) -> tuple[dict[str, Any] | None, str]:
+    """The checkpoint's state if `cfg` on (A, B) may resume it, else None; and why, in words, for the log."""
+    if not path.is_file():
+        return None, "no checkpoint"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file is not worth stopping for: train afresh over it
+        return None, f"checkpoint {path} unreadable ({type(e).__name__}: {e})"
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or blob.get("code") != code:
+        return None, f"checkpoint {path} is of another format or code"
+    why = resume_mismatch(blob["state"], cfg, A, B)
+    if why is not None:
+        return None, f"checkpoint {path} not resumable: {why}"
+    return blob["state"], f"resuming {path} at epoch {blob['state']['epoch']}"
+
+
+# --------------------------------------------------------------------------------------------
+# Generators: what the generate stage reads
+# --------------------------------------------------------------------------------------------
+
+
+def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
+                    meta: dict[str, Any] | None = None) -> None:
+    """Atomically write both generators, their sizes and the scaler for the generate stage (byte-identical for
+    identical training). `meta` (plain python values only) is stored alongside the config and epochs trained."""
+    g = result.G_A2B
+    payload = {
+        "format": GENERATORS_FORMAT,
+        "arch": result.config.arch,
+        "channels": int(g.channels),
+        "hidden": int(g.hidden),
+        "G_A2B": {k: v.detach().cpu() for k, v in result.G_A2B.state_dict().items()},
+        "G_B2A": {k: v.detach().cpu() for k, v in result.G_B2A.state_dict().items()},
+        "scaler": result.scaler.state_dict(),
+        "meta": {"config": result.config.to_dict(), "epochs_trained": int(result.epoch),
+                 "sample_shape": list(result.sample_shape), **dict(meta or {})},
+    }
+    save_torch(path, payload)
+
+
+def load_generators(
+    path: str | os.PathLike[str], device: str = "cpu"
+) -> tuple[nn.Module, nn.Module, KernelScaler, dict[str, Any]]:
+    """Load what :func:`save_generators` wrote: ``(G_A2B, G_B2A, scaler, meta)``, in eval mode."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"generator file {p} does not exist; run the CycleGAN training stage first")
+    blob = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != GENERATORS_FORMAT:
+        raise ValueError(f"{p} is not a generators file of format {GENERATORS_FORMAT}; re-run the training stage")
+    arch = str(blob.get("arch", "volume"))  # files written before the set family have no arch: volume
+    gens = []
+    for key in ("G_A2B", "G_B2A"):
+        g = make_generator(arch, int(blob["channels"]), int(blob["hidden"]))
+        g.load_state_dict(blob[key])
+        gens.append(g.to(device).eval())
+    meta = dict(blob["meta"])
+    meta.update(channels=int(blob["channels"]), hidden=int(blob["hidden"]), arch=arch)
+    return gens[0], gens[1], KernelScaler.from_state(blob["scaler"]), meta
+
+
+# --------------------------------------------------------------------------------------------
+# One unit, start to finish
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnitRun:
+    """What training a unit measured: the trained state, its distances, the epoch it resumed at (0: fresh) and
+    the seconds it took (training and distances)."""
+
+    result: CycleGANResult
+    distances: dict[str, dict[str, float]]
+    resumed_at: int
+    seconds: float
+
+
+def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path], out: Path, cache: Path, *,
+               on_epoch: OnEpoch | None = None) -> UnitRun:
+    """Train `unit` (resuming a matching checkpoint in `cache`), then write `out/<unit>/`: `generators.pt`,
+    `history.json`, `losses.csv` (a DVC plot) and `final_grid.png`. `files` are the kernel files `unit` came
+    from (their md5s key the checkpoint)."""
+    code = code_fingerprint(*CODE)
+    ckpt = checkpoint_path(cache, f"{variant}-{unit.name}", cfg, "".join(file_md5(f) for f in files), code)
+    resume, why = resume_state(ckpt, cfg, unit.A, unit.B, code)
+    log.info("cyclegan-%s-%s: A %s, B %s, %d epochs (%s)", variant, unit.name, tuple(unit.A.shape),
+             tuple(unit.B.shape), cfg.epochs, why)
+    t0 = time.perf_counter()
+    result = train_cyclegan(unit.A, unit.B, cfg, resume=resume, on_epoch=on_epoch,
+                            on_checkpoint=lambda state: save_checkpoint(ckpt, state, code))
+    dist = distances(result, unit)
+    seconds = time.perf_counter() - t0
+    with atomic_dir(out / unit.name) as tmp:
+        save_generators(tmp / "generators.pt", result, meta={**unit.meta, "variant": variant})
+        (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
+        names = list(result.history)
+        rows = [",".join(["epoch", *names])]
+        rows += [",".join([str(e + 1), *(f"{result.history[n][e]:.6g}" for n in names)])
+                 for e in range(len(result.history[names[0]]))]
+        (tmp / "losses.csv").write_text("\n".join(rows) + "\n")
+        save_figure(grid(result, unit, f"{variant} {unit.name}", cfg.epochs), tmp / "final_grid.png")
+    return UnitRun(result, dist, 0 if resume is None else int(resume["epoch"]), seconds)
