@@ -95,15 +95,15 @@ def make_config(params: Params, variant: str, unit: str) -> CycleGANConfig:
                           seed=derive_seed(params.seed, "cyclegan", unit), device=params.torch_device())
 
 
-# The code that decides a checkpoint's content: the CycleGAN, the pair packing, seed derivation, and this stage.
-CODE = ("core/cyclegan.py", "core/pair.py", "core/seeds.py", "stages/cyclegan.py")
+# The code that decides a checkpoint's content: this module and its zoofusion import closure (io.import_closure).
+CODE = "zoofusion.stages.cyclegan"
 
 
 def checkpoint_path(cache: Path, name: str, cfg: CycleGANConfig, data_md5: str, code: str | None = None) -> Path:
     """Keyed by config, data and the training code's fingerprint: other code never resumes an old checkpoint.
     epochs is left out so raising it resumes training instead of starting over."""
     key = {k: v for k, v in cfg.to_dict().items() if k not in ("epochs", "checkpoint_every", "max_loss")}
-    key["code"] = code or code_fingerprint(*CODE)
+    key["code"] = code or code_fingerprint(CODE)
     digest = hashlib.sha256(json.dumps([key, data_md5], sort_keys=True, default=str).encode()).hexdigest()[:12]
     return cache / f"{name}-{digest}.ckpt"
 

@@ -120,9 +120,11 @@ def load_shard(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-# The code that decides a shard's weights: the CNN, its training, seed derivation, and this stage (splits, seeds).
-# The training path is not in the key: every path trains the same models up to float rounding.
-CODE = ("core/cnn.py", "core/train.py", "core/seeds.py", "stages/zoo.py")
+# The code that decides a shard's weights: this module (train_shard: splits, seeds) and every zoofusion module it
+# imports, found by io.import_closure (not spelled out by hand; logging/tracking/rendering left out). Named, not
+# __name__, which is "__main__" under `python -m`. The training path is not in the key: every path trains the
+# same models up to float rounding.
+CODE = "zoofusion.stages.zoo"
 
 
 def cache_key(data_md5: str, z: ZooParams, seed: int, device: str, code: str | None = None) -> str:
@@ -130,7 +132,7 @@ def cache_key(data_md5: str, z: ZooParams, seed: int, device: str, code: str | N
     key = json.dumps({"data": data_md5, "epochs": z.epochs, "batch": z.batch_size, "lr": z.lr,
                       "val_fraction": z.val_fraction, "group": z.group_size, "shard": z.shard_size,
                       "seed": seed, "device": device, "data_order": z.data_order,
-                      "code": code or code_fingerprint(*CODE)}, sort_keys=True)
+                      "code": code or code_fingerprint(CODE)}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
