@@ -139,11 +139,16 @@ def test_spreading_never_changes_the_bytes(domain, tmp_path, monkeypatch):
 
 
 def test_cache_key_changes_with_the_training_code():
-    """A shard trained by other code is never reused: the key holds a fingerprint of cnn/train/seeds/zoo."""
+    """A shard trained by other code is never reused: the key holds the fingerprint of this stage's import closure."""
+    from zoofusion.io import code_fingerprint, import_closure
+
     same = zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
     assert same == zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f1")
     assert same != zoo.cache_key("md5", _params().zoo, 1, "cpu", code="f2")
-    assert set(zoo.CODE) >= {"core/cnn.py", "core/train.py", "core/seeds.py", "steps/zoo.py"}
+    assert zoo.cache_key("md5", _params().zoo, 1, "cpu") == zoo.cache_key("md5", _params().zoo, 1, "cpu",
+                                                                           code=code_fingerprint(zoo.CODE))
+    assert set(import_closure(zoo.CODE)) >= {"zoofusion.core.cnn", "zoofusion.core.train", "zoofusion.core.seeds",
+                                             "zoofusion.steps.zoo"}
 
 
 def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):

@@ -106,18 +106,92 @@ def repo_root() -> Path:
 PACKAGE = Path(__file__).resolve().parent
 
 
-def code_fingerprint(*modules: str) -> str:
-    """sha256 (first 16 hex) over the source of the named modules or subpackages of zoofusion.
+# Left out of code fingerprints (neither hashed nor followed): logging, progress output, MLflow tracking, figures
+# and tables, and the command line decide how a result is reported, never its content — editing a log message
+# must not retrain a zoo. A name covers its submodules.
+FINGERPRINT_EXCLUDE: tuple[str, ...] = ("zoofusion.tracking", "zoofusion.console", "zoofusion.render",
+                                        "zoofusion.cli")
 
-    `code_fingerprint("core/cnn.py", "core/train.py")` changes when either file changes, so a cache keyed by it
-    never serves results computed by other code. A folder name covers every .py file under it.
+
+def import_closure(module: str, *, exclude: tuple[str, ...] = FINGERPRINT_EXCLUDE,
+                   package_root: Path | None = None) -> dict[str, Path]:
+    """module name -> source file of every module of the package that `module` imports, directly or through
+    other package modules, `module` itself and the packages (``__init__.py``) they sit in included.
+
+    Found by parsing the sources with `ast`, so imports inside functions (the stages import lazily) count too;
+    modules outside the package and those under `exclude` are not followed. Imports built at run time
+    (importlib) are not seen. `package_root` is the package's folder (default: this zoofusion).
     """
+    import ast
+
+    root = Path(package_root) if package_root is not None else PACKAGE
+    pkg = root.name
+
+    def source(name: str) -> Path | None:
+        base = root.joinpath(*name.split(".")[1:])
+        for f in (base / "__init__.py", base.with_suffix(".py")):
+            if f.is_file():
+                return f
+        return None
+
+    def excluded(name: str) -> bool:
+        return any(name == e or name.startswith(e + ".") for e in exclude)
+
+    if (module != pkg and not module.startswith(pkg + ".")) or source(module) is None:
+        raise FileNotFoundError(f"{module}: no such module in the {pkg} package at {root}")
+    found: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in found or (excluded(name) and name != module):
+            continue
+        f = source(name)
+        if f is None:  # `from pkg.mod import attr` where attr is not a module: the parent is already queued
+            continue
+        found[name] = f
+        is_pkg = f.name == "__init__.py"
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b first
+        for node in _runtime_nodes(ast.parse(f.read_bytes(), filename=str(f))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.split(".")[0] == pkg]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: from the module's package, one level up per extra dot
+                    anchor = parts if is_pkg else parts[:-1]
+                    anchor = anchor[: len(anchor) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                if base.split(".")[0] == pkg:
+                    todo.append(base)
+                    todo += [f"{base}.{a.name}" for a in node.names if a.name != "*"]  # submodules imported
+    return found
+
+
+def _runtime_nodes(tree):
+    """Every node of `tree` except the bodies of `if TYPE_CHECKING:` (imports for annotations never run)."""
+    import ast
+
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo += node.orelse
+            continue
+        todo += list(ast.iter_child_nodes(node))
+
+
+def code_fingerprint(module: str, *, exclude: tuple[str, ...] = FINGERPRINT_EXCLUDE,
+                     package_root: Path | None = None) -> str:
+    """sha256 (first 16 hex) over the sources of :func:`import_closure` of `module` (relative path + bytes).
+
+    Key a cache by the fingerprint of the module whose function computes the cached thing: an edit anywhere in the
+    code it runs changes the key, so no cache serves results of other code, and reverting an edit gives the old
+    key back. Edits to excluded modules (logging, tracking, rendering) keep the key.
+    """
+    root = Path(package_root) if package_root is not None else PACKAGE
     h = hashlib.sha256()
-    for name in modules:
-        p = PACKAGE / name
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        if not files or not files[0].is_file():
-            raise FileNotFoundError(f"{p}: no such module in the zoofusion package")
-        for f in files:
-            h.update(str(f.relative_to(PACKAGE)).encode() + b"\0" + f.read_bytes() + b"\0")
+    for f in sorted(import_closure(module, exclude=exclude, package_root=root).values()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]

@@ -156,13 +156,27 @@ def _check_umap_args(n_total: int, n_neighbors: int, min_dist: float, n_componen
         raise ValueError(f"metric must be one of {sorted(UMAP_METRICS)}, got {metric!r}")
 
 
+def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse): indices of the distinct rows of x (exact equality) in order of first appearance,
+    and for each row the position of its row among them, so ``x[first][inverse] == x``."""
+    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # np.unique sorts rows lexicographically; restore appearance order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[inverse.reshape(-1)]
+
+
 def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n_neighbors: int,
           min_dist: float, n_components: int, metric: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One UMAP fitted on val ∪ test (labels unused), split back into (emb_val, emb_test), float64.
 
     With ``standardize`` the union is z-scored first (constant features keep scale 1, so no NaN).
-    All-identical rows give an all-zero embedding (see module docstring). Deterministic in ``seed``
-    (umap with random_state and n_jobs=1).
+    UMAP is fitted on the distinct rows only (in order of first appearance) and every repeat gets its row's
+    coordinates: identical rows form zero-distance cliques that disconnect UMAP's graph, and umap lays out such
+    components with scipy's ARPACK, which restarts from an unseeded generator on these degenerate graphs — the
+    same features gave a different embedding on every fit. Without repeats this is the plain fit. All-identical
+    rows, or no more distinct rows than ``n_neighbors``, give an all-zero embedding (see module docstring).
+    Deterministic in ``seed`` (umap with random_state and n_jobs=1).
     """
     xv, xt = _features(feats_val, "feats_val"), _features(feats_test, "feats_test")
     if xv.shape[1] != xt.shape[1]:
@@ -171,24 +185,31 @@ def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n
     x = np.concatenate([xv, xt], axis=0)
     n = x.shape[0]
     _check_umap_args(n, n_neighbors, min_dist, n_components, metric)
+    zeros = np.zeros((n, n_components), dtype=np.float64)
     if rows_identical(x):
         log.warning("embed: all %d feature rows are identical (dead network?); returning an all-zero "
                     "embedding, metrics will be at chance", n)
-        z = np.zeros((n, n_components), dtype=np.float64)
-        return z[: xv.shape[0]].copy(), z[xv.shape[0]:].copy()
+        return zeros[: xv.shape[0]].copy(), zeros[xv.shape[0]:].copy()
     if standardize:
         from sklearn.preprocessing import StandardScaler
 
         # StandardScaler leaves zero-variance columns at scale 1: they become 0, not NaN
         x = StandardScaler().fit_transform(x)
+    first, inverse = _distinct_rows(x)
+    if first.size <= n_neighbors or n_components >= first.size - 1:
+        log.warning("embed: only %d distinct feature rows among %d (near-dead network?), too few for UMAP with "
+                    "n_neighbors=%d; returning an all-zero embedding, metrics will be at chance",
+                    first.size, n, n_neighbors)
+        return zeros[: xv.shape[0]].copy(), zeros[xv.shape[0]:].copy()
     import umap  # lazy: the import costs seconds and numba JIT
 
     t0 = time.perf_counter()
     reducer = umap.UMAP(n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_components=int(n_components),
                         metric=metric, random_state=int(seed), n_jobs=1)
     with threadpool_limits(1):  # see _fit_predict; also pins BLAS summation order
-        emb = np.asarray(reducer.fit_transform(x), dtype=np.float64)
-    log.debug("embed: UMAP on %d x %d took %.2f s", n, x.shape[1], time.perf_counter() - t0)
+        emb = np.asarray(reducer.fit_transform(x[first]), dtype=np.float64)[inverse]
+    log.debug("embed: UMAP on %d distinct of %d x %d took %.2f s", first.size, n, x.shape[1],
+              time.perf_counter() - t0)
     if not np.isfinite(emb).all():
         raise ValueError("UMAP returned non-finite coordinates; check the features for extreme values")
     return emb[: xv.shape[0]], emb[xv.shape[0]:]

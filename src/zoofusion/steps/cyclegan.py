@@ -22,12 +22,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from zoofusion.config import CycleGANParams, VariantParams
 from zoofusion.core.cyclegan import (CycleGANConfig, CycleGANResult, KernelScaler, OnEpoch, make_generator,
                                      resume_mismatch, train_cyclegan, translate)
 from zoofusion.core.kernel_stats import kernel_stat_distance
@@ -36,12 +35,18 @@ from zoofusion.core.seeds import derive_seed
 from zoofusion.io import atomic_dir, code_fingerprint, file_md5, save_torch
 from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
 
+if TYPE_CHECKING:  # annotations only: params arrive typed, config's validators stay out of the cache key
+    from zoofusion.config import CycleGANParams, VariantParams
+
 log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2")
 CHECKPOINT_FORMAT = 2
 GENERATORS_FORMAT = 1
-# The code that decides a checkpoint's content: the CycleGAN, the pair packing, seed derivation, and this step.
-CODE = ("core/cyclegan", "core/pair.py", "core/seeds.py", "steps/cyclegan.py")
+# The code that decides the cached result: this module and every zoofusion module it imports, found by
+# io.import_closure (computed, never listed by hand; logging, tracking and rendering left out). Named, not __name__,
+# which is "__main__" under `python -m`.
+# The training path is in the key: paths train the same models only up to float rounding.
+CODE = "zoofusion.steps.cyclegan"
 
 
 def kernel_files(kernels: Path, v: VariantParams) -> list[Path]:
@@ -215,7 +220,7 @@ def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path],
     """Train `unit` (resuming a matching checkpoint in `cache`), then write `out/<unit>/`: `generators.pt`,
     `history.json`, `losses.csv` (a DVC plot) and `final_grid.png`. `files` are the kernel files `unit` came
     from (their md5s key the checkpoint)."""
-    code = code_fingerprint(*CODE)
+    code = code_fingerprint(CODE)
     ckpt = checkpoint_path(cache, f"{variant}-{unit.name}", cfg, "".join(file_md5(f) for f in files), code)
     resume, why = resume_state(ckpt, cfg, unit.A, unit.B, code)
     log.info("cyclegan-%s-%s: A %s, B %s, %d epochs (%s)", variant, unit.name, tuple(unit.A.shape),
