@@ -323,6 +323,7 @@ def make_project(root: Path, storage: str) -> Path:
     return p
 
 
+@pytest.mark.e2e
 def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     import mlflow
 

@@ -183,7 +183,7 @@ def test_missing_domain_data_is_a_clear_error(tmp_path):
         zoo_stage.run("cat", _params(), prepared=tmp_path)
 
 
-@pytest.mark.e2e
+@pytest.mark.ray
 def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
     """The same tiny zoo through a local Ray instance and through local processes: identical weights."""
     pytest.importorskip("ray")
