@@ -166,6 +166,32 @@ def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[order], rank[inverse.reshape(-1)]
 
 
+# umap-learn's and pynndescent's numba modules: their compiled code is cached on disk (see umap_module).
+_NUMBA_MODULES = ("umap.umap_", "umap.layouts", "umap.distances", "umap.spectral", "umap.utils", "umap.sparse",
+                  "pynndescent.pynndescent_", "pynndescent.distances", "pynndescent.utils", "pynndescent.rp_trees",
+                  "pynndescent.sparse")
+
+
+def umap_module():
+    """umap-learn, imported lazily (it costs seconds), with numba's on-disk cache switched on for its jitted
+    functions: without it every process spends ~12 s compiling them before its first fit (each stage, each
+    worker). The cache holds the same machine code numba would compile, so the embedding's bytes do not change."""
+    import importlib
+
+    import umap
+    from numba.core.registry import CPUDispatcher
+
+    for name in _NUMBA_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # a module another umap/pynndescent release lacks
+            continue
+        for f in vars(module).values():
+            if isinstance(f, CPUDispatcher) and f._cache.__class__.__name__ == "NullCache":
+                f.enable_caching()
+    return umap
+
+
 def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n_neighbors: int,
           min_dist: float, n_components: int, metric: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One UMAP fitted on val ∪ test (labels unused), split back into (emb_val, emb_test), float64.
@@ -201,8 +227,7 @@ def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n
                     "n_neighbors=%d; returning an all-zero embedding, metrics will be at chance",
                     first.size, n, n_neighbors)
         return zeros[: xv.shape[0]].copy(), zeros[xv.shape[0]:].copy()
-    import umap  # lazy: the import costs seconds and numba JIT
-
+    umap = umap_module()
     t0 = time.perf_counter()
     reducer = umap.UMAP(n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_components=int(n_components),
                         metric=metric, random_state=int(seed), n_jobs=1)
