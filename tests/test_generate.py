@@ -5,7 +5,7 @@ import torch
 
 from zoofusion.core.cnn import ConvFeatures, init_weights, stack
 from zoofusion.core.cyclegan import CycleGANConfig, train_cyclegan, translate
-from zoofusion.stages.generate import generate, load_models, model_id
+from zoofusion.steps.generate import generate, load_models, model_id
 from zoofusion.steps.cyclegan import load_generators, save_generators
 
 

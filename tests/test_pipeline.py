@@ -166,7 +166,7 @@ def test_selected_generated_model_serves_400d_features(project):
     code = f"""
 import mlflow, numpy as np
 from zoofusion.core.cnn import preprocess
-from zoofusion.stages.generate import load_models
+from zoofusion.steps.generate import load_models
 from zoofusion.io import load_npz
 mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
 runs = mlflow.search_runs(experiment_names=["generated-models"],
@@ -192,7 +192,7 @@ def test_champion_is_registered_and_runs_show_their_datasets(project):
     code = f"""
 import json, mlflow, numpy as np
 from zoofusion.core.cnn import preprocess
-from zoofusion.stages.generate import load_models
+from zoofusion.steps.generate import load_models
 from zoofusion.io import load_npz
 mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
 c = mlflow.MlflowClient()

@@ -206,14 +206,16 @@ def flat(d: dict, prefix: str = "") -> dict[str, object]:
 
 
 class BatchLogger:
-    """Child runs logged in few tracking calls (create, one log_batch per 1000 values, artifacts, terminate):
-    a sqlite store costs ~100 ms a call, so a zoo of thousands of CNNs cannot afford one call per value."""
+    """Finished runs logged in few tracking calls (create, one log_batch per 1000 values, artifacts, terminate):
+    a sqlite store costs ~100 ms a call, so a zoo of thousands of CNNs or a tuning of hundreds of trials cannot
+    afford one call per value. The one logger of the project: the zoo's CNNs, the tuning's studies and trials."""
 
-    def __init__(self, mlflow, parent_id: str, tags: dict[str, str] | None = None, datasets: list | None = None):
+    def __init__(self, mlflow, parent_id: str | None, tags: dict[str, str] | None = None, datasets: list | None = None,
+                 experiment_id: str | None = None):
         self.client = mlflow.MlflowClient()
-        self.datasets = datasets or []  # dataset inputs every child run shows (see dataset_inputs)
+        self.datasets = datasets or []  # dataset inputs every run shows (see dataset_inputs)
         self.parent_id = parent_id
-        self.exp_id = mlflow.get_run(parent_id).info.experiment_id
+        self.exp_id = experiment_id or mlflow.get_run(parent_id).info.experiment_id
         self.tags = dict(tags or {})
         self.seconds = 0.0
 
@@ -225,18 +227,22 @@ class BatchLogger:
 
     def child(self, name: str, params: dict[str, Any], metrics: Iterable[tuple[str, float, int]],
               tags: dict[str, str] | None = None, artifacts: Iterable[tuple[Path, str | None]] = (),
-              start_ms: int | None = None, end_ms: int | None = None) -> str:
-        """One finished child run: params, metrics as (key, value, step), tags, artifacts as (path, folder)."""
+              start_ms: int | None = None, end_ms: int | None = None, parent_id: str | None = None) -> str:
+        """One finished run under `parent_id` (default: the logger's parent; none: a top-level run): params,
+        metrics as (key, value, step), tags, artifacts as (path, folder)."""
         from mlflow.entities import Metric, Param
 
         t0 = time.perf_counter()
         now = int(time.time() * 1000)
+        parent = parent_id or self.parent_id
         run_id = self.client.create_run(self.exp_id, run_name=name, start_time=start_ms or now, tags={
-            **self.tags, **(tags or {}), "mlflow.parentRunId": self.parent_id}).info.run_id
+            **self.tags, **(tags or {}), **({"mlflow.parentRunId": parent} if parent else {})}).info.run_id
         ms = [Metric(k, float(v), end_ms or now, int(step)) for k, v, step in metrics]
         ps = [Param(k, str(v)) for k, v in params.items()]
-        for i in range(0, max(len(ms), 1), 1000):  # log_batch takes at most 1000 metrics, 100 params
-            self.client.log_batch(run_id, metrics=ms[i:i + 1000], params=ps if i == 0 else [])
+        for i in range(0, max(len(ms), len(ps), 1), 1000):  # log_batch takes at most 1000 metrics, 100 params
+            self.client.log_batch(run_id, metrics=ms[i:i + 1000], params=[])
+        for i in range(0, len(ps), 100):
+            self.client.log_batch(run_id, params=ps[i:i + 100])
         if self.datasets:
             self.client.log_inputs(run_id, datasets=self.datasets)
         for path, folder in artifacts:

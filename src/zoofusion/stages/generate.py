@@ -1,125 +1,36 @@
-"""Stage `generate@<variant>`: build generated feature extractors from one variant's translated zoo kernels.
-
-For each source model i of domain X (A = black zoo, B = cat zoo), taken from the harvest the variant trained on
-(data/kernels/raw or data/kernels/aligned, `translation.<variant>.align`), its kernels go through the variant's
-X->Y generators (A->B with G_A2B, B->A with G_B2A): conv1 and conv2 each through its own layer's CycleGAN
-(`translate: layers`, the study's), or both together through the pair CycleGAN (`translate: pair`,
-core/pair.py), which keeps the generated conv2's input slices matched to the generated conv1's channels. Biases
-are not translated (the CycleGANs see only kernels): `generate.bias: source` keeps the source model's biases
-(permuted with its channels when aligned), `zero` sets them to 0. The result is the CNN's conv part, a 400-d
-feature extractor, id'd like the study: "<source index>/<source domain>", e.g. "229/A".
-
-Output data/generated/<variant>/models.pt: the stacked conv tensors of all generated models plus `source_index`,
-`source_domain` (0 = A, 1 = B) and their ids; `load_models()` turns it into `torch.nn.Module`s.
-"""
+"""Stage `generate@<variant>`: generated feature extractors from one variant's translated zoo kernels
+(`zoofusion.steps.generate`), logged to MLflow (experiment `cyclegan`: a source-vs-generated kernel grid per zoo)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from zoofusion.cli import stage_main
-from zoofusion.config import VARIANTS, Params
-from zoofusion.core.cnn import ConvFeatures
-from zoofusion.core.cyclegan import translate
-from zoofusion.core.pair import translate_pair
-from zoofusion.io import atomic_dir, save_torch
+from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.render.kernel_grid import kernel_grid_figure
-from zoofusion.steps.cyclegan import load_generators
+from zoofusion.steps.generate import GANS, KERNELS, OUT, run as generate_variant
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
-
-log = logging.getLogger(__name__)
-KERNELS = Path("data/kernels")
-GANS = Path("data/cyclegan")
-OUT = Path("data/generated")
-DOMAIN_LETTER = {"black": "A", "cat": "B"}
-CONV_KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
-
-
-def model_id(index: int, domain: str) -> str:
-    return f"{index}/{DOMAIN_LETTER[domain]}"
-
-
-def translate_models(k: dict[str, torch.Tensor], gens: dict[str, tuple], a2b: bool) -> dict[str, torch.Tensor]:
-    """conv1/conv2 kernels of models `k` translated by per-layer generators (`conv1`, `conv2`) or a `pair`."""
-    pick = 0 if a2b else 1
-    if "pair" in gens:
-        g = gens["pair"]
-        c1, c2 = translate_pair(g[pick], g[2], tuple(g[3]["pair_scales"]), k["conv1.weight"], k["conv2.weight"])
-        return {"conv1.weight": c1, "conv2.weight": c2}
-    return {f"{layer}.weight": translate(gens[layer][pick], gens[layer][2], k[f"{layer}.weight"])
-            for layer in ("conv1", "conv2")}
-
-
-def generate(kernels: dict[str, dict[str, torch.Tensor]], gens: dict[str, tuple], max_per_domain: int,
-             bias: str) -> dict[str, torch.Tensor | list[str]]:
-    """Translate every selected source model's conv kernels; returns stacked tensors and ids."""
-    parts: dict[str, list] = {k: [] for k in (*CONV_KEYS, "source_index", "source_domain")}
-    ids: list[str] = []
-    for d_i, domain in enumerate(("black", "cat")):
-        k = kernels[domain]
-        n = len(k["model_index"]) if max_per_domain == 0 else min(max_per_domain, len(k["model_index"]))
-        translated = translate_models({key: t[:n] for key, t in k.items()}, gens, a2b=domain == "black")
-        for layer in ("conv1", "conv2"):
-            parts[f"{layer}.weight"].append(translated[f"{layer}.weight"])
-            b = k[f"{layer}.bias"][:n]
-            parts[f"{layer}.bias"].append(b.clone() if bias == "source" else torch.zeros_like(b))
-        parts["source_index"].append(k["model_index"][:n])
-        parts["source_domain"].append(torch.full((n,), d_i, dtype=torch.int64))
-        ids += [model_id(int(i), domain) for i in k["model_index"][:n]]
-    out: dict = {key: torch.cat(v) for key, v in parts.items()}
-    out["ids"] = ids
-    return out
-
-
-def load_models(path: str | Path = OUT / "study" / "models.pt") -> dict[str, ConvFeatures]:
-    """Generated models as feature extractors (`torch.nn.Module`, [B,3,32,32] -> [B,400]) keyed by id."""
-    g = torch.load(path, weights_only=True)
-    return {mid: ConvFeatures(*(g[k][i] for k in CONV_KEYS)).eval() for i, mid in enumerate(g["ids"])}
 
 
 def run(variant: str, params: Params, kernels: Path = KERNELS, gans: Path = GANS, out: Path = OUT) -> int:
     v = params.translation.variant(variant)
-    folder = kernels / ("aligned" if v.align else "raw")
-    ks = {}
-    for d in ("black", "cat"):
-        f = folder / f"{d}.pt"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
-        ks[d] = torch.load(f, weights_only=True)
-    units = ("pair",) if v.translate == "pair" else ("conv1", "conv2")
-    gens, gen_files = {}, []
-    for unit in units:
-        f = gans / variant / unit / "generators.pt"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; run `dvc repro cyclegan@{variant}` first")
-        gens[unit] = load_generators(f)
-        gen_files.append(f)
-    g = generate(ks, gens, params.generate.max_per_domain, params.generate.bias)
-    n = len(g["ids"])
-    with atomic_dir(out / variant) as tmp:
-        save_torch(tmp / "models.pt", g)
-        (tmp / "ids.txt").write_text("\n".join(g["ids"]) + "\n")
-    log.info("generate %s: %d generated models (%d from A, %d from B)", variant, n,
-             int((g["source_domain"] == 0).sum()), int((g["source_domain"] == 1).sum()))
-
+    made = generate_variant(variant, v, params.generate, kernels, gans, out)
+    g, ks, inputs = made["generated"], made["kernels"], made["inputs"]
     mlflow = setup_mlflow("cyclegan")
-    inputs = [folder / "black.pt", folder / "cat.pt", *gen_files]
     with mlflow.start_run(run_name=f"generate-{variant}", tags=run_tags(f"generate@{variant}", inputs)) as run:
         mlflow.MlflowClient().log_inputs(run.info.run_id, datasets=dataset_inputs({f: "train" for f in inputs}))
-        mlflow.log_params({"variant": variant, "n_generated": n, "bias": params.generate.bias,
+        mlflow.log_params({"variant": variant, "n_generated": len(g["ids"]), "bias": params.generate.bias,
                            "max_per_domain": params.generate.max_per_domain, **v.model_dump()})
-        for d_i, domain in enumerate(("black", "cat")):
+        for d_i, domain in enumerate(DOMAINS):
             i = int(np.flatnonzero(g["source_domain"].numpy() == d_i)[0])
-            src = ks[domain]["conv1.weight"][0]
-            fig = kernel_grid_figure({f"source {g['ids'][i]} conv1": src, f"generated {g['ids'][i]} conv1":
-                                      g["conv1.weight"][i]}, title=f"{variant}: source vs generated ({domain} zoo)")
+            fig = kernel_grid_figure({f"source {g['ids'][i]} conv1": ks[domain]["conv1.weight"][0],
+                                      f"generated {g['ids'][i]} conv1": g["conv1.weight"][i]},
+                                     title=f"{variant}: source vs generated ({domain} zoo)")
             mlflow.log_figure(fig, f"source_vs_generated_{domain}.png")
         mlflow.log_artifact(str(out / variant / "ids.txt"))
-    return n
+    return len(g["ids"])
 
 
 def main(argv: list[str] | None = None) -> None:

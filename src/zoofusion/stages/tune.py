@@ -23,7 +23,7 @@ import numpy as np
 from zoofusion.cli import stage_main
 from zoofusion.config import Params, TuneParams
 from zoofusion.steps.tune import tune
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
 from zoofusion.tuning import Study, TuneError, check_storage, display_url, metric_prefix
 
 log = logging.getLogger(__name__)
@@ -35,51 +35,35 @@ METRICS_FILE = Path("metrics/tune.json")
 EXPERIMENT = "tuning"
 
 
-class MlflowLogger:
-    """A parent run per study and a nested child run per trial, logged directly with MlflowClient.log_batch
-    (3 tracking calls per trial: create, log_batch, terminate)."""
+def study_logger(tp: TuneParams, seed: int, tags: dict[str, str]):
+    """Log one finished study: a run per study with its best and untuned values, a child run per trial."""
+    mlflow = setup_mlflow(EXPERIMENT)
+    logger = BatchLogger(mlflow, None, tags, experiment_id=mlflow.get_experiment_by_name(EXPERIMENT).experiment_id)
+    datasets = dataset_inputs({VAL: "val"})  # tuning sees val only
 
-    def __init__(self, tp: TuneParams, seed: int, tags: dict[str, str]):
-        self.mlflow = setup_mlflow(EXPERIMENT)
-        self.client = self.mlflow.MlflowClient()
-        self.exp_id = self.mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
-        self.tp, self.seed, self.tags = tp, seed, tags
-        self.datasets = dataset_inputs({VAL: "val"})  # tuning sees val only
-
-    def __call__(self, r: dict) -> None:
-        from mlflow.entities import Metric, Param
-
-        tp, c = self.tp, self.client
+    def log_study(r: dict) -> None:
         first, last = r["trials"][0], r["trials"][-1]
-        parent = c.create_run(self.exp_id, run_name=r["study"], start_time=first["start_ms"], tags={
-            **self.tags, "method": r["method"], "candidate": r["candidate"], "kind": r["kind"],
-            "optuna_study": r["study"], "optuna_storage": display_url(tp.storage)}).info.run_id
-        c.log_inputs(parent, datasets=self.datasets)
-        best_so_far, hist = -np.inf, []
+        best_so_far, metrics = -np.inf, [("best_value", r["best_value"], 0)]
         for t in r["trials"]:
             best_so_far = max(best_so_far, t["value"])
-            hist += [Metric("trial_value", t["value"], t["end_ms"], t["number"]),
-                     Metric("best_so_far", best_so_far, t["end_ms"], t["number"])]
-        metrics = [Metric("best_value", r["best_value"], last["end_ms"], 0), *hist]
+            metrics += [("trial_value", t["value"], t["number"]), ("best_so_far", best_so_far, t["number"])]
         if r["untuned_value"] is not None:
-            metrics.append(Metric("untuned_value", r["untuned_value"], last["end_ms"], 0))
+            metrics.append(("untuned_value", r["untuned_value"], 0))
         params = {"method": r["method"], "candidate": r["candidate"], "kind": r["kind"], "objective": tp.objective,
-                  "n_trials": tp.n_trials, "sampler": tp.sampler, "seed": self.seed, "best_trial": r["best_trial"],
+                  "n_trials": tp.n_trials, "sampler": tp.sampler, "seed": seed, "best_trial": r["best_trial"],
                   **{f"best.{k}": v for k, v in r["best_params"].items()}}
-        c.log_batch(parent, params=[Param(k, str(v)) for k, v in params.items()])
-        for i in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
-            c.log_batch(parent, metrics=metrics[i:i + 1000])
+        parent = logger.child(r["study"], params, metrics, tags={
+            "method": r["method"], "candidate": r["candidate"], "kind": r["kind"], "optuna_study": r["study"],
+            "optuna_storage": display_url(tp.storage)}, start_ms=first["start_ms"], end_ms=last["end_ms"])
+        logger.client.log_inputs(parent, datasets=datasets)
         prefix = metric_prefix(r["method"])
         for t in r["trials"]:
-            child = c.create_run(self.exp_id, run_name=f"trial-{t['number']}", start_time=t["start_ms"], tags={
-                "mlflow.parentRunId": parent, "dvc_stage": "tune", "optuna_study": r["study"],
-                "trial": str(t["number"]), "untuned": str(t["untuned"]).lower()}).info.run_id
-            c.log_batch(child, metrics=[Metric("objective", t["value"], t["end_ms"], 0),
-                                        *[Metric(f"{prefix}/{k}", float(v), t["end_ms"], 0)
-                                          for k, v in t["metrics"].items()]],
-                        params=[Param(k, str(v)) for k, v in t["params"].items()])
-            c.set_terminated(child, "FINISHED", end_time=t["end_ms"])
-        c.set_terminated(parent, "FINISHED", end_time=last["end_ms"])
+            logger.child(f"trial-{t['number']}", t["params"], [("objective", t["value"], 0), *[
+                (f"{prefix}/{k}", float(v), 0) for k, v in t["metrics"].items()]],
+                tags={"optuna_study": r["study"], "trial": str(t["number"]), "untuned": str(t["untuned"]).lower()},
+                start_ms=t["start_ms"], end_ms=t["end_ms"], parent_id=parent)
+
+    return log_study
 
 
 def run(params: Params) -> dict:
@@ -87,13 +71,13 @@ def run(params: Params) -> dict:
     t0 = time.perf_counter()
     check_storage(tp.storage)  # before anything slow
     inputs = [EVALUATED / "candidates.pt", EVALUATED / "candidates.csv", EVALUATED / "selected.json", VAL]
-    logger: list[MlflowLogger] = []
+    logger: list = []
 
     def on_start(studies: list[Study]) -> None:
         log.info("tune: %d studies (%s x %d candidates) x %d trials, objective val %s, sampler %s",
                  len(studies), "/".join(tp.methods), len(studies) // len(tp.methods), tp.n_trials, tp.objective,
                  tp.sampler)
-        logger.append(MlflowLogger(tp, params.seed, run_tags("tune", inputs)))
+        logger.append(study_logger(tp, params.seed, run_tags("tune", inputs)))
 
     def on_result(r: dict) -> None:
         log.info("tune %s (%s): best %s %.4f at trial %d (untuned %s) in %.1fs", r["study"], r["kind"],
