@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -59,3 +60,28 @@ def test_validate_stage_refuses_a_typo_nobody_reads(tmp_path):
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith("validate: zoo.epoch: unknown key")
     assert not (tmp_path / "data" / "validated.txt").exists()
+
+
+def test_an_unreachable_ray_cluster_or_mlflow_server_stops_the_stage_before_any_work(tmp_path):
+    """External addresses are checked at the start of each stage (validate does not rerun when only they change)."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = params_dict({"executor": {"backend": "ray", "address": f"127.0.0.1:{port}"}})
+    p = tmp_path / "params.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.zoo", "--domain", "black", "--params", str(p)],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"zoo@black: executor.address: no Ray cluster answers at 127.0.0.1:{port}; start it (`ray start --head` "
+        "there) or set executor.backend: local"]
+    assert not (tmp_path / "data").exists()  # nothing made, nothing read
+    raw["executor"] = {"backend": "local", "address": ""}
+    p.write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-m", "zoofusion.stages.validate", "--params", str(p)], cwd=tmp_path,
+                       capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"validate: MLFLOW_TRACKING_URI: no MLflow server answers at http://127.0.0.1:{port}; start it "
+        "(scripts/services.sh start) or unset MLFLOW_TRACKING_URI for the local store"]

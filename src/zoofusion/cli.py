@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from zoofusion.config import ConfigError, Params, load_params
 from zoofusion.console import setup_logging
+from zoofusion.executor import AddressError
+from zoofusion.tracking import check_tracking_uri, end_runs_of_this_process
 
 
 def _interrupt(signum, frame) -> None:
@@ -36,13 +38,13 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
     setup_logging()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends MLflow runs FAILED, as Ctrl-C does
     try:
-        run(args, load_params(args.params))
-    except (ConfigError, FileNotFoundError, *errors) as e:
+        params = load_params(args.params)
+        check_tracking_uri()  # before any work: validate does not rerun when only the environment changes
+        run(args, params)
+    except (ConfigError, AddressError, FileNotFoundError, *errors) as e:
         raise SystemExit(f"{name}: {e}") from None
     except KeyboardInterrupt:
         if "mlflow" in sys.modules:  # runs it opened end KILLED, not RUNNING forever or FAILED
-            from zoofusion.tracking import end_runs_of_this_process
-
             end_runs_of_this_process("KILLED")
         if on_interrupt is None:
             raise

@@ -66,6 +66,40 @@ def _call_ray(fn: Callable, task: Any, shared: Any, user_init: Callable[[], None
     return fn(task, shared)
 
 
+class AddressError(ValueError):
+    """An external address (a Ray cluster, an MLflow server) that does not answer or is malformed."""
+
+
+def reachable(address: str, timeout_s: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at `host:port`."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_backend(backend: str, address: str) -> None:
+    """A Ray cluster named by `executor.address` (or RAY_ADDRESS) must answer before any work starts: one line,
+    not a traceback after the stages before it have run. Checked by each stage that uses it, at its start, since
+    `validate` does not rerun when only the environment changes."""
+    if backend != "ray":
+        return
+    where = address or os.environ.get("RAY_ADDRESS", "")
+    if not where or where in ("auto", "local"):
+        return  # a local Ray instance, started on demand
+    name = "executor.address" if address else "RAY_ADDRESS"
+    target = where.removeprefix("ray://")
+    if ":" not in target or not target.rpartition(":")[2].isdigit():
+        raise AddressError(f"{name}: {where!r} is not host:port (e.g. 10.0.0.5:6379, the head's `ray start --head` port)")
+    if not reachable(target):
+        raise AddressError(f"{name}: no Ray cluster answers at {where}; start it (`ray start --head` there) or set "
+                         "executor.backend: local")
+
+
 def run_tasks(fn: Callable[[Any, Any], T], tasks: Iterable[Any], workers: int, shared: Any = None,
               initializer: Callable[[], None] | None = one_core, backend: str = "local",
               address: str = "") -> Iterator[T]:

@@ -28,6 +28,21 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
+def check_tracking_uri() -> None:
+    """An MLflow server named by MLFLOW_TRACKING_URI must answer before any work: one line naming it."""
+    from urllib.parse import urlsplit
+
+    from zoofusion.executor import AddressError, reachable
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    u = urlsplit(uri)
+    if u.scheme in ("http", "https"):
+        port = u.port or (443 if u.scheme == "https" else 80)
+        if not reachable(f"{u.hostname}:{port}"):
+            raise AddressError(f"MLFLOW_TRACKING_URI: no MLflow server answers at {u.scheme}://{u.hostname}:{port}; "
+                             "start it (scripts/services.sh start) or unset MLFLOW_TRACKING_URI for the local store")
+
+
 def setup_mlflow(experiment: str):
     """Point MLflow at the project store and select `experiment`; returns the mlflow module."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -24,6 +24,7 @@ from zoofusion.config import VARIANTS, Params
 from zoofusion.core.candidates import CONV_KEYS, Candidate, generated_kind, is_generated, kinds_of
 from zoofusion.core.cnn import preprocess
 from zoofusion.core.verdict import Comparison
+from zoofusion.executor import check_backend
 from zoofusion.io import load_npz
 from zoofusion.render.tables import safe
 from zoofusion.steps.candidates import build_pool
@@ -75,6 +76,7 @@ def register_champion(client, versions: dict[str, str], champion: str, ev_verdic
 
 def run(params: Params) -> dict:
     e = params.evaluate
+    check_backend(params.executor.backend, params.executor.address)  # a Ray cluster that answers, before any work
     for f, how in ((VAL, "dvc repro data"), (TEST, "dvc repro testset")):
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing; run `{how}` first")

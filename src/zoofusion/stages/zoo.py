@@ -15,6 +15,7 @@ from pathlib import Path
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS
 from zoofusion.console import progress
+from zoofusion.executor import check_backend
 from zoofusion.io import write_json
 from zoofusion.render.kernel_grid import kernel_grid_figure
 from zoofusion.steps.zoo import train_zoo
@@ -36,6 +37,7 @@ def kernel_grid(weights: dict, n: int):
 def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, cache_root: Path = CACHE,
         metrics_root: Path = METRICS) -> dict:
     device = params.torch_device()  # cuda without a GPU: refused before anything is created
+    check_backend(params.executor.backend, params.executor.address)  # a Ray cluster that answers, before any work
     z = params.zoo
     n_models = getattr(z.n_models, domain)
     data = prepared / f"{domain}.npz"
