@@ -26,43 +26,67 @@ def test_default_is_the_built_split(prepared, tmp_path):
     assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["images"], b["images"])
 
 
-def test_manifest_of_source_members_and_disk_files(prepared, tmp_path):
+@pytest.fixture
+def manifests(tmp_path, monkeypatch):
+    """data/manifests/ of a project in tmp_path (the cwd, as under DVC)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "manifests").mkdir(parents=True)
+    return tmp_path / "data" / "manifests"
+
+
+def test_manifest_of_source_members_and_disk_files(prepared, tmp_path, manifests):
     src, labels, prep = prepared
-    disk = src / "test" / "dog" / "0001.jpg"
-    m = tmp_path / "m.csv"
-    m.write_text(f"path,label\ntest/cat/0000.jpg,1\ntest/ship/0002.jpg,0\n{disk},0\n")
-    run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
+    disk = manifests / "dog-0001.jpg"
+    disk.write_bytes((src / "test" / "dog" / "0001.jpg").read_bytes())
+    m = manifests / "m.csv"
+    m.write_text(f"path,label\ntest/cat/0000.jpg,1\ntest/ship/0002.jpg,0\ndata/manifests/dog-0001.jpg,0\n")
+    run(_params(src, labels, "data/manifests/m.csv"), prepared=prep, out=tmp_path / "t")
     t = load_npz(tmp_path / "t" / "test.npz")
     assert list(t["labels"]) == [1, 0, 0] and t["images"].shape == (3, 32, 32, 3)
     assert t["ids"][0] == "test/cat/0000.jpg"
 
 
-def test_manifest_overlapping_training_data_is_refused(prepared, tmp_path):
+def test_a_manifest_or_image_outside_data_manifests_is_refused(prepared, tmp_path, manifests):
+    """Only what DVC watches may build the test set: elsewhere an edit would leave it stale."""
+    src, labels, prep = prepared
+    outside = tmp_path / "m.csv"
+    outside.write_text("path,label\ntest/cat/0000.jpg,1\ntest/ship/0002.jpg,0\n")
+    with pytest.raises(ImageSourceError, match=r"^testset.manifest: .*m\.csv is outside data/manifests/, which DVC "
+                                               r"watches.*move it into data/manifests/"):
+        run(_params(src, labels, outside), prepared=prep, out=tmp_path / "t")
+    image = src / "test" / "dog" / "0001.jpg"  # a file on disk, outside the project
+    (manifests / "m.csv").write_text(f"path,label\ntest/cat/0000.jpg,1\n{image},0\n")
+    with pytest.raises(ImageSourceError, match=r"^testset.manifest image: .*0001\.jpg is outside data/manifests/"):
+        run(_params(src, labels, manifests / "m.csv"), prepared=prep, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_manifest_overlapping_training_data_is_refused(prepared, tmp_path, manifests):
     src, labels, prep = prepared
     used = load_npz(prep / "cat.npz")["ids"][0]
-    m = tmp_path / "m.csv"
+    m = manifests / "m.csv"
     m.write_text(f"path,label\n{used},1\ntest/ship/0002.jpg,0\n")
     with pytest.raises(ImageSourceError, match=r"same pixels as images in the cat set .*must be held out"):
         run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
     assert not (tmp_path / "t").exists()
 
 
-def test_a_copy_of_a_training_image_under_another_path_is_refused(prepared, tmp_path):
+def test_a_copy_of_a_training_image_under_another_path_is_refused(prepared, tmp_path, manifests):
     """Held out by content: a byte-identical copy on disk has another path but the same decoded pixels."""
     src, labels, prep = prepared
     used = str(load_npz(prep / "black.npz")["ids"][0])
-    copy = tmp_path / "innocent-name.jpg"
+    copy = manifests / "innocent-name.jpg"
     copy.write_bytes((src / used).read_bytes())
-    m = tmp_path / "m.csv"
+    m = manifests / "m.csv"
     m.write_text(f"path,label\ntest/cat/0000.jpg,1\n{copy},0\n")
     with pytest.raises(ImageSourceError, match=r"same pixels as images in the black set \(e\.g\. .*innocent-name"):
         run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
     assert not (tmp_path / "t").exists()
 
 
-def test_manifest_bad_label_and_missing_member(prepared, tmp_path):
+def test_manifest_bad_label_and_missing_member(prepared, tmp_path, manifests):
     src, labels, prep = prepared
-    m = tmp_path / "m.csv"
+    m = manifests / "m.csv"
     m.write_text("path,label\ntest/cat/0000.jpg,yes\n")
     with pytest.raises(ImageSourceError, match=r"m\.csv:2: label must be 0 or 1"):
         run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")

@@ -24,6 +24,7 @@ from zoofusion.render.sheets import save_sheet
 log = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
 OUT = Path("data/testset")
+MANIFESTS = Path("data/manifests")
 
 
 def read_manifest(path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -64,14 +65,27 @@ def check_held_out(paths: list[str], images: np.ndarray, used: dict[str, np.ndar
                                    "held out — drop them from the manifest")
 
 
-def run(params: Params, prepared: Path = PREPARED, out: Path = OUT) -> int:
+def check_tracked(path: str | Path, manifests: Path, what: str) -> None:
+    """A file the test set is built from must lie in `manifests` (a DVC dep): elsewhere, changing it would leave
+    the test set stale."""
+    if not Path(path).resolve().is_relative_to(manifests.resolve()):
+        raise ImageSourceError(f"{what}: {path} is outside {manifests}/, which DVC watches, so a change to it would "
+                               f"leave the test set stale; move it into {manifests}/ and name it from there")
+
+
+def run(params: Params, prepared: Path = PREPARED, out: Path = OUT, manifests: Path = MANIFESTS) -> int:
     manifest = params.testset.manifest
+    if manifest:
+        check_tracked(manifest, manifests, "testset.manifest")
     if not manifest:
         d = load_npz(prepared / "test_split.npz")
         images, labels, ids = d["images"], d["labels"], d["ids"]
         log.info("test: the built split, %d images", len(ids))
     else:
         paths, labels = read_manifest(manifest)
+        for p in paths:  # images on disk (not members of the image source, itself a dep) are tracked too
+            if Path(p).is_file():
+                check_tracked(p, manifests, "testset.manifest image")
         ids = np.array(paths)
         images = read_images(paths, params.data.path)
         check_held_out(paths, images, {n: load_npz(prepared / f"{n}.npz")["images"] for n in ("black", "cat", "val")})
