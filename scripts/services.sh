@@ -10,7 +10,7 @@
 #   scripts/services.sh stop   [DIR]   stop both (mlflow's whole process group, then pg_ctl stop -m fast)
 #
 #   eval "$(scripts/services.sh start)"   # sets MLFLOW_TRACKING_URI and OPTUNA_STORAGE
-#   dvc exp run -S "tune.storage=$OPTUNA_STORAGE" -S tune.workers=2
+#   dvc exp run -S tune.storage=env:OPTUNA_STORAGE -S tune.workers=2   # the URL stays in the environment
 #
 # DIR (default $ZF_SERVICES_DIR, else .services/ in the repository) holds everything: pgdata/ (the cluster),
 # artifacts/ (mlflow's --artifacts-destination), log/, services.env (ports, URLs, pids; mode 600). Data survive

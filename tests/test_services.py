@@ -195,10 +195,10 @@ def pipeline(services, tmp_path_factory):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name, **(
             {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
     params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    params["tune"]["storage"] = services.storage
+    params["tune"]["storage"] = "env:OPTUNA_STORAGE"  # the URL (with its password) stays in the environment
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**services.env, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "MLFLOW_TRACKING_URI": services.tracking_uri}
+           "MLFLOW_TRACKING_URI": services.tracking_uri, "OPTUNA_STORAGE": services.storage}
     env.pop("MLFLOW_RUN_ID", None)
     sh(["dvc", "init", "--no-scm", "-q"], work, env)
     t = time.monotonic()
@@ -244,6 +244,10 @@ def test_pipeline_runs_land_in_the_server(services, pipeline):
     for e in exps.values():
         for r in e["runs"]:
             assert password not in json.dumps(r), f"the storage password is in run {r['name']}"
+    # nor in any file the pipeline wrote: dvc.lock, params, every output, metric and report
+    for f in [work / "dvc.lock", work / "params.yaml", *(p for d in ("data", "metrics", "reports")
+                                                         for p in (work / d).rglob("*") if p.is_file())]:
+        assert password.encode() not in f.read_bytes(), f"the storage password is in {f}"
     # Nothing fell back to local files.
     for f in ("mlflow.db", "mlruns", "mlartifacts", "optuna.db"):
         assert not (work / f).exists(), f

@@ -370,3 +370,21 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     assert {"method", "candidate", "kind", "objective", "n_trials", "sampler"} <= set(p.data.params)
     assert p.data.tags["dvc_stage"] == "tune" and "best_value" in p.data.metrics
     assert all(c.info.status == "FINISHED" and "objective" in c.data.metrics for c in children)
+
+
+def test_a_storage_password_never_enters_params_and_env_names_the_url(monkeypatch, tmp_path):
+    """Secrets come from the environment at run time: a URL with a password in params is refused (it would reach
+    dvc.lock, MLflow and the reports); `env:<VAR>` is what params, dvc.lock and MLflow see."""
+    with pytest.raises(ConfigError) as e:
+        make_params({"tune": {"storage": "postgresql+psycopg2://zoo:hunter2@127.0.0.1:5432/optuna"}})
+    assert str(e.value) == ("tune.storage: holds a password, which params.yaml would carry into dvc.lock, MLflow and "
+                            "the reports; export the URL as OPTUNA_STORAGE and set tune.storage: env:OPTUNA_STORAGE")
+    tp = make_params({"tune": {"storage": "env:OPTUNA_STORAGE"}}).tune
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    monkeypatch.setenv("OPTUNA_STORAGE", url)
+    assert tuning.storage_url(tp.storage) == url and tuning.display_url(tp.storage) == "env:OPTUNA_STORAGE"
+    assert tuning.display_url("postgresql+psycopg2://zoo:hunter2@h/db") == "postgresql+psycopg2://zoo:***@h/db"
+    monkeypatch.delenv("OPTUNA_STORAGE")
+    with pytest.raises(ConfigError, match="^tune.storage: env:OPTUNA_STORAGE, but the environment variable "
+                                          "OPTUNA_STORAGE is not set"):
+        tuning.storage_url(tp.storage)

@@ -294,11 +294,25 @@ class TuneParams(Section):
     sampler: Literal["tpe", "random"]
     # balanced accuracy: chance is 0.5 at any share of black cats (accuracy rewards calling everything "other")
     objective: Literal["balanced_accuracy", "accuracy", "precision", "recall", "purity"]
-    storage: Str
+    storage: Str  # an RDB URL without a password, or env:<VAR> naming the variable that holds the URL
     top_models: Pos
     methods: tuple[Literal[METHODS], ...]
     max_clusters: Annotated[int, Strict(), Field(ge=2)]  # majority mapping on the scored points: more inflate
     workers: Pos
+
+    @field_validator("storage")
+    @classmethod
+    def _no_secret(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            password = urlsplit(v).password
+        except ValueError:
+            password = None  # not a URL: the tune stage names what is wrong with it
+        if password:
+            raise ValueError("holds a password, which params.yaml would carry into dvc.lock, MLflow and the "
+                             "reports; export the URL as OPTUNA_STORAGE and set tune.storage: env:OPTUNA_STORAGE")
+        return v
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ the SVM kernel stay as in `evaluate.clustering`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -219,13 +220,28 @@ def _engine_kwargs(url: str) -> dict | None:
 
 
 def display_url(url: str) -> str:
-    """The storage URL with any password masked (for logs and MLflow)."""
+    """The storage URL with any password masked (for logs and MLflow); `env:<VAR>` as it is."""
     from sqlalchemy.engine import make_url
 
+    if url.startswith("env:"):
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - only used for display
         return "<unparsable>"
+
+
+def storage_url(storage: str) -> str:
+    """`tune.storage` as a URL: `env:<VAR>` reads it from the environment at run time, so a password never enters
+    params.yaml, dvc.lock or MLflow (which see only `env:<VAR>`)."""
+    if not storage.startswith("env:"):
+        return storage
+    name = storage.removeprefix("env:")
+    url = os.environ.get(name, "")
+    if not url:
+        raise ConfigError(f"tune.storage: {storage}, but the environment variable {name} is not set; export it "
+                          f"(e.g. eval \"$(scripts/services.sh start)\") or name a URL")
+    return url
 
 
 def check_storage(url: str):
@@ -352,8 +368,9 @@ def tune_all(studies: Sequence[Study], feats: dict[str, np.ndarray], y_val: np.n
     if len(set(names)) != len(names):
         raise TuneError(f"duplicate studies: {sorted({n for n in names if names.count(n) > 1})}")
     y = validate_val({s.candidate: feats[s.candidate] for s in studies}, y_val)
-    check_storage(tp.storage)
-    tasks = [(s, np.asarray(feats[s.candidate]), y, tp, base, seed, tp.storage) for s in studies]
+    url = storage_url(tp.storage)
+    check_storage(url)
+    tasks = [(s, np.asarray(feats[s.candidate]), y, tp, base, seed, url) for s in studies]
     bar = progress(total=len(tasks), desc="tune", unit="study")
     results = []
 

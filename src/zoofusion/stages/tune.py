@@ -24,7 +24,7 @@ from zoofusion.cli import stage_main
 from zoofusion.config import Params, TuneParams
 from zoofusion.steps.tune import tune
 from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
-from zoofusion.tuning import Study, TuneError, check_storage, display_url, metric_prefix
+from zoofusion.tuning import Study, TuneError, check_storage, display_url, metric_prefix, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def study_logger(tp: TuneParams, seed: int, tags: dict[str, str]):
 def run(params: Params) -> dict:
     tp, e = params.tune, params.evaluate
     t0 = time.perf_counter()
-    check_storage(tp.storage)  # before anything slow
+    check_storage(storage_url(tp.storage))  # before anything slow
     inputs = [EVALUATED / "candidates.pt", EVALUATED / "candidates.csv", EVALUATED / "selected.json", VAL]
     logger: list = []
 
