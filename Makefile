@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-fast test-ray test-services test-ui ui ui-check plots-template study
+.PHONY: setup run test test-fast test-repro test-ray test-services test-ui ui ui-check plots-template study
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: setup
 # The fast tier: every unit test, no end-to-end pipeline (under 2 minutes on 2 cores).
 test-fast: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not e2e"
+
+# The `repro` tier: two scratch clones run the tiny pipeline at once; every DVC output must be the same bytes.
+test-repro: setup
+	$(BIN)/python -m pytest -q -m repro
 
 # The `ray` tier: zoo shards through a Ray cluster equal local ones; CI runs it after `make test`.
 test-ray: setup

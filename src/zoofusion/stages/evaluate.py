@@ -94,15 +94,17 @@ def run(params: Params) -> dict:
                                    / f"{d}.pt" for letter, d in (("A", "black"), ("B", "cat"))} for v in VARIANTS}
     figs, summary = render(j, pool, TEST, sources, TABLES, FIGURES, METRICS_FILE, e, params.seed, params.data.dark_luminance,
                   VARIANTS, KINDS, {**seconds, "features": seconds["features"] + t_pool})
+    timings = {"seconds_features": seconds["features"] + t_pool, "seconds_protocol": seconds["protocol"],
+               "seconds_bootstrap": j.seconds}  # to MLflow, not into metrics/evaluate.json
     log_runs(params, j.rows, {c.id: c for c in pool}, [r["id"] for r in j.selected], figs,
-             load_npz(TEST)["images"][:4], j.comparisons, j.summary)
+             load_npz(TEST)["images"][:4], j.comparisons, j.summary, timings)
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), time.perf_counter() - t0,
              ", ".join(sorted(r["id"] for r in j.selected)))
     return summary
 
 
 def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str], figs: dict, example: np.ndarray,
-             comparisons: list[Comparison], ev_verdict: dict) -> None:
+             comparisons: list[Comparison], ev_verdict: dict, timings: dict[str, float]) -> None:
     """One MLflow child run per candidate under a parent run, so the UI's compare view lines them up."""
     import tempfile
 
@@ -127,7 +129,8 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
         client.log_batch(parent.info.run_id, metrics=[
             Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{what}_{part}",
                    float(getattr(c, f"{what}_{part}")), now, 0)
-            for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")])
+            for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")]
+            + [Metric(k, float(v), now, 0) for k, v in timings.items()])
         with tempfile.TemporaryDirectory() as tmp:
             for r in rows:
                 cand = by_id[r["id"]]

@@ -257,10 +257,7 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
         save_figure(kinds_boxplot({m: {kind: [r["metrics"][f"test/{m}/{VERDICT_METRIC[m]}"] for r in rows
                                               if r["kind"] == kind] for kind in kinds} for m in METHODS},
                                   {m: VERDICT_METRIC[m] for m in METHODS}), figdir / "kinds.png")
-    summary = headline(rows, selected, e.select_metric, kinds)
-    summary["seconds_features"] = round(seconds["features"], 2)
-    summary["seconds_protocol"] = round(seconds["protocol"], 2)
-    summary["seconds_bootstrap"] = round(j.seconds, 2)
+    summary = headline(rows, selected, e.select_metric, kinds)  # no timings: identical runs, identical bytes
     summary["n_candidates"] = len(rows)
     summary["budget_per_kind"] = {kind: sum(r["kind"] == kind for r in rows) for kind in kinds}
     summary["test_images"] = int(len(t["labels"]))

@@ -91,7 +91,7 @@ def distance_rows(gans: dict[str, dict]) -> list[dict]:
 
 def unit_rows(gans: dict[str, dict]) -> list[dict]:
     return [{"variant": v, "CycleGAN": unit, "final cycle loss": round(u["final_loss_cycle"], 4),
-             "final generator loss": round(u["final_loss_G"], 4), "epochs": u["epochs"], "seconds": u["seconds"]}
+             "final generator loss": round(u["final_loss_G"], 4), "epochs": u["epochs"]}
             for v, g in gans.items() for unit, u in g["units"].items()]
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,7 +129,6 @@ def tune(pool: Path, candidates_csv: Path, selected_json: Path, val: Path, out_b
          on_result: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
     """Every study on val features of the saved candidates; writes best_params.json and the tune metrics.
     Returns (best params doc, metrics). `on_start` sees the studies before the first trial."""
-    t0 = time.perf_counter()
     _need((pool, "dvc repro evaluate"), (candidates_csv, "dvc repro evaluate"), (selected_json, "dvc repro evaluate"),
           (val, "dvc repro data"))
     rows = read_candidates(candidates_csv)
@@ -143,7 +141,6 @@ def tune(pool: Path, candidates_csv: Path, selected_json: Path, val: Path, out_b
         on_start(studies)
     results = tune_all(studies, feats, v["labels"], tp, c, seed, tp.workers, on_result)
     best, metrics = summarize(results, tp, seed, selected)
-    metrics["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out_best, best)
     write_json(metrics_file, metrics)
     return best, metrics
