@@ -155,6 +155,10 @@ def test_no_stage_imports_another_stage_and_core_imports_core_only():
     for f in (PKG / "stages").glob("*.py"):
         others = {m for m in imports(f) if m.startswith("zoofusion.stages.")}
         assert not others, f"{f.name} imports another stage: {others}"
+    # one chain: the steps, the benchmark and every other module call steps, never a stage's shell
+    for f in PKG.rglob("*.py"):
+        if "stages" not in f.relative_to(PKG).parts:
+            assert not {m for m in imports(f) if m.startswith("zoofusion.stages")}, f"{f} imports a stage"
     for f in (PKG / "core").rglob("*.py"):  # rglob: core/cyclegan/ is a package
         outside = {m for m in imports(f) if not m.startswith("zoofusion.core")}
         assert not outside, f"core/{f.relative_to(PKG / 'core')} imports outside core: {outside}"
@@ -167,3 +171,19 @@ def test_every_stage_module_has_a_dvc_stage():
     mods = {stage_module(st) for st in stages().values()}
     files = {f"zoofusion.stages.{f.stem}" for f in (PKG / "stages").glob("*.py") if f.stem != "__init__"}
     assert files == mods
+
+
+def test_core_writes_no_files():
+    """core/ is the science: tensors and arrays in and out; files, checkpoints and their schedules live in steps/."""
+    io_calls = {"open", "write_text", "write_bytes", "savefig", "mkdir", "unlink", "rmtree", "replace", "makedirs"}
+    for f in (PKG / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", "")
+            base = fn.value.id if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) else ""
+            file_io = name in io_calls or (base in ("torch", "np", "numpy", "pickle", "json") and name in (
+                "save", "load", "savez", "savez_compressed", "dump"))
+            assert not file_io, f"{f.relative_to(PKG)}:{node.lineno} calls {base + '.' if base else ''}{name}(): " \
+                                "core writes (and reads) no files"
