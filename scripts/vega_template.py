@@ -26,8 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "data" / "cache" / "vega" / "offline_template.html"
 # The majors DVC's page uses (vega@5.20.2, vega-lite@5.2.0, vega-embed@6.18.2); vega-embed 6 has UMD builds that
-# work from a plain <script>.
-PACKAGES = ("vega@5", "vega-lite@5", "vega-embed@6")
+# work from a plain <script>. Pinned by version and by the npm registry's sha512 of each package tarball
+# (`npm view <name>@<version> dist.integrity`), so every machine inlines the same bytes or refuses.
+PINNED = {"vega": ("5.33.1", "sha512-1fArfVDUqVbb5z8n+/nVQb+VNBzx8svY6CrsyTK4Ujm4yrd9I1auoKxBAPXLCavY1LcrbHUskQbGUP8gXOzyQw=="),
+          "vega-lite": ("5.23.0", "sha512-l4J6+AWE3DIjvovEoHl2LdtCUkfm4zs8Xxx7INwZEAv+XVb6kR6vIN1gt3t2gN2gs/y4DYTs/RPoTeYAuEg6mA=="),
+          "vega-embed": ("6.29.0", "sha512-PmlshTLtLFLgWtF/b23T1OwX53AugJ9RZ3qPE2c01VFAbgt3/GSNI/etzA/GzdrkceXFma+FDHNXUppKuM0U6Q==")}
+PACKAGES = tuple(f"{name}@{version}" for name, (version, _) in PINNED.items())
 # dvc_render fills a template by str.replace of these; `{scripts}` is left out on purpose, since DVC puts its
 # CDN <script src> tags there.
 PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")
@@ -63,12 +67,22 @@ def fetch(packages=PACKAGES, npm: str = "npm", timeout: float = 300) -> dict[str
         if r.returncode:
             raise RuntimeError(f"npm pack {' '.join(packages)} failed ({r.returncode}): {r.stderr.strip()[-500:]}")
         for pkg in json.loads(r.stdout):
+            check_pinned(pkg["name"], pkg["version"], pkg["integrity"])
             with tarfile.open(Path(tmp) / pkg["filename"]) as tar:
                 meta = json.load(tar.extractfile("package/package.json"))
                 build = meta.get("jsdelivr") or meta["unpkg"]  # what cdn.jsdelivr.net/npm/<name>@<v> serves
                 source = tar.extractfile("package/" + build.removeprefix("./")).read().decode("utf-8")
             libs[meta["name"]] = (meta["version"], source)
     return libs
+
+
+def check_pinned(name: str, version: str, integrity: str) -> None:
+    """The tarball npm fetched is the pinned version with the pinned checksum, or it is refused."""
+    want = PINNED.get(name)
+    if want is None or want != (version, integrity):
+        raise RuntimeError(f"{name}@{version}: not the pinned package ({integrity[:20]}... from the registry); "
+                           f"expected {name}@{want[0] if want else '?'} with {want[1][:20] if want else '?'}...; "
+                           "update PINNED in scripts/vega_template.py only after checking the new release")
 
 
 def render(libs: dict[str, tuple[str, str]]) -> str:

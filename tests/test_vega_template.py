@@ -74,3 +74,15 @@ def test_dvc_plots_page_renders_offline(plots_html: Path, tmp_path: Path):
     with ui.browser(str(CHROMIUM), 1000, 700, 1.0) as context:
         shot = ui.check_plots(context, plots_html, tmp_path)  # raises unless a chart is drawn with no http(s)
     assert shot.stat().st_size > 5000
+
+
+def test_only_the_pinned_packages_are_inlined():
+    """Version and checksum pinned: another release, or a tampered tarball, is refused before anything is written."""
+    vt = load_script("vega_template")
+    assert vt.PACKAGES == tuple(f"{n}@{v}" for n, (v, _) in vt.PINNED.items())
+    name, (version, integrity) = next(iter(vt.PINNED.items()))
+    vt.check_pinned(name, version, integrity)
+    with pytest.raises(RuntimeError, match=f"^{name}@{version}: not the pinned package"):
+        vt.check_pinned(name, version, "sha512-" + "A" * 86 + "==")
+    with pytest.raises(RuntimeError, match=f"^{name}@9.9.9: not the pinned package"):
+        vt.check_pinned(name, "9.9.9", integrity)
