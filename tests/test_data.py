@@ -6,7 +6,7 @@ from conftest import LABELS, TARBALL, make_params, small_data_params
 from zoofusion.config import DataParams
 from zoofusion.core.darkness import darkness
 from zoofusion.steps.data import build_indices, read_labels, run
-from zoofusion.images import ImageSourceError, load_split
+from zoofusion.images import ImageSourceError, load_split, near_copies, perceptual_hashes
 from zoofusion.io import load_npz
 
 
@@ -101,9 +101,16 @@ def test_real_source_and_labels():
     lab = read_labels(LABELS)
     assert sum(v == 1 for v in lab.values()) == 199 and sum(v is None for v in lab.values()) == 47
     p = make_params().data
-    out = build_indices(src.ids, src.classes, darkness(src.images), lab, p, seed=42)
+    h = perceptual_hashes(src.images)
+    out = build_indices(src.ids, src.classes, darkness(src.images), lab, p, seed=42, hashes=h)
     val_ids = set(src.ids[out["val"][0]]) | set(src.ids[out["test_split"][0]])
     assert not val_ids & set(src.ids[out["cat"][0]]) and not val_ids & set(src.ids[out["black"][0]])
+    # CIFAR-10's train split has near-duplicates of its own: those of val/test images never reach a training domain
+    held = np.concatenate([out["val"][0], out["test_split"][0]])
+    train = np.concatenate([out["black"][0], out["cat"][0]])
+    left_out = out["near_copies"][0]
+    assert len(left_out) > 0 and not set(left_out.tolist()) & set(train.tolist())
+    assert not near_copies(h[held], h[train], p.near_copy_bits)
     assert out["val"][1].sum() + out["test_split"][1].sum() == 199
     assert all(i.startswith("train/") for i in src.ids)
 

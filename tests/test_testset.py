@@ -93,3 +93,19 @@ def test_manifest_bad_label_and_missing_member(prepared, tmp_path, manifests):
     m.write_text("path,label\ntest/cat/0000.jpg,1\ntest/cat/9999.jpg,0\n")
     with pytest.raises(ImageSourceError, match=r"test/cat/9999\.jpg: neither a file on disk nor a member"):
         run(_params(src, labels, m), prepared=prep, out=tmp_path / "t")
+
+
+def test_a_near_copy_of_a_training_image_is_refused_with_the_pair(prepared, tmp_path, manifests):
+    """Not the same pixels, the same picture: a brightened copy passes the exact check but not the pHash one."""
+    from PIL import Image
+
+    src, labels, prep = prepared
+    d = load_npz(prep / "cat.npz")
+    i = int(np.argmax(d["images"].reshape(len(d["images"]), -1).std(axis=1)))  # a picture with structure
+    Image.fromarray(np.clip(d["images"][i].astype(int) + 3, 0, 255).astype(np.uint8)).save(manifests / "x.png")
+    (manifests / "m.csv").write_text("path,label\ntest/cat/0000.jpg,1\ndata/manifests/x.png,0\n")
+    with pytest.raises(ImageSourceError, match=r"^testset.manifest: 1 images are near-copies \(pHash within 4 bits, "
+                                               rf"data.near_copy_bits\) of training or val images: data/manifests/x"
+                                               rf"\.png ~ {d['ids'][i]} \(\d bits\) — drop them from the manifest"):
+        run(_params(src, labels, "data/manifests/m.csv"), prepared=prep, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()

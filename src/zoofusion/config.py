@@ -86,6 +86,7 @@ class DataParams(Section):
     negative_mix: NegativeMix
     nonblack_cat_max_darkness: ClosedFraction
     sheet_per_class: Pos
+    near_copy_bits: NonNeg  # pHash bits within which two images count as copies (64 bits; 0 = identical pHash)
 
     @model_validator(mode="after")
     def _dark_differs_from_light(self):

@@ -156,3 +156,33 @@ def pixel_hashes(images: np.ndarray) -> np.ndarray:
     """One sha1 per image of its decoded uint8 pixels [N,32,32,3]: equal pixels, equal hash, whatever the path."""
     x = np.ascontiguousarray(images, dtype=np.uint8)
     return np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in x])
+
+
+def perceptual_hashes(images: np.ndarray) -> np.ndarray:
+    """imagehash's pHash (Zauner 2010, as `imagehash.phash` computes it: grey levels, 2-D DCT, the 8 x 8 lowest
+    frequencies against their median) of every image [N,32,32,3] at once, as 64-bit integers. A resized or
+    re-encoded copy of an image lands within a few bits of it; unrelated images differ in about half."""
+    from scipy.fftpack import dct
+
+    x = np.asarray(images, dtype=np.uint8)
+    if x.ndim != 4 or x.shape[1:] != (SIZE, SIZE, 3):
+        raise ValueError(f"perceptual_hashes needs uint8 images [N,{SIZE},{SIZE},3], got shape {x.shape}")
+    out = np.empty(len(x), dtype=np.uint64)
+    for i in range(0, len(x), 4096):  # blocks: 50k images at once would take gigabytes
+        r, g, b = (x[i:i + 4096, ..., c].astype(np.int64) for c in range(3))
+        grey = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.float64)  # PIL's convert("L")
+        low = dct(dct(grey, axis=1), axis=2)[:, :8, :8].reshape(len(grey), 64)
+        bits = low > np.median(low, axis=1, keepdims=True)
+        out[i:i + 4096] = np.packbits(bits, axis=1).view(">u8").ravel()
+    return out
+
+
+def near_copies(a: np.ndarray, b: np.ndarray, max_bits: int) -> list[tuple[int, int, int]]:
+    """(i, j, Hamming distance) of every pair of perceptual hashes a[i], b[j] at most `max_bits` apart."""
+    a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
+    out = []
+    for i in range(0, len(a), 256):  # blocks keep the XOR table small at the study's sizes
+        x = a[i:i + 256, None] ^ b[None, :]
+        d = np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(axis=-1)
+        out += [(int(i + k), int(j), int(d[k, j])) for k, j in zip(*np.nonzero(d <= max_bits))]
+    return out

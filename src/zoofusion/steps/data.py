@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from zoofusion.config import DataParams
-from zoofusion.images import ImageSet, ImageSourceError, load_cifar10, load_split, missing_source_message
+from zoofusion.images import (ImageSet, ImageSourceError, load_cifar10, load_split, missing_source_message,
+                              near_copies, perceptual_hashes)
 from zoofusion.core.darkness import darkness
 from zoofusion.core.seeds import rng
 from zoofusion.render.sheets import save_sheet
@@ -64,7 +65,7 @@ def _take(pool: np.ndarray, n: int, gen: np.random.Generator, what: str, param: 
 
 
 def build_indices(ids: np.ndarray, classes: np.ndarray, dark: np.ndarray, labels: dict[str, int | None],
-                  p: DataParams, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                  p: DataParams, seed: int, hashes: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Choose which images (indices into the train split) form each dataset, and their labels.
 
     Pure function of its inputs and the seed: the same inputs give the same indices.
@@ -112,7 +113,14 @@ def build_indices(ids: np.ndarray, classes: np.ndarray, dark: np.ndarray, labels
 
     pv, pt = split(pos)
     nv, nt = split(neg)
-    out = {}
+    if hashes is not None:  # no training image may be a near-copy of a val/test one (CIFAR-10 has near-duplicates)
+        held = np.concatenate([pos, neg])
+        near = sorted({j for _, j, _ in near_copies(hashes[held], hashes, p.near_copy_bits)} - set(held.tolist()))
+        used[near] = True
+        out_near = np.array(near, dtype=np.int64)
+        log.info("data: %d images are near-copies (pHash within %d bits) of val/test images; left out of the "
+                 "training domains", len(near), p.near_copy_bits)
+    out = {} if hashes is None else {"near_copies": (out_near, np.zeros(len(out_near), np.int64))}
     for name, (a, b) in {"val": (pv, nv), "test_split": (pt, nt)}.items():
         idx = np.concatenate([a, b])
         y = np.concatenate([np.ones(len(a), np.int64), np.zeros(len(b), np.int64)])
@@ -151,7 +159,7 @@ def run(p: DataParams, seed: int, out: Path = OUT) -> dict[str, int]:
     src = load_source(p)
     log.info("loaded %d train images from %s", len(src.ids), p.path)
     dark = darkness(src.images, p.dark_luminance)
-    chosen = build_indices(src.ids, src.classes, dark, labels, p, seed)
+    chosen = build_indices(src.ids, src.classes, dark, labels, p, seed, perceptual_hashes(src.images))
     sizes = {}
     with atomic_dir(out) as tmp:
         for name in DATASETS:
@@ -160,4 +168,5 @@ def run(p: DataParams, seed: int, out: Path = OUT) -> dict[str, int]:
             save_sheet(tmp, name, src.images[idx], y, p.sheet_per_class)
             sizes[name] = len(idx)
             log.info("%s: %d images (%d positive)", name, len(idx), int(y.sum()))
+        sizes["near_copies_left_out"] = len(chosen["near_copies"][0])
     return sizes

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from zoofusion.config import Params
-from zoofusion.images import ImageSourceError, pixel_hashes, read_images
+from zoofusion.images import ImageSourceError, near_copies, perceptual_hashes, pixel_hashes, read_images
 from zoofusion.io import atomic_dir, load_npz, save_npz
 from zoofusion.render.sheets import save_sheet
 
@@ -65,6 +65,18 @@ def check_held_out(paths: list[str], images: np.ndarray, used: dict[str, np.ndar
                                    "held out — drop them from the manifest")
 
 
+def check_no_near_copies(paths: list[str], images: np.ndarray, used: dict[str, dict], bits: int) -> None:
+    """Refuse manifest images that are near-copies (resized, re-encoded) of a training or val image, listing pairs."""
+    mine = perceptual_hashes(images)
+    pairs = [(paths[i], str(d["ids"][j]), dist) for name, d in used.items()
+             for i, j, dist in near_copies(mine, perceptual_hashes(d["images"]), bits)]
+    if pairs:
+        shown = "; ".join(f"{a} ~ {b} ({dist} bits)" for a, b, dist in pairs[:5])
+        raise ImageSourceError(f"testset.manifest: {len(pairs)} images are near-copies (pHash within {bits} bits, "
+                               f"data.near_copy_bits) of training or val images: {shown}"
+                               f"{'; ...' if len(pairs) > 5 else ''} — drop them from the manifest")
+
+
 def check_tracked(path: str | Path, manifests: Path, what: str) -> None:
     """A file the test set is built from must lie in `manifests` (a DVC dep): elsewhere, changing it would leave
     the test set stale."""
@@ -88,7 +100,9 @@ def run(params: Params, prepared: Path = PREPARED, out: Path = OUT, manifests: P
                 check_tracked(p, manifests, "testset.manifest image")
         ids = np.array(paths)
         images = read_images(paths, params.data.path)
-        check_held_out(paths, images, {n: load_npz(prepared / f"{n}.npz")["images"] for n in ("black", "cat", "val")})
+        used = {n: load_npz(prepared / f"{n}.npz") for n in ("black", "cat", "val")}
+        check_held_out(paths, images, {n: d["images"] for n, d in used.items()})
+        check_no_near_copies(paths, images, used, params.data.near_copy_bits)
         log.info("test: manifest %s, %d images (%d black cats)", manifest, len(ids), int(labels.sum()))
     with atomic_dir(out) as tmp:
         save_npz(tmp / "test.npz", images=images, labels=labels, ids=ids)
