@@ -88,6 +88,9 @@ def test_runs_of_a_killed_stage_end_killed_not_running(tmp_path, monkeypatch):
 
 STAGE_THAT_IS_INTERRUPTED = """
 import os, signal, sys
+# a shell without job control starts background commands with SIGINT ignored, and Python keeps it so: give the
+# stage the handler a terminal's Ctrl-C meets
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import mlflow
 from zoofusion.cli import stage_main
 from zoofusion.tracking import run_tags, setup_mlflow

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from zoofusion.cli import stage_main
-from zoofusion.config import VARIANTS, Params
+from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.core.candidates import CONV_KEYS, Candidate, generated_kind, is_generated, kinds_of
 from zoofusion.core.cnn import preprocess
 from zoofusion.core.verdict import Comparison
@@ -82,7 +82,7 @@ def run(params: Params) -> dict:
             raise FileNotFoundError(f"{f}: missing; run `{how}` first")
     t0 = time.perf_counter()
     pool = build_pool({v: GENERATED / v / "models.pt" for v in VARIANTS},
-                      {d: KERNELS / "raw" / f"{d}.pt" for d in ("black", "cat")}, OUT / "candidates.pt", e.budget,
+                      {d: KERNELS / "raw" / f"{d}.pt" for d in DOMAINS}, OUT / "candidates.pt", e.budget,
                       params.seed)
     t_pool = time.perf_counter() - t0
     rows, seconds = score(pool, VAL, TEST, OUT / "scores.npz", OUT / "candidates.csv", e.clustering, params.seed,

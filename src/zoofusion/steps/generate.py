@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zoofusion.config import DOMAINS
-from zoofusion.core.cnn import ConvFeatures
+from zoofusion.core.cnn import CONV_KEYS, ConvFeatures
 from zoofusion.core.cyclegan import translate
 from zoofusion.core.pair import translate_pair
 from zoofusion.io import atomic_dir, save_torch
@@ -36,7 +36,6 @@ KERNELS = Path("data/kernels")
 GANS = Path("data/cyclegan")
 OUT = Path("data/generated")
 DOMAIN_LETTER = dict(zip(DOMAINS, "AB"))  # the study's names: A = black zoo, B = cat zoo
-CONV_KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
 
 
 def model_id(index: int, domain: str) -> str:
