@@ -36,7 +36,7 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
     args = ap.parse_args(argv)
     name = stage.format(**vars(args))
     setup_logging()
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends MLflow runs FAILED, as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends MLflow runs KILLED, as Ctrl-C does
     try:
         params = load_params(args.params)
         check_tracking_uri()  # before any work: validate does not rerun when only the environment changes

@@ -94,10 +94,11 @@ def check_backend(backend: str, address: str) -> None:
     name = "executor.address" if address else "RAY_ADDRESS"
     target = where.removeprefix("ray://")
     if ":" not in target or not target.rpartition(":")[2].isdigit():
-        raise AddressError(f"{name}: {where!r} is not host:port (e.g. 10.0.0.5:6379, the head's `ray start --head` port)")
+        raise AddressError(f"{name}: {where!r} is not host:port (e.g. 10.0.0.5:6379, the port of the head's "
+                           "`ray start --head`)")
     if not reachable(target):
         raise AddressError(f"{name}: no Ray cluster answers at {where}; start it (`ray start --head` there) or set "
-                         "executor.backend: local")
+                           "executor.backend: local")
 
 
 def run_tasks(fn: Callable[[Any, Any], T], tasks: Iterable[Any], workers: int, shared: Any = None,
