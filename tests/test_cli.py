@@ -78,7 +78,7 @@ def test_an_unreachable_ray_cluster_or_mlflow_server_stops_the_stage_before_any_
         f"zoo@black: executor.address: no Ray cluster answers at 127.0.0.1:{port}; start it (`ray start --head` "
         "there) or set executor.backend: local"]
     assert not (tmp_path / "data").exists()  # nothing made, nothing read
-    raw["executor"] = {"backend": "local", "address": ""}
+    raw["executor"].update(backend="local", address="")
     p.write_text(yaml.safe_dump(raw))
     r = subprocess.run([sys.executable, "-m", "zoofusion.stages.validate", "--params", str(p)], cwd=tmp_path,
                        capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})

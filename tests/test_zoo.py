@@ -201,3 +201,31 @@ def test_ray_and_local_give_identical_shards(domain, tmp_path, monkeypatch):
         out[backend] = torch.load(tmp_path / backend / "black" / "weights.pt", weights_only=True)
     for k, v in out["local"]["weights"].items():
         assert torch.equal(v, out["ray"]["weights"][k]), k
+
+
+def test_a_time_limit_stops_between_shards_and_a_rerun_goes_on(domain, tmp_path, monkeypatch):
+    """executor.time_limit_s: past it no shard starts; those done stay cached and a rerun trains only the rest."""
+    import time as clock
+
+    from zoofusion.executor import TimeLimitReached
+
+    real = zoo.train_shard
+    trained = []
+
+    def slow(job, data):  # one worker runs in this process, so the step calls this
+        trained.append(job.index)
+        clock.sleep(1.1)
+        return real(job, data)
+
+    monkeypatch.setattr(zoo, "train_shard", slow)
+    p = make_params({"zoo": {"n_models": {"black": 3, "cat": 1}, "epochs": 1, "batch_size": 16, "group_size": 1,
+                             "shard_size": 1, "workers": 1, "path": "single"}, "seed": 9,
+                     "executor": {"time_limit_s": 1}})
+    with pytest.raises(TimeLimitReached, match=r"time limit of 1 s \(executor.time_limit_s\) reached with 1 of 3 "
+                                                r"shards done, kept in .*; run the stage again to go on"):
+        zoo.train_zoo("black", p.zoo, p.seed, "cpu", p.executor, domain, tmp_path / "out", tmp_path / "cache",
+                      on_shard=lambda j, s: None)
+    assert trained == [0] and not (tmp_path / "out").exists()
+    s = zoo.train_zoo("black", p.zoo, p.seed, "cpu", p.executor.model_copy(update={"time_limit_s": 0}), domain,
+                      tmp_path / "out", tmp_path / "cache", on_shard=lambda j, s: None)
+    assert trained == [0, 1, 2] and s["cached_shards"] == 1 and s["count"] == 3

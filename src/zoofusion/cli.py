@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from zoofusion.config import ConfigError, Params, load_params
 from zoofusion.console import setup_logging
-from zoofusion.executor import AddressError
+from zoofusion.executor import AddressError, TimeLimitReached
 from zoofusion.tracking import check_tracking_uri, end_runs_of_this_process
 
 
@@ -41,7 +41,7 @@ def stage_main(stage: str, run: Callable[[argparse.Namespace, Params], object], 
         params = load_params(args.params)
         check_tracking_uri()  # before any work: validate does not rerun when only the environment changes
         run(args, params)
-    except (ConfigError, AddressError, FileNotFoundError, *errors) as e:
+    except (ConfigError, AddressError, FileNotFoundError, TimeLimitReached, *errors) as e:
         raise SystemExit(f"{name}: {e}") from None
     except KeyboardInterrupt:
         if "mlflow" in sys.modules:  # runs it opened end KILLED, not RUNNING forever or FAILED

@@ -328,6 +328,7 @@ class TuneParams(Section):
 class ExecutorParams(Section):
     backend: Literal["local", "ray"]  # where zoo shards and evaluate's candidates run
     address: Str  # ray: a cluster to join ("" = RAY_ADDRESS, else a local instance)
+    time_limit_s: NonNeg  # seconds a stage may train before it stops cleanly (work done is kept); 0 = no limit
 
 
 class Params(Section):

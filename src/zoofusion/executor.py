@@ -66,6 +66,10 @@ def _call_ray(fn: Callable, task: Any, shared: Any, user_init: Callable[[], None
     return fn(task, shared)
 
 
+class TimeLimitReached(RuntimeError):
+    """A stage stopped at `executor.time_limit_s` with its finished work cached: running it again goes on."""
+
+
 class AddressError(ValueError):
     """An external address (a Ray cluster, an MLflow server) that does not answer or is malformed."""
 

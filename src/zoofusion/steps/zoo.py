@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from zoofusion.core.seeds import derive_seed
-from zoofusion.executor import run_tasks
+from zoofusion.executor import TimeLimitReached, run_tasks
 from zoofusion.io import atomic_dir, code_fingerprint, file_md5, load_npz, save_npz, save_torch
 
 if TYPE_CHECKING:  # annotations only: params arrive typed, config's validators stay out of the cache key
@@ -203,10 +203,17 @@ def train_zoo(domain: str, z: ZooParams, seed: int, device: str, ex: ExecutorPar
     shared = {k: v for k, v in load_npz(data).items() if k in ("images", "labels")}
     workers = plan["workers"] if device == "cpu" and ex.backend == "local" else 1
     t_train = time.perf_counter()
-    for job, shard in zip(todo, run_tasks(train_shard, todo, workers, shared, backend=ex.backend,
-                                          address=ex.address)):
-        save_shard(shard, Path(job.out))
-        finished(job)
+    results = run_tasks(train_shard, todo, workers, shared, backend=ex.backend, address=ex.address)
+    try:
+        for k, (job, shard) in enumerate(zip(todo, results), 1):
+            save_shard(shard, Path(job.out))
+            finished(job)
+            if ex.time_limit_s and k < len(todo) and time.perf_counter() - t_start >= ex.time_limit_s:
+                raise TimeLimitReached(
+                    f"time limit of {ex.time_limit_s} s (executor.time_limit_s) reached with {len(jobs) - len(todo) + k}"
+                    f" of {len(jobs)} shards done, kept in {cache}; run the stage again to go on")
+    finally:
+        results.close()  # stops the workers still training (their shards are lost, never half-written)
     t_train = time.perf_counter() - t_train if todo else 0.0
     shards = [load_shard(Path(j.out)) for j in jobs]
     weights, history, seeds = assemble(shards)
