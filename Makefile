@@ -32,7 +32,8 @@ test-fast: setup
 test-repro: setup
 	$(BIN)/python -m pytest -q -m repro
 
-# The `ray` tier: zoo shards through a Ray cluster equal local ones; CI runs it after `make test`.
+# The `ray` tier: zoo shards through Ray equal local ones; the tiny pipeline on a two-node cluster spreads its work
+# over both nodes. CI runs it after `make test`.
 test-ray: setup
 	$(BIN)/python -m pytest -q -m ray
 

@@ -16,6 +16,7 @@ logs to MLflow, so a cluster needs no shared filesystem. The results do not depe
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,7 @@ from multiprocessing import get_context
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 BACKENDS = ("local", "ray")
 _SHARED: Any = None  # a local worker's copy of `shared`, set once by its initializer
@@ -60,10 +62,12 @@ def _call_local(fn: Callable, task: Any) -> Any:
     return fn(task, _SHARED)
 
 
-def _call_ray(fn: Callable, task: Any, shared: Any, user_init: Callable[[], None] | None) -> Any:
+def _call_ray(fn: Callable, task: Any, shared: Any, user_init: Callable[[], None] | None) -> tuple[Any, str]:
+    import ray
+
     if user_init is not None:
         user_init()
-    return fn(task, shared)
+    return fn(task, shared), ray.get_runtime_context().get_node_id()  # where it ran, for the driver's log
 
 
 class TimeLimitReached(RuntimeError):
@@ -153,9 +157,14 @@ def _run_ray(fn: Callable, tasks: list, shared: Any, initializer: Callable[[], N
         remote = ray.remote(num_cpus=1, max_retries=0)(_call_ray)
         ref = ray.put(shared)  # once, through the object store
         pending = [remote.remote(fn, t, ref, initializer) for t in tasks]
+        nodes: set[str] = set()
         try:
-            for p in pending:
-                yield ray.get(p)
+            for i, p in enumerate(pending, 1):
+                result, node = ray.get(p)
+                if node not in nodes:  # one line per node that took part, so a user sees the work spread
+                    nodes.add(node)
+                    log.info("ray: node %s took part in this stage's work (task %d of %d)", node[:12], i, len(tasks))
+                yield result
         finally:
             for p in pending:
                 ray.cancel(p, force=True)
