@@ -167,7 +167,7 @@ def paragraphs(md: str) -> list[str]:
 
 def test_the_report_opens_with_the_primary_endpoint_and_no_paragraph_runs_over_100_words(tmp_path):
     synthetic_project(tmp_path)
-    md = build(make_params(), tmp_path)
+    md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
     body = [b for b in md.split("\n\n") if b.strip()]
     assert body[0] == "# zoofusion report"
     assert body[1].startswith("**Primary endpoint** (params.yaml `verdict.primary`, not yet committed")
@@ -205,7 +205,7 @@ def test_declaration_is_checked_against_git(tmp_path):
     git("commit", "-qm", "declare")
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    assert declaration(make_params(), tmp_path).startswith("not yet committed")
+    assert declaration(make_params({"verdict": {"declared_in": ""}}), tmp_path).startswith("not yet committed")
     assert declaration(make_params({"verdict": {"declared_in": head}}), tmp_path) == f"committed in `{head}`"
     other = make_params({"verdict": {"declared_in": head, "primary": {"method": "ocsvm"}}})
     assert "declares a different primary endpoint" in declaration(other, tmp_path)
