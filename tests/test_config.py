@@ -239,3 +239,38 @@ def test_translation_variants_study_off_aligned_on():
     assert (s.align, s.translate, s.lr_decay, s.disc_output, s.pool_size) == (False, "layers", False, "sigmoid", 0)
     assert (a.align, a.translate, a.lr_decay, a.disc_output, a.pool_size) == (True, "pair", True, "raw", 50)
     assert s.core_kwargs() == {"arch": "volume", "lr_decay": False, "disc_output": "sigmoid", "pool_size": 0}
+
+
+def test_the_primary_endpoint_is_declared_typed_and_checked():
+    v = make_params().verdict
+    assert (v.primary.metric, v.primary.method, v.primary.generated, v.primary.comparator) == \
+           ("auroc", "kmeans", "all", "all")
+    assert v.secondary_family == "best_on_val" and 0 < v.alpha < 1 and 0 < v.power < 1
+    kinds = ("generated-study", "generated-aligned", "random", "pixels")
+    assert v.primary.generated_kinds(kinds) == ("generated-study", "generated-aligned")
+    assert v.primary.comparator_kinds(kinds) == ("random", "pixels")
+    one = make_params({"verdict": {"primary": {"generated": "generated-aligned", "comparator": "random"}}}).verdict
+    assert (one.primary.generated_kinds(kinds), one.primary.comparator_kinds(kinds)) == (("generated-aligned",),
+                                                                                          ("random",))
+    with pytest.raises(ValidationError):
+        v.primary.metric = "ari"  # frozen
+    cases = [
+        ({"primary": {"metric": "ari"}}, "verdict.primary.metric: must be the method's verdict metric (allowed: "
+                                         "auroc/kmeans, auroc/ocsvm, ari/dbscan), got ari/kmeans"),
+        ({"primary": {"method": "umap"}}, "verdict.primary.method: expected one of 'kmeans', 'dbscan', 'ocsvm', "
+                                          "got 'umap'"),
+        ({"primary": {"generated": "random"}}, "verdict.primary.generated: expected one of 'all', 'generated-study', "
+                                               "'generated-aligned', got 'random'"),
+        ({"primary": {"comparator": "generated-study"}}, "verdict.primary.comparator: expected one of 'all', "
+         "'random', 'zoo-A', 'zoo-B', 'average', 'aligned', 'concat', 'pixels', 'darkness', got 'generated-study'"),
+        ({"secondary_family": "all"}, "verdict.secondary_family: expected one of 'best_on_val', "
+                                      "'best_on_val_and_means', got 'all'"),
+        ({"declared_in": "HEAD"}, "verdict.declared_in: must be a git commit hash (7-40 hex digits) or \"\" (not yet "
+                                  "committed), got 'HEAD'"),
+        ({"alpha": 1.5}, "verdict.alpha: must be < 1.0, got 1.5"),
+    ]
+    for over, line in cases:
+        with pytest.raises(ConfigError) as e:
+            make_params({"verdict": over})
+        assert str(e.value) == line
+    assert make_params({"verdict": {"primary": {"metric": "ari", "method": "dbscan"}}}).verdict.primary.method == "dbscan"

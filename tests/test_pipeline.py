@@ -93,7 +93,12 @@ def test_pipeline_outputs(project):
     assert set(v["answers"]) == {"generated-study-vs-random", "generated-study-vs-aligned",
                                  "generated-aligned-vs-random", "generated-aligned-vs-aligned"}
     assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
+    pr = ev["primary"]  # the declared endpoint, its selection-aware interval and what it left out
+    assert (pr["metric"], pr["method"]) == ("auroc", "kmeans") and pr["low"] <= pr["difference"] <= pr["high"]
+    assert "candidates" in pr["sources"] and "pipeline_seeds" in pr["not_included"] and pr["mdd"] >= 0
+    assert all("p_holm" in c and "adjusted_outcome" in c for c in v["comparisons"])
     report = (work / "reports/report.md").read_text()
+    assert report.split("\n\n")[1].startswith("**Primary endpoint**") and (work / "reports/report/forest.png").is_file()
     assert "## Verdict" in report and "## Tuned vs untuned" in report and "95% CI" in report
     assert "Every kind, same budget" in report and "figures/kinds.png" in report
     assert "## Translation variants" in report and "kernels of the aligned translation" in report

@@ -168,3 +168,104 @@ def test_scale_2000_resamples_200_candidates_300_images_in_seconds() -> None:
     elapsed = time.perf_counter() - t
     assert r.n_boot == 2000
     assert elapsed < 10.0, f"balanced accuracy 2000 x 200 x 300 took {elapsed:.1f} s"
+
+
+# --- the primary endpoint: selection-aware bootstrap, Holm, MDD (worked examples) ------------------------------
+
+def _one_positive(q: int) -> np.ndarray:
+    """Scores of 1 positive (image 0) and 10 negatives (0..9): the positive lies above q negatives, AUROC q/10."""
+    s = np.zeros(11)
+    s[1:] = np.arange(10)
+    s[0] = q - 0.5
+    return s
+
+
+Y11 = np.array([1] + [0] * 10)
+
+
+def _hand_set(val_q=(8, 7, 5), test_q=(9, 6, 5)) -> stats.ScoreSet:
+    """Generated kind g: A (val 0.8, test 0.9) and B (val 0.7, test 0.6); comparator kind b: C (0.5, 0.5)."""
+    return stats.ScoreSet(Y11, Y11, np.stack([_one_positive(q) for q in val_q]),
+                          np.stack([_one_positive(q) for q in test_q]), np.array([0, 0, 1]), np.array(["g", "g", "b"]))
+
+
+def test_selection_bootstrap_worked_example_by_hand() -> None:
+    # on the full sets: A wins val (0.8 > 0.7), so the estimate is 0.9 - 0.5 = 0.4
+    # resampling candidates only: {A, B} drawn twice with replacement; both draws B (p = 1/4) -> 0.6 - 0.5 = 0.1,
+    # otherwise A is among them and wins val -> 0.4
+    r = stats.selection_bootstrap("roc_auc", _hand_set(), 4000, seed=0, resample=("candidates",))
+    assert r.estimate == pytest.approx(0.4) and r.selected == ((0, 2),)
+    values, counts = np.unique(np.round(r.boot, 9), return_counts=True)
+    assert values.tolist() == [0.1, 0.4]
+    assert counts[0] / 4000 == pytest.approx(0.25, abs=0.02)
+    assert (r.low, r.high) == (pytest.approx(0.1), pytest.approx(0.4))
+    assert r.sources == ("candidates",)
+    assert r.not_included == {"pipeline_seeds": "one pipeline seed",
+                              "umap_replicates": "one UMAP/clustering run per candidate stored",
+                              "val_images": "not requested", "test_images": "not requested"}
+    # nothing resampled that can vary: a fixed selection on the full sets gives the estimate every time
+    fixed = stats.selection_bootstrap("roc_auc", _hand_set(), 50, seed=0, resample=())
+    assert (fixed.boot == 0.4).all() and fixed.p == pytest.approx(2 / 51)
+
+
+def test_pipeline_seeds_level_by_hand() -> None:
+    # seed 1: estimate 0.4 (as above); seed 2: A and B swap on val, B wins -> 0.6 - 0.5 = 0.1. Mean 0.25.
+    # resampling seeds only: two draws of {1, 2} -> 0.4 (1/4), 0.25 (1/2), 0.1 (1/4)
+    sets = [_hand_set(), _hand_set(val_q=(7, 8, 5))]
+    r = stats.selection_bootstrap("roc_auc", sets, 4000, seed=1, resample=("pipeline_seeds",))
+    assert r.estimate == pytest.approx(0.25) and r.selected == ((0, 2), (1, 2))
+    values, counts = np.unique(np.round(r.boot, 9), return_counts=True)
+    assert values.tolist() == [0.1, 0.25, 0.4]
+    np.testing.assert_allclose(counts / 4000, [0.25, 0.5, 0.25], atol=0.03)
+
+
+def test_umap_replicates_enter_only_when_stored() -> None:
+    one = _hand_set()
+    # a second stored run per candidate where A's val drops below B's: re-selection now sometimes picks B
+    two = stats.ScoreSet(Y11, Y11, np.stack([one.val, np.stack([_one_positive(q) for q in (6, 7, 5)])]),
+                         np.stack([one.test, one.test]), one.side, one.group)
+    r = stats.selection_bootstrap("roc_auc", two, 4000, seed=2, resample=("umap_replicates",))
+    assert r.sources == ("umap_replicates",) and r.estimate == pytest.approx(0.4)  # replicate 0 = the pipeline's run
+    # A's run 2 (p 1/2) with B's run 1 or 2 (B has val 0.7 either way): B wins -> 0.1
+    values, counts = np.unique(np.round(r.boot, 9), return_counts=True)
+    assert values.tolist() == [0.1, 0.4] and counts[0] / 4000 == pytest.approx(0.5, abs=0.03)
+    assert "umap_replicates" in stats.selection_bootstrap("roc_auc", one, 10, 0).not_included
+
+
+def test_reselection_on_val_widens_the_interval_over_a_fixed_selection() -> None:
+    # two generated candidates nearly tied on val, one much better on test. On these draws the full val set picks
+    # the weak one (B); a fixed selection scores B on every resample, the re-selection on resampled val picks the
+    # good one (A) on some, so its interval reaches far higher
+    rng = np.random.default_rng(0)
+    yv, yt = np.repeat([1, 0], [30, 60]), np.repeat([1, 0], [30, 60])
+    val = np.stack([rng.normal(size=90) + 1.0 * yv, rng.normal(size=90) + 0.95 * yv, rng.normal(size=90) + 0.5 * yv])
+    test = np.stack([rng.normal(size=90) + 2.0 * yt, rng.normal(size=90) + 0.3 * yt, rng.normal(size=90) + 0.5 * yt])
+    s = stats.ScoreSet(yv, yt, val, test, np.array([0, 0, 1]), np.array(["g", "g", "b"]))
+    fixed = stats.selection_bootstrap("roc_auc", s, 1000, seed=3, resample=("test_images",))
+    redone = stats.selection_bootstrap("roc_auc", s, 1000, seed=3, resample=("val_images", "test_images"))
+    assert fixed.estimate == redone.estimate
+    assert redone.high - redone.low > 1.5 * (fixed.high - fixed.low)
+    assert redone.selected == ((1, 2),) and redone.high > fixed.high + 0.2
+    assert set(redone.breakdown) == {"val_images", "test_images"}
+    # the breakdown's test-only run is the fixed-selection interval (the same stream of test resamples)
+    assert redone.breakdown["test_images"]["low"] == fixed.low and redone.breakdown["test_images"]["high"] == fixed.high
+
+
+def test_bootstrap_p_formula() -> None:
+    # B = 4: #{d <= 0} = 1, #{d >= 0} = 3 -> 2 * min(2/5, 4/5) = 0.8
+    assert stats.bootstrap_p([-1.0, 1.0, 2.0, 3.0]) == pytest.approx(0.8)
+    assert stats.bootstrap_p(np.ones(99)) == pytest.approx(2 / 100)  # all on one side: 2 (0 + 1) / (B + 1)
+    assert stats.bootstrap_p(np.zeros(9)) == 1.0
+
+
+def test_holm_worked_example() -> None:
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(stats.holm([0.5, 0.9]), [1.0, 1.0])
+    assert stats.holm([]).size == 0
+
+
+def test_min_detectable_difference_formula() -> None:
+    # (z_0.975 + z_0.8) * se = (1.959964 + 0.841621) * 0.01
+    assert stats.min_detectable_difference(0.01, 0.05, 0.8) == pytest.approx(0.0280159, abs=1e-6)
+    assert stats.min_detectable_difference(0.02, 0.05, 0.5) == pytest.approx(1.959964 * 0.02, abs=1e-6)

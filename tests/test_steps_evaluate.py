@@ -129,12 +129,47 @@ def test_scores_hold_the_evaluations_per_image_scores(scored):
 def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
     root, paths, pool, rows = scored
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 1}, "tune": {"top_models": 1}}).evaluate
+    vp = make_params({}).verdict
     j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
-              e, SEED, kinds_of(VARIANTS))
-    assert j.comparisons == verdict(rows, load_npz(paths["test"])["labels"], 100, SEED)
+              e, SEED, kinds_of(VARIANTS), val=paths["val"], vp=vp)
+    assert j.comparisons == verdict(rows, load_npz(paths["test"])["labels"], 100, SEED, family=vp.secondary_family,
+                                    alpha=vp.alpha)
     assert json.loads((tmp_path / "verdict.json").read_text()) == j.summary
     sel = json.loads((tmp_path / "selected.json").read_text())
     assert set(sel["by_kind"]) == {"generated-study", "generated-aligned"} and len(sel["selected"]) == 2
+
+
+def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored, tmp_path):
+    """The JSON contract: the primary endpoint (declared in params), its selection-aware interval with the
+    sources included and left out, the breakdown and the MDD; every secondary comparison with p, p_holm and the
+    adjusted outcome. Budget 1 here: one candidate per kind, so candidates cannot be resampled either."""
+    root, paths, pool, rows = scored
+    e = make_params({"evaluate": {"n_boot": 200}}).evaluate
+    vp = make_params({"verdict": {"declared_in": "abc1234"}}).verdict
+    j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
+              e, SEED, kinds_of(VARIANTS), val=paths["val"], vp=vp)
+    pr = json.loads((tmp_path / "verdict.json").read_text())["primary"]
+    assert pr == j.primary
+    assert {"metric", "method", "generated", "comparator", "difference", "low", "high", "se", "p", "sources",
+            "not_included", "breakdown", "mdd", "power", "level", "outcome", "declared_in", "declaration"} <= set(pr)
+    assert (pr["metric"], pr["method"], pr["declared_in"]) == ("auroc", "kmeans", "abc1234")
+    assert pr["generated"]["kind"].startswith("generated-") and pr["comparator"]["kind"] in pr["comparator"]["kinds"]
+    assert set(pr["comparator"]["kinds"]) == set(kinds_of(VARIANTS)) - {"generated-study", "generated-aligned"}
+    assert pr["sources"] == ["val_images", "test_images"] and set(pr["breakdown"]) == set(pr["sources"])
+    assert set(pr["not_included"]) == {"pipeline_seeds", "candidates", "umap_replicates"}
+    # the synthetic black cats are dark: most candidates separate them perfectly (test AUROC 1), so 0 can be exact
+    assert pr["low"] <= pr["difference"] <= pr["high"] and pr["mdd"] >= 0
+    assert pr["difference"] == round(pr["generated"]["test_value"] - pr["comparator"]["test_value"], 4) or \
+        abs(pr["difference"] - (pr["generated"]["test_value"] - pr["comparator"]["test_value"])) < 2e-4
+    for c in j.summary["comparisons"]:
+        assert 0 < c["p"] <= c["p_holm"] <= 1 and c["adjusted_outcome"] in ("generated", "baseline", "none")
+        assert c["mean_p_holm"] is None  # the family: best-on-val comparisons only
+    assert j.summary["secondary_family"]["hypotheses"] == len(j.summary["comparisons"])
+    from zoofusion.stages.evaluate import primary_metrics  # what the stage logs to the MLflow evaluate run
+
+    m = primary_metrics(pr)
+    assert m["primary/difference"] == pr["difference"] and m["primary/mdd"] == pr["mdd"]
+    assert {k for k in m if "breakdown" in k} == {f"primary/breakdown/{s}/width" for s in pr["sources"]}
 
 
 def test_compact_scores_keep_float64_where_float32_would_tie():
@@ -160,7 +195,8 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     monkeypatch.setattr(steps_candidates, "all_candidates", no_rebuild)
     ev = proj / "data/evaluate"
     judge(ev / "scores.npz", proj / "data/test.npz", ev / "verdict.json", ev / "selected.json",
-          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, kinds_of(VARIANTS))
+          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, kinds_of(VARIANTS), val=proj / "data/val.npz",
+          vp=make_params({}).verdict)
     tp = make_params({"evaluate": {"n_selected": 1}, "tune": {"n_trials": 1, "top_models": 1, "methods": ["kmeans"],
                                                          "storage": f"sqlite:///{tmp_path / 'o.db'}", "workers": 1}}).tune
     (proj / "data/val_only").mkdir()

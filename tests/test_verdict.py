@@ -2,6 +2,7 @@
 choose anything."""
 
 import numpy as np
+import pytest
 
 from conftest import method_params
 from zoofusion.core.protocol import evaluate_features
@@ -85,3 +86,55 @@ def test_shuffling_test_labels_leaves_every_val_metric_unchanged():
     for m in ("kmeans", "ocsvm"):
         np.testing.assert_array_equal(a.scores[("test", m)], b.scores[("test", m)])  # scores never see labels
     assert {"val/kmeans/auroc", "test/ocsvm/auroc", "test/dbscan/ari", "test/kmeans/balanced_accuracy"} <= set(a.metrics)
+
+
+def test_holm_adjusts_the_declared_family_and_labels_the_outcome():
+    from zoofusion.core.verdict import Comparison, holm_adjust
+
+    def comp(kind, diff, p, mean_p):
+        return Comparison("kmeans", "auroc", kind, "g", "b", diff, diff - 0.1, diff + 0.1, diff, diff - 0.1,
+                          diff + 0.1, "generated-study", p, mean_p)
+
+    cs = [comp("random", 0.2, 0.01, 0.5), comp("pixels", -0.2, 0.04, 0.5), comp("zoo-A", 0.1, 0.03, 0.5),
+          comp("zoo-B", 0.3, 0.005, 0.5)]
+    adj = holm_adjust(cs, "best_on_val", 0.05)
+    # the worked example of test_stats: [0.01, 0.04, 0.03, 0.005] -> [0.03, 0.06, 0.06, 0.02]
+    np.testing.assert_allclose([c.p_holm for c in adj], [0.03, 0.06, 0.06, 0.02])
+    assert [c.adjusted_outcome for c in adj] == ["generated", "none", "none", "generated"]
+    assert all(c.mean_p_holm is None and c.mean_adjusted_outcome is None for c in adj)
+    assert cs[1].outcome == "baseline" and adj[1].adjusted_outcome == "none"  # significant alone, not in the family
+    # 8 hypotheses: sorted 0.005, 0.01, 0.03, 0.04, 0.5 x 4 times 8, 7, 6, 5, 4.. = 0.04, 0.07, 0.18, 0.20, 2 (cap 1)
+    both = holm_adjust(cs, "best_on_val_and_means", 0.05)
+    np.testing.assert_allclose([c.p_holm for c in both], [0.07, 0.20, 0.18, 0.04])
+    assert [c.mean_p_holm for c in both] == [1.0] * 4
+
+
+def test_primary_compares_the_best_on_val_over_all_baselines_and_stays_fair_when_one_is_added():
+    from zoofusion.core.verdict import primary
+
+    r = np.random.default_rng(4)
+    y = np.r_[np.ones(40, int), np.zeros(80, int)]
+    yv = y.copy()
+    strength = {"generated-study": [2.5, 0.6, 0.2], "random": [1.5, 0.3], "pixels": [0.1]}
+    kinds, ids, val, test = [], [], [], []
+    for kind, ss in strength.items():
+        for j, s in enumerate(ss):
+            kinds.append(kind)
+            ids.append(f"{kind}-{j}")
+            val.append(s * yv + r.normal(size=y.size))
+            test.append(s * y + r.normal(size=y.size))
+    args = dict(n_boot=300, seed=0, alpha=0.05, power=0.8)
+    out = primary("ocsvm", "auroc", kinds, ids, yv, y, np.stack(val), np.stack(test), ("generated-study",),
+                  ("random", "pixels"), **args)
+    assert out["generated"]["id"] == "generated-study-0" and out["comparator"]["id"] == "random-0"
+    assert out["difference"] == pytest.approx(out["generated"]["test_value"] - out["comparator"]["test_value"])
+    assert out["sources"] == ["candidates", "val_images", "test_images"] and out["low"] <= out["high"]
+    assert out["mdd"] == pytest.approx(2.8016 * out["se"], rel=1e-3)
+    # a weaker baseline kind added later joins the comparator pool without changing the answer
+    more = primary("ocsvm", "auroc", kinds + ["darkness"], ids + ["darkness"], yv, y,
+                   np.stack(val + [r.normal(size=y.size)]), np.stack(test + [r.normal(size=y.size)]),
+                   ("generated-study",), ("random", "pixels", "darkness"), **args)
+    assert (more["comparator"]["id"], more["difference"]) == (out["comparator"]["id"], out["difference"])
+    with pytest.raises(ValueError, match="judged by auroc"):
+        primary("kmeans", "ari", kinds, ids, yv, y, np.stack(val), np.stack(test), ("generated-study",),
+                ("random",), **args)

@@ -325,6 +325,74 @@ class TuneParams(Section):
         return v
 
 
+class PrimaryParams(Section):
+    """The one pre-registered question the report answers first (`verdict.primary`).
+
+    metric/method: the verdict metric of one clustering method (auroc with kmeans or ocsvm, ari with dbscan: the
+    metric `core.verdict` compares that method on). generated: the side under test, the best-on-val candidate
+    over these generated kinds (`all`: every translation variant's generated models; or one `generated-<variant>`).
+    comparator: the best-on-val candidate over these baseline kinds, chosen on val the same way (`all`: every
+    baseline kind, so a baseline kind added later joins the comparator instead of adding a comparison; or one kind).
+    """
+
+    metric: Literal["auroc", "ari"]
+    method: Literal[METHODS]
+    generated: Str
+    comparator: Str
+
+    @model_validator(mode="after")
+    def _known(self):
+        from zoofusion.core.candidates import BASELINE_KINDS, generated_kind
+
+        pairs = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari"}  # core.verdict.VERDICT_METRIC
+        if pairs[self.method] != self.metric:
+            raise ValueError("metric: must be the method's verdict metric (allowed: "
+                             + ", ".join(f"{m}/{k}" for k, m in pairs.items()) + f"), got {self.metric}/{self.method}")
+        gen = ("all", *(generated_kind(v) for v in VARIANTS))
+        if self.generated not in gen:
+            raise ValueError(f"generated: expected one of {', '.join(map(repr, gen))}, got {self.generated!r}")
+        base = ("all", *BASELINE_KINDS)
+        if self.comparator not in base:
+            raise ValueError(f"comparator: expected one of {', '.join(map(repr, base))}, got {self.comparator!r}")
+        return self
+
+    def generated_kinds(self, kinds) -> tuple[str, ...]:
+        """The kinds of the generated side among `kinds` (an evaluation's kinds)."""
+        from zoofusion.core.candidates import is_generated
+
+        return tuple(k for k in kinds if is_generated(k) and self.generated in ("all", k))
+
+    def comparator_kinds(self, kinds) -> tuple[str, ...]:
+        from zoofusion.core.candidates import is_generated
+
+        return tuple(k for k in kinds if not is_generated(k) and self.comparator in ("all", k))
+
+
+class VerdictParams(Section):
+    """The verdict's statistics: the primary endpoint, the secondary family Holm adjusts, the level and power.
+
+    secondary_family: `best_on_val`: every best-on-val comparison (each generated kind vs each other kind, each
+    method); `best_on_val_and_means`: those and the kind-mean comparisons, one family. declared_in: the commit
+    (short hash) in which `primary` was declared, written in a later commit; "" = not yet committed. The report
+    checks it against git: the primary endpoint at that commit must equal this one.
+    """
+
+    primary: PrimaryParams
+    secondary_family: Literal["best_on_val", "best_on_val_and_means"]
+    alpha: Fraction
+    power: Fraction
+    declared_in: Str
+
+    @field_validator("declared_in")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        import re
+
+        if v and not re.fullmatch(r"[0-9a-f]{7,40}", v):
+            raise ValueError(f"must be a git commit hash (7-40 hex digits) or \"\" (not yet committed), got {v!r}")
+        return v
+
+
 class ExecutorParams(Section):
     backend: Literal["local", "ray"]  # where zoo shards and evaluate's candidates run
     address: Str  # ray: a cluster to join ("" = RAY_ADDRESS, else a local instance)
@@ -343,6 +411,7 @@ class Params(Section):
     generate: GenerateParams
     evaluate: EvaluateParams
     tune: TuneParams
+    verdict: VerdictParams
     executor: ExecutorParams
 
     @model_validator(mode="after")

@@ -2,17 +2,26 @@
 
 Rules (each comparison gives both sides the same budget and looks at test only after choosing on val):
 
-* per method, one prevalence-free metric (`VERDICT_METRIC`): the AUROC of a continuous black-cat score for KMeans
-  (how much nearer the val-chosen black-cat centroid than
-  the other centroids) and the One-class SVM (its decision function), and the
-  adjusted Rand index of the clustering for DBSCAN (which has no centroid to score against). Both mean the same
-  at any class balance: 0.5 AUROC and 0 ARI are chance whatever the share of black cats;
+* per method, one metric (`VERDICT_METRIC`): the AUROC of a continuous black-cat score for KMeans (how much nearer
+  the val-chosen black-cat centroid than the other centroids) and the One-class SVM (its decision function); AUROC
+  is prevalence-free (0.5 is chance and its meaning does not change with the share of black cats). For DBSCAN,
+  which has no centroid to score against, the adjusted Rand index of the clustering: 0 is chance at any share of
+  black cats, but ARI is NOT prevalence-free (its attainable values and scale change with the class balance), so
+  ARIs are compared only between candidates on the same test set;
 * "best on val": the candidate of each kind with the highest val value of that metric (ties: lowest id);
 * two differences per (method, baseline kind), each with a paired bootstrap interval over test images (the
   same resamples for both sides): best-on-val generated minus best-on-val baseline, and the mean over all
   generated candidates minus the mean over the kind's candidates;
 * "generated beats X" only where the interval lies above 0, "X beats generated" only where it lies below 0;
   otherwise the numbers show no difference.
+
+These comparisons are SECONDARY: each carries a bootstrap p-value (`core.stats.bootstrap_p`) and, within the family
+params.yaml `verdict.secondary_family` declares, a Holm-adjusted one (`holm_adjust`) and the outcome at that
+adjusted level. The PRIMARY endpoint (`primary`) is the one comparison declared in params.yaml `verdict.primary`:
+the best-on-val candidate over the declared generated kinds minus the best-on-val candidate over the declared
+baseline kinds (by default all of them, so a baseline added later joins the comparator instead of adding a test),
+with a hierarchical, selection-aware bootstrap interval (`core.stats.selection_bootstrap`), the breakdown of
+its variance by source, and the minimum detectable difference.
 
 With several translation variants (kinds `generated-<variant>`), every generated kind is compared with every
 baseline kind, and each generated kind with the generated kinds listed before it (e.g. aligned vs study), the
@@ -28,7 +37,8 @@ import numpy as np
 
 from zoofusion.core.candidates import is_generated
 from zoofusion.core.scores import adjusted_rand, roc_auc
-from zoofusion.core.stats import bootstrap_indices, paired_difference, paired_mean_difference
+from zoofusion.core.stats import (ScoreSet, bootstrap_indices, holm, min_detectable_difference, paired_difference,
+                                  paired_mean_difference, selection_bootstrap)
 
 VERDICT_METRIC = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari"}
 METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"auroc": roc_auc, "ari": adjusted_rand}
@@ -49,6 +59,26 @@ class Comparison:
     mean_low: float
     mean_high: float
     generated_kind: str = "generated"
+    p: float | None = None  # bootstrap p-value of the best-on-val difference (core.stats.bootstrap_p)
+    mean_p: float | None = None  # ... of the kind-mean difference
+    p_holm: float | None = None  # Holm-adjusted within the secondary family (None: not adjusted yet)
+    mean_p_holm: float | None = None  # None where the family holds the best-on-val comparisons only
+    alpha: float = 0.05
+
+    @staticmethod
+    def _adjusted(diff: float, p_holm: float | None, alpha: float) -> str | None:
+        if p_holm is None:
+            return None
+        return ("generated" if diff > 0 else "baseline") if p_holm < alpha else "none"
+
+    @property
+    def adjusted_outcome(self) -> str | None:
+        """The best-on-val outcome after Holm's adjustment: a side only where p_holm < alpha."""
+        return self._adjusted(self.best_diff, self.p_holm, self.alpha)
+
+    @property
+    def mean_adjusted_outcome(self) -> str | None:
+        return self._adjusted(self.mean_diff, self.mean_p_holm, self.alpha)
 
     @property
     def outcome(self) -> str:
@@ -60,7 +90,8 @@ class Comparison:
         return "generated" if self.mean_low > 0 else "baseline" if self.mean_high < 0 else "none"
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "outcome": self.outcome, "mean_outcome": self.mean_outcome}
+        return {**asdict(self), "outcome": self.outcome, "mean_outcome": self.mean_outcome,
+                "adjusted_outcome": self.adjusted_outcome, "mean_adjusted_outcome": self.mean_adjusted_outcome}
 
 
 def best_on_val(ids: list[str], val_values: np.ndarray) -> int:
@@ -100,8 +131,60 @@ def compare(method: str, y_test: np.ndarray, kinds: list[str], ids: list[str], v
             best = paired_difference(fn, y, test_arrays[g_best], test_arrays[b_best], idx, alpha=alpha)
             mean = paired_mean_difference(fn, y, test_arrays[gen], test_arrays[members], idx, alpha=alpha)
             out.append(Comparison(method, metric, kind, ids[g_best], ids[b_best], best.estimate, best.low, best.high,
-                                  mean.estimate, mean.low, mean.high, gk))
+                                  mean.estimate, mean.low, mean.high, gk, best.p, mean.p, alpha=alpha))
     return out
+
+
+FAMILIES = ("best_on_val", "best_on_val_and_means")
+
+
+def holm_adjust(comparisons: list[Comparison], family: str, alpha: float) -> list[Comparison]:
+    """The comparisons with Holm-adjusted p-values over one family: `best_on_val` adjusts the best-on-val
+    differences together (one hypothesis per comparison), `best_on_val_and_means` those and the kind-mean
+    differences as one family (twice as many hypotheses)."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if any(c.p is None or c.mean_p is None for c in comparisons):
+        raise ValueError("every comparison needs its bootstrap p-values (from compare)")
+    p = [c.p for c in comparisons] + ([c.mean_p for c in comparisons] if family == "best_on_val_and_means" else [])
+    adj = holm(p, alpha) if p else []
+    n = len(comparisons)
+    return [Comparison(**{**asdict(c), "alpha": alpha, "p_holm": float(adj[i]),
+                          "mean_p_holm": float(adj[n + i]) if family == "best_on_val_and_means" else None})
+            for i, c in enumerate(comparisons)]
+
+
+def primary(method: str, metric: str, kinds: list[str], ids: list[str], y_val: np.ndarray, y_test: np.ndarray,
+            val_arrays: np.ndarray, test_arrays: np.ndarray, generated_kinds: tuple[str, ...],
+            comparator_kinds: tuple[str, ...], n_boot: int, seed: int, alpha: float, power: float,
+            replicates_val: np.ndarray | None = None, replicates_test: np.ndarray | None = None) -> dict:
+    """The primary endpoint of one evaluation: best-on-val over `generated_kinds` minus best-on-val over
+    `comparator_kinds` on test, with the selection-aware bootstrap (core.stats.selection_bootstrap), its
+    breakdown by source, the outcome, and the minimum detectable difference at this test set's size and share of
+    black cats (from the bootstrap's standard error).
+
+    val_arrays / test_arrays [n_candidates, n_val / n_test]: per-image scores (auroc) or cluster ids (ari).
+    replicates_*: optional [R, n_candidates, n] stored reruns of the UMAP/clustering seed (run 0 = the arrays).
+    """
+    if metric != VERDICT_METRIC[method]:
+        raise ValueError(f"{method} is judged by {VERDICT_METRIC[method]}, not {metric}")
+    kinds_arr = np.asarray(kinds)
+    side = np.where(np.isin(kinds_arr, generated_kinds), 0, np.where(np.isin(kinds_arr, comparator_kinds), 1, -1))
+    val = val_arrays if replicates_val is None else replicates_val
+    test = test_arrays if replicates_test is None else replicates_test
+    r = selection_bootstrap(METRIC_FUNCTIONS[metric], ScoreSet(y_val, y_test, val, test, side, kinds_arr),
+                            n_boot, seed, alpha)
+    (g, c), = r.selected
+    fn = METRIC_FUNCTIONS[metric]
+    outcome = "generated" if r.low > 0 else "baseline" if r.high < 0 else "none"
+    return {"metric": metric, "method": method,
+            "generated": {"kinds": list(generated_kinds), "id": ids[g], "kind": kinds[g],
+                          "test_value": float(fn(y_test, test_arrays[g]))},
+            "comparator": {"kinds": list(comparator_kinds), "id": ids[c], "kind": kinds[c],
+                           "test_value": float(fn(y_test, test_arrays[c]))},
+            **r.as_dict(), "level": 1 - alpha, "outcome": outcome,
+            "mdd": min_detectable_difference(r.se, alpha, power), "power": power,
+            "test_images": int(len(y_test)), "test_black_cat_share": float(np.mean(y_test))}
 
 
 TITLES = {"kmeans": "KMeans", "ocsvm": "the One-class SVM", "dbscan": "DBSCAN"}

@@ -17,7 +17,7 @@ from zoofusion.core.protocol import rows_identical
 
 log = logging.getLogger(__name__)
 
-__all__ = ["umap_scatter", "cosine_heatmap", "tsne_scatter"]
+__all__ = ["umap_scatter", "cosine_heatmap", "tsne_scatter", "kinds_boxplot", "forest_plot"]
 
 _CLASS_COLOURS = ("#9e9e9e", "#d62728")  # 0 = other (grey), 1 = black cat (red)
 _CLASS_NAMES = ("other (0)", "black cat (1)")
@@ -168,4 +168,36 @@ def kinds_boxplot(values: dict[str, dict[str, list[float]]], metrics: dict[str, 
         ax.set_xticks(range(1, len(kinds) + 1), kinds, rotation=45, ha="right", fontsize=8)
         ax.set_title(f"{method}: test {metrics[method]}")
     fig.tight_layout()
+    return fig
+
+
+def forest_plot(rows: list[dict], title: str = "") -> Figure:
+    """Every comparison as a point (its difference) with its interval, one panel per group (e.g. method and
+    metric), a dashed line at 0. rows: {"panel", "label", "diff", "low", "high", "primary": bool, "held": bool}
+    — the primary row is drawn first, in red and bold; a row whose (Holm-adjusted) difference holds is black,
+    others grey."""
+    if not rows:
+        raise ValueError("forest_plot needs at least one row")
+    panels = list(dict.fromkeys(r["panel"] for r in rows))
+    n_max = max(sum(r["panel"] == p for r in rows) for p in panels)
+    fig = Figure(figsize=(4.6 * len(panels), 1.2 + 0.24 * n_max), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        group = sorted((r for r in rows if r["panel"] == panel), key=lambda r: not r["primary"])
+        ys = np.arange(len(group))[::-1]
+        for y, r in zip(ys, group):
+            colour = "#d62728" if r["primary"] else ("black" if r["held"] else "#9e9e9e")
+            ax.plot([r["low"], r["high"]], [y, y], color=colour, lw=2.2 if r["primary"] else 1.2)
+            ax.plot([r["diff"]], [y], "D" if r["primary"] else "o", color=colour, ms=6 if r["primary"] else 4)
+        ax.axvline(0.0, ls="--", c="grey", lw=0.8)
+        ax.set_yticks(ys, [r["label"] for r in group], fontsize=7)
+        for tick, r in zip(ax.get_yticklabels(), group):
+            if r["primary"]:
+                tick.set_color("#d62728")
+                tick.set_fontweight("bold")
+        ax.set_ylim(-0.7, len(group) - 0.3)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("difference (generated − other), 95% interval", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

@@ -71,6 +71,9 @@ def register_champion(client, versions: dict[str, str], champion: str, ev_verdic
         for c in ev_verdict["comparisons"]:
             if c["generated_kind"] == kind:
                 client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}", c["outcome"])
+                if c.get("adjusted_outcome"):
+                    client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}_holm",
+                                                 c["adjusted_outcome"])
     client.set_registered_model_alias(REGISTERED_MODEL, "champion", versions[champion])
 
 
@@ -88,7 +91,8 @@ def run(params: Params) -> dict:
     rows, seconds = score(pool, VAL, TEST, OUT / "scores.npz", OUT / "candidates.csv", e.clustering, params.seed,
                           e.feature_batch, params.data.dark_luminance, e.workers, params.executor.backend,
                           params.executor.address)
-    j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, KINDS)
+    j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, KINDS, val=VAL,
+              vp=params.verdict)
     # a variant's figures show the harvest it translated, in the channel order it saw
     sources = {generated_kind(v): {letter: KERNELS / ("aligned" if params.translation.variant(v).align else "raw")
                                    / f"{d}.pt" for letter, d in (("A", "black"), ("B", "cat"))} for v in VARIANTS}
@@ -101,6 +105,14 @@ def run(params: Params) -> dict:
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), time.perf_counter() - t0,
              ", ".join(sorted(r["id"] for r in j.selected)))
     return summary
+
+
+def primary_metrics(pr: dict) -> dict[str, float]:
+    """The primary endpoint's numbers as MLflow metrics: primary/{difference,low,high,se,p,mdd} and the width of
+    each source's interval alone, primary/breakdown/<source>/width."""
+    out = {f"primary/{k}": pr[k] for k in ("difference", "low", "high", "se", "p", "mdd")}
+    out.update({f"primary/breakdown/{src}/width": b["width"] for src, b in pr["breakdown"].items()})
+    return out
 
 
 def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str], figs: dict, example: np.ndarray,
@@ -120,6 +132,11 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
     versions: dict[str, str] = {}
     with mlflow.start_run(run_name="evaluate", tags=tags) as parent:
         client.log_inputs(parent.info.run_id, datasets=datasets)
+        pp = params.verdict.primary
+        mlflow.log_params({"primary_metric": pp.metric, "primary_method": pp.method,
+                           "primary_generated": pp.generated, "primary_comparator": pp.comparator,
+                           "secondary_family": params.verdict.secondary_family, "alpha": params.verdict.alpha,
+                           "power": params.verdict.power})
         mlflow.log_params({"select_metric": params.evaluate.select_metric, "n_candidates": len(rows),
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
                            "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in KINDS),
@@ -130,7 +147,15 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
             Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{what}_{part}",
                    float(getattr(c, f"{what}_{part}")), now, 0)
             for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")]
+            + [Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{name}", float(v), now, 0)
+               for c in comparisons for name, v in (("p", c.p), ("p_holm", c.p_holm)) if v is not None]
+            + [Metric(k, float(v), now, 0) for k, v in primary_metrics(ev_verdict["primary"]).items()]
             + [Metric(k, float(v), now, 0) for k, v in timings.items()])
+        pr = ev_verdict["primary"]
+        mlflow.set_tags({"primary_endpoint": f"{pr['method']} {pr['metric']}: best-on-val {pr['generated']['id']} "
+                                             f"minus best-on-val {pr['comparator']['id']}",
+                         "primary_outcome": pr["outcome"], "primary_declared_in": pr["declared_in"] or "uncommitted",
+                         "primary_sources": ",".join(pr["sources"])})
         with tempfile.TemporaryDirectory() as tmp:
             for r in rows:
                 cand = by_id[r["id"]]

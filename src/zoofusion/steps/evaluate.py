@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoofusion.config import METHODS, METRICS, EvaluateParams
+from zoofusion.config import METHODS, METRICS, EvaluateParams, VerdictParams
 from zoofusion.core.candidates import Candidate, generated_kind, is_generated, rank, target_domain
 from zoofusion.core.seeds import derive_seed
-from zoofusion.core.verdict import VERDICT_METRIC, Comparison, answer, compare, sentence
+from zoofusion.core.verdict import VERDICT_METRIC, Comparison, answer, compare, holm_adjust, primary, sentence
 from zoofusion.io import atomic_dir, atomic_path, load_npz, write_json
 from zoofusion.render.figures import kinds_boxplot
 from zoofusion.render.kernel_grid import save_figure
@@ -68,7 +68,7 @@ def baseline_table(rows: list[dict], select_metric: str, kinds: Sequence[str]) -
 
 
 def kinds_table(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
-    """Per kind and method, the prevalence-free verdict metric on test: how many candidates (the budget), the
+    """Per kind and method, the verdict metric (AUROC; ARI for DBSCAN) on test: how many candidates (the budget), the
     distribution (mean, median, quartiles, spread), and the test value of the kind's best-on-val candidate."""
     out = []
     for method in METHODS:
@@ -89,20 +89,39 @@ def kinds_table(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
     return out
 
 
-def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int) -> list[Comparison]:
+def _arrays(rows: list[dict], split: str, method: str) -> np.ndarray:
+    """[n_candidates, n_images] of one split: continuous black-cat scores where the method has one (AUROC), the
+    clustering for DBSCAN (ARI)."""
+    source = "scores" if VERDICT_METRIC[method] == "auroc" else "clusters"
+    return np.stack([np.asarray(r[source][f"{split}/{method}"], dtype=float) for r in rows])
+
+
+def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int, *, family: str,
+            alpha: float) -> list[Comparison]:
     """Each generated kind vs each baseline kind (and the variants vs each other), per method, with paired
-    bootstrap intervals (see core/verdict.py)."""
+    bootstrap intervals and p-values, Holm-adjusted over the secondary `family` (see core/verdict.py)."""
     ids, kinds = [r["id"] for r in rows], [r["kind"] for r in rows]
     out = []
     for method in METHODS:
         key = VERDICT_METRIC[method]
         val = np.array([r["metrics"][f"val/{method}/{key}"] for r in rows], dtype=float)
-        # continuous black-cat scores where the method has one, the test clustering for DBSCAN (ARI)
-        source = "scores" if key == "auroc" else "clusters"
-        arrays = np.stack([np.asarray(r[source][f"test/{method}"], dtype=float) for r in rows])
-        out += compare(method, y_test, kinds, ids, np.nan_to_num(val, nan=-np.inf), arrays, n_boot,
-                       derive_seed(seed, "bootstrap", method))
-    return out
+        out += compare(method, y_test, kinds, ids, np.nan_to_num(val, nan=-np.inf), _arrays(rows, "test", method),
+                       n_boot, derive_seed(seed, "bootstrap", method), alpha=alpha)
+    return holm_adjust(out, family, alpha)
+
+
+def primary_endpoint(rows: list[dict], y_val: np.ndarray, y_test: np.ndarray, vp: VerdictParams, n_boot: int,
+                     seed: int, kinds: Sequence[str]) -> dict:
+    """params.yaml `verdict.primary` on this evaluation (core.verdict.primary): the selection-aware interval over
+    the sources the stored scores hold (one pipeline seed, one UMAP run per candidate here: both listed as not
+    included), and the commit the declaration names (`verdict.declared_in`; the report checks it against git)."""
+    pp = vp.primary
+    present = [k for k in kinds if any(r["kind"] == k for r in rows)]
+    out = primary(pp.method, pp.metric, [r["kind"] for r in rows], [r["id"] for r in rows], y_val, y_test,
+                  _arrays(rows, "val", pp.method), _arrays(rows, "test", pp.method), pp.generated_kinds(present),
+                  pp.comparator_kinds(present), n_boot, derive_seed(seed, "primary"), vp.alpha, vp.power)
+    return {**out, "declaration": pp.model_dump(), "declared_in": vp.declared_in,
+            "secondary_family": vp.secondary_family}
 
 
 def nobody_finds_black_cats(rows: list[dict]) -> bool:
@@ -136,17 +155,27 @@ def select(rows: list[dict], select_metric: str, n: int, kinds: Sequence[str]) -
             for kind in kinds if is_generated(kind) and any(r["kind"] == kind for r in rows)}
 
 
+def _rounded(d):
+    if isinstance(d, dict):
+        return {k: _rounded(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_rounded(v) for v in d]
+    return round(d, 4) if isinstance(d, float) else d
+
+
 def verdict_summary(rows: list[dict], by_kind: dict[str, list[dict]], comparisons: list[Comparison],
-                    n_boot: int) -> dict:
+                    n_boot: int, alpha: float = 0.05) -> dict:
     """The verdict as metrics/evaluate.json and data/evaluate/verdict.json hold it: the sentence, the answers
-    (each generated kind vs random and vs the aligned merge) and every comparison with its intervals."""
-    return {"metric": VERDICT_METRIC, "n_boot": n_boot, "level": 0.95,
+    (each generated kind vs random and vs the aligned merge) and every comparison with its intervals, p-values,
+    Holm-adjusted p-values and adjusted outcomes (the secondary family)."""
+    return {"metric": VERDICT_METRIC, "n_boot": n_boot, "level": round(1 - alpha, 4),
             "no_method_finds_black_cats": nobody_finds_black_cats(rows),
             "sentence": sentence(comparisons, KIND_NAMES),
             "answers": {f"{gk}-vs-{kind}": answer(comparisons, gk, kind, KIND_NAMES)
                         for gk in by_kind for kind in ("random", "aligned")},
-            "comparisons": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in c.as_dict().items()}
-                            for c in comparisons]}
+            "secondary_family": {"hypotheses": sum(c.p_holm is not None for c in comparisons)
+                                 + sum(c.mean_p_holm is not None for c in comparisons), "method": "holm"},
+            "comparisons": [_rounded(c.as_dict()) for c in comparisons]}
 
 
 # --- the verdict step ------------------------------------------------------------------------------------------
@@ -156,8 +185,9 @@ class Judged:
     rows: list[dict]  # steps.scores.load_scores
     by_kind: dict[str, list[dict]]  # each generated kind's models selected on val
     comparisons: list[Comparison]
-    summary: dict  # verdict_summary
+    summary: dict  # verdict_summary, with the primary endpoint under "primary"
     seconds: float  # the bootstrap
+    primary: dict  # primary_endpoint, rounded as written
 
     @property
     def selected(self) -> list[dict]:
@@ -165,14 +195,19 @@ class Judged:
 
 
 def judge(scores: Path, test: Path, out_verdict: Path, out_selected: Path, e: EvaluateParams, seed: int,
-          kinds: Sequence[str]) -> Judged:
-    """Selection on val and the verdict on test from saved scores; writes verdict.json and selected.json."""
+          kinds: Sequence[str], *, val: Path, vp: VerdictParams) -> Judged:
+    """Selection on val and the verdict on test from saved scores; writes verdict.json and selected.json.
+
+    The verdict: the primary endpoint (params `verdict.primary`, the selection-aware bootstrap) and the secondary
+    comparisons, Holm-adjusted over `verdict.secondary_family`."""
     rows = load_scores(scores)
     by_kind = select(rows, e.select_metric, e.n_selected, kinds)
     t0 = time.perf_counter()
-    comparisons = verdict(rows, load_npz(test)["labels"], e.n_boot, seed)
-    j = Judged(rows, by_kind, comparisons, verdict_summary(rows, by_kind, comparisons, e.n_boot),
-               time.perf_counter() - t0)
+    y_test = load_npz(test)["labels"]
+    comparisons = verdict(rows, y_test, e.n_boot, seed, family=vp.secondary_family, alpha=vp.alpha)
+    prim = _rounded(primary_endpoint(rows, load_npz(val)["labels"], y_test, vp, e.n_boot, seed, kinds))
+    summary = {**verdict_summary(rows, by_kind, comparisons, e.n_boot, vp.alpha), "primary": prim}
+    j = Judged(rows, by_kind, comparisons, summary, time.perf_counter() - t0, prim)
     with atomic_path(out_selected) as tmp:
         tmp.write_text(json.dumps({"select_metric": e.select_metric, "selected": [r["id"] for r in j.selected],
                                    "by_kind": {kind: [r["id"] for r in group] for kind, group in by_kind.items()}},
@@ -248,7 +283,7 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
         write_table(baseline_table(rows, e.select_metric, kinds), tabdir / "baselines",
                     "Generated models vs baselines on test (best-on-val model's test score, and the distribution)")
         kt = kinds_table(rows, kinds)
-        write_table(kt, tabdir / "kinds", "Every kind with the same budget: the prevalence-free metric on test")
+        write_table(kt, tabdir / "kinds", "Every kind with the same budget: the verdict metric on test")
         for method in METHODS:  # one file per method: DVC plots draw one bar per row, and mixed metrics don't add
             write_table([k for k in kt if k["Clustering"] == METHOD_TITLES[method]], tabdir / f"kinds_{method}",
                         f"{METHOD_TITLES[method]}: every kind with the same budget ({VERDICT_METRIC[method]} on test)")
@@ -262,6 +297,7 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
     summary["budget_per_kind"] = {kind: sum(r["kind"] == kind for r in rows) for kind in kinds}
     summary["test_images"] = int(len(t["labels"]))
     summary["test_black_cat_share"] = round(float(np.mean(t["labels"])), 4)
+    summary["primary"] = j.primary  # the one pre-registered question, top level (also under verdict)
     summary["verdict"] = j.summary
     write_json(metrics_file, summary)
     return figs, summary

@@ -12,13 +12,17 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import subprocess
 from pathlib import Path
+
+import yaml
 
 from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.io import atomic_dir, atomic_path, file_md5, load_npz
 from zoofusion.render.kernel_grid import save_figure
+from zoofusion.render.figures import forest_plot
 from zoofusion.render.report import cyclegan_figure, md_table, md_to_html, zoo_figure
-from zoofusion.render.tables import METHOD_TITLES, safe
+from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe
 
 log = logging.getLogger(__name__)
 REPORTS = Path("reports")
@@ -42,34 +46,142 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def verdict_text(ev: dict) -> str:
-    """The verdict paragraph, from evaluate's intervals only (nothing here looks at a test number to choose)."""
+def declaration(params: Params, root: Path) -> str:
+    """Where `verdict.primary` was declared, checked against git: `verdict.declared_in` names a commit (written in
+    a later one); params.yaml at that commit must declare the same primary endpoint, and the commit must be in
+    this checkout's history. Read at report time; the words say what could and could not be checked."""
+    v = params.verdict
+    if not v.declared_in:
+        return "not yet committed (`verdict.declared_in` is empty)"
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout
+
+    try:
+        then = yaml.safe_load(git("show", f"{v.declared_in}:params.yaml")) or {}
+        ancestor = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", v.declared_in, "HEAD"],
+                                  capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return f"said to be commit `{v.declared_in}`, which git could not show here (not checked)"
+    if (then.get("verdict") or {}).get("primary") != v.primary.model_dump():
+        return f"said to be commit `{v.declared_in}`, but params.yaml there declares a different primary endpoint"
+    return f"committed in `{v.declared_in}`" + ("" if ancestor else " (not an ancestor of this checkout's HEAD)")
+
+
+OUTCOME = {"generated": "generated better", "baseline": "other better", "none": "no difference shown", None: ""}
+SOURCE_NAMES = {"pipeline_seeds": "pipeline seeds", "candidates": "candidates within each kind",
+                "umap_replicates": "UMAP seeds", "val_images": "val images (selection redone)",
+                "test_images": "test images"}
+
+
+def _kinds(kinds: list[str]) -> str:
+    return KIND_NAMES.get(kinds[0], kinds[0]) if len(kinds) == 1 else f"{len(kinds)} kinds"
+
+
+def primary_sentence(ev: dict, declared: str) -> str:
+    """The report's first sentence: the primary endpoint, its difference and interval, the sources of variance
+    included (and not), and what it means, with the smallest difference this test set could detect."""
+    p = ev["primary"]
+    metric = "AUROC" if p["metric"] == "auroc" else "adjusted Rand index"
+    meaning = {"generated": "the generated model is better",
+               "baseline": "the best baseline is better",
+               "none": "the interval includes 0, so this run shows no difference"}[p["outcome"]]
+    left_out = ", ".join(SOURCE_NAMES[s] for s in p["not_included"])
+    return (f"**Primary endpoint** (params.yaml `verdict.primary`, {declared}): with {METHOD_TITLES[p['method']]}, "
+            f"the test {metric} of the best-on-val generated model over {_kinds(p['generated']['kinds'])} "
+            f"(`{p['generated']['id']}`) minus that of the best-on-val baseline over "
+            f"{_kinds(p['comparator']['kinds'])} (`{p['comparator']['id']}`) is **{p['difference']:+.3f}** "
+            f"[{p['level']:.0%} interval {p['low']:+.3f}, {p['high']:+.3f}], resampling "
+            f"{', '.join(SOURCE_NAMES[s] for s in p['sources'])}" + (f" (not included: {left_out})" if left_out else "")
+            + f"; {meaning}, and this test set can detect only differences of at least {p['mdd']:.3f} "
+            f"({p['power']:.0%} power).")
+
+
+def breakdown_rows(ev: dict) -> list[dict]:
+    """The primary interval's variance by source: each source resampled alone, and all together."""
+    p = ev["primary"]
+    rows = [{"Source resampled": SOURCE_NAMES[s], "Interval": f"[{b['low']:+.3f}, {b['high']:+.3f}]",
+             "Width": f"{b['width']:.3f}", "Standard error": f"{b['se']:.3f}"} for s, b in p["breakdown"].items()]
+    rows.append({"Source resampled": "all of the above", "Interval": f"[{p['low']:+.3f}, {p['high']:+.3f}]",
+                 "Width": f"{p['high'] - p['low']:.3f}", "Standard error": f"{p['se']:.3f}"})
+    rows += [{"Source resampled": f"{SOURCE_NAMES[s]}: not included ({why})", "Interval": "", "Width": "",
+              "Standard error": ""} for s, why in p["not_included"].items()]
+    return rows
+
+
+def verdict_text(ev: dict) -> list[str]:
+    """The verdict's short paragraphs, from evaluate's intervals only (nothing here looks at a test number to
+    choose): the test set, and how many secondary comparisons hold after Holm's adjustment."""
     v = ev["verdict"]
     share = ev["test_black_cat_share"]
     budget = max(ev["budget_per_kind"].values())
-    text = (f"The test set has {ev['test_images']} images, {share:.1%} of them black cats. Every kind had the same "
-            f"budget of candidates (each translation variant's generated models: {budget}; fewer only where a kind "
-            "has fewer members, and one for the deterministic pixels and darkness features). ")
+    out = [f"The test set has {ev['test_images']} images, {share:.1%} of them black cats. Every kind had the same "
+           f"budget of candidates (each translation variant's generated models: {budget}; fewer only where a kind "
+           "has fewer members, and one for the deterministic pixels and darkness features)."]
     if v["no_method_finds_black_cats"]:
-        text += ("No method finds black cats: for every candidate, generated or baseline, KMeans, DBSCAN and the "
-                 "One-class SVM call no test black cat a black cat (recall 0 everywhere), so accuracy here only "
-                 "counts the 'other' images. ")
-    return text + v["sentence"]
+        out.append("No method finds black cats: for every candidate, generated or baseline, KMeans, DBSCAN and the "
+                   "One-class SVM call no test black cat a black cat (recall 0 everywhere), so accuracy here only "
+                   "counts the 'other' images.")
+    cs = v["comparisons"]
+    held = [c for c in cs if c.get("adjusted_outcome") not in (None, "none")]
+    fam = ev.get("primary", {}).get("secondary_family", "best_on_val")
+    out.append(f"Every other comparison is secondary: {len(cs)} best-on-val differences (each generated kind minus "
+               f"each other kind, per method), Holm-adjusted as one family (`{fam}`). After the adjustment "
+               f"{len(held)} of {len(cs)} show a difference; the forest plot draws them in black, the others in grey.")
+    return out
+
+
+def held_rows(ev: dict) -> list[str]:
+    """One list item per secondary comparison that holds after Holm's adjustment."""
+    return [f"- {METHOD_TITLES[c['method']]}, {c['generated_kind']} minus {c['kind']}: {c['best_diff']:+.3f} "
+            f"[{c['best_low']:+.3f}, {c['best_high']:+.3f}], Holm p {c['p_holm']:.3f}: {OUTCOME[c['adjusted_outcome']]}"
+            for c in ev["verdict"]["comparisons"] if c.get("adjusted_outcome") not in (None, "none")]
+
+
+def _p(x) -> str:
+    return "" if x is None else f"{x:.3f}"
 
 
 def comparison_rows(ev: dict) -> list[dict]:
-    outcome = {"generated": "generated better", "baseline": "other better", "none": "no difference shown"}
     return [{"Generated": c.get("generated_kind", "generated"), "Clustering": METHOD_TITLES[c["method"]],
              "Metric": c["metric"], "Other kind": c["kind"],
              "Best on val: generated − other [95% CI]": f"{c['best_diff']:+.3f} [{c['best_low']:+.3f}, {c['best_high']:+.3f}]",
-             "Verdict": outcome[c["outcome"]],
+             "p": _p(c.get("p")), "p (Holm)": _p(c.get("p_holm")),
+             "Verdict (Holm)": OUTCOME[c.get("adjusted_outcome")], "Unadjusted": OUTCOME[c["outcome"]],
              "Kind means: generated − other [95% CI]": f"{c['mean_diff']:+.3f} [{c['mean_low']:+.3f}, {c['mean_high']:+.3f}]",
-             "On average": outcome[c["mean_outcome"]]}
+             "On average (unadjusted)": OUTCOME[c["mean_outcome"]]}
             for c in ev["verdict"]["comparisons"]]
 
 
+def _short(kind: str) -> str:
+    """A kind as the forest plot labels it: `study gen.`, `aligned merge` (the baseline), `random`, ..."""
+    if kind.startswith("generated"):
+        return f"{kind.removeprefix('generated').removeprefix('-') or 'generated'} gen.".replace("generated gen.",
+                                                                                                 "generated")
+    return "aligned merge" if kind == "aligned" else kind
+
+
+def forest_rows(ev: dict) -> list[dict]:
+    """The forest plot's rows: the primary endpoint, then every secondary comparison, one panel per method."""
+    def panel(method: str, metric: str) -> str:
+        return f"{METHOD_TITLES[method]} ({'AUROC' if metric == 'auroc' else 'ARI'})"
+
+    p = ev["primary"]
+    rows = [{"panel": panel(p["method"], p["metric"]), "label": "PRIMARY: best generated − best baseline",
+             "diff": p["difference"], "low": p["low"], "high": p["high"], "primary": True, "held": p["outcome"] != "none"}]
+    for c in ev["verdict"]["comparisons"]:
+        holm = f" (Holm p {c['p_holm']:.2f})" if c.get("p_holm") is not None else ""
+        rows.append({"panel": panel(c["method"], c["metric"]),
+                     "label": f"{_short(c['generated_kind'])} − {_short(c['kind'])}{holm}",
+                     "diff": c["best_diff"], "low": c["best_low"], "high": c["best_high"], "primary": False,
+                     "held": c.get("adjusted_outcome", c["outcome"]) not in (None, "none")})
+    return rows
+
+
 def answers_text(ev: dict) -> list[str]:
-    """The plain answers evaluate wrote: does each variant beat untrained random kernels and the aligned merge?"""
+    """The plain answers evaluate wrote (unadjusted intervals): does each variant beat untrained random kernels
+    and the aligned merge?"""
     out = []
     for key, text in ev["verdict"].get("answers", {}).items():
         if text:
@@ -96,14 +208,19 @@ def unit_rows(gans: dict[str, dict]) -> list[dict]:
 
 
 METRICS_WHY = (
-    "Why these metrics: the study's accuracy (with the majority mapping) depends on the share of black cats — with "
-    "1 black cat in 10, calling everything 'other' scores 0.9. The verdict therefore uses metrics that mean the same "
-    "at any class balance: the **AUROC** of a continuous black-cat score (KMeans: how much nearer a point lies to the "
-    "centroid of the val cluster with the most black cats than to the other val centroids, chosen on val; One-class SVM: its decision function), where 0.5 is "
-    "chance, and for DBSCAN, which has no centroid, the **adjusted Rand index** of its clustering, where 0 is "
-    "chance. Balanced accuracy, average precision (read beside the prevalence) and NMI are in the tables and in "
-    "MLflow. Intervals are 95% percentile intervals of a paired bootstrap over test images (the same resamples for "
-    "both sides, stratified by label); a difference counts only where its interval excludes 0.")
+    "Why these metrics: the study's accuracy (majority mapping) depends on the share of black cats: with 1 black "
+    "cat in 10, calling everything 'other' scores 0.9. The verdict uses the **AUROC** of a continuous black-cat score "
+    "where a method has one (KMeans: how much nearer a point lies to the centroid of the val cluster with the most "
+    "black cats than to the other val centroids; One-class SVM: its decision function). AUROC is prevalence-free: "
+    "0.5 is chance and its meaning does not change with the share of black cats.",
+    "DBSCAN has no centroid, so it is judged by the **adjusted Rand index** of its clustering. ARI is 0 at chance "
+    "whatever the share of black cats, but it is not prevalence-free: the values it can reach change with the class "
+    "balance, so ARIs compare candidates on this test set only. Balanced accuracy, average precision (read beside "
+    "the prevalence) and NMI are in the tables and in MLflow.",
+    "Intervals are percentile intervals of a paired bootstrap over test images (stratified by label, the same "
+    "resamples for both sides); p-values are two-sided bootstrap p-values, Holm-adjusted within the secondary "
+    "family. The primary endpoint's interval also resamples the candidates within each kind and the val images, "
+    "redoing the best-on-val choice on every resample.")
 
 
 def build(params: Params, root: Path = Path(".")) -> str:
@@ -118,22 +235,30 @@ def build(params: Params, root: Path = Path(".")) -> str:
     md = [
         "# zoofusion report",
         "",
+        primary_sentence(ev, declaration(params, root)),
+        "",
+        "![Every comparison: difference and interval; the primary endpoint in red, secondary comparisons that hold "
+        "after Holm's adjustment in black, the others in grey](report/forest.png)",
+        "",
         "Do untrained CNNs whose kernels were generated by per-layer CycleGANs from two model zoos separate black "
         "cats from other images (Patel & Jain, 2024)? Model selection uses val only; every number below labelled "
         "*test* comes from the held-out test set.",
         "",
         "## Verdict",
         "",
-        verdict_text(ev),
+        *[x for t in verdict_text(ev) for x in (t, "")],
+        *held_rows(ev),
         "",
+        "The primary interval's variance, source by source (each resampled alone; the others held fixed):",
+        "",
+        md_table(breakdown_rows(ev)),
         "Plainly, for each translation variant against untrained random kernels and against the channel-aligned "
-        "merge of a black and a cat model:",
+        "merge of a black and a cat model (unadjusted intervals):",
         "",
         *answers_text(ev),
         "",
         md_table(comparison_rows(ev)),
-        METRICS_WHY,
-        "",
+        *[x for t in METRICS_WHY for x in (t, "")],
         "### Every kind, same budget (test)",
         "",
         md_table(read_csv(root / "reports/tables/kinds.csv")),
@@ -225,6 +350,8 @@ def run(params: Params, root: Path = Path(".")) -> Path:
         hist = {f"{v} {unit}": read_json(gans / v / unit / "history.json")
                 for v in VARIANTS for unit in sorted(p.name for p in (gans / v).iterdir() if p.is_dir())}
         save_figure(cyclegan_figure(hist), tmp / "cyclegan_losses.png")
+        save_figure(forest_plot(forest_rows(read_json(root / "metrics/evaluate.json")),
+                                "Generated minus each other kind on test (best on val)"), tmp / "forest.png")
         for v in VARIANTS:
             first = "conv1" if (gans / v / "conv1").is_dir() else "pair"
             (tmp / f"{v}_conv1_grid.png").write_bytes((gans / v / first / "final_grid.png").read_bytes())
