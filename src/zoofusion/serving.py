@@ -12,12 +12,10 @@ import numpy as np
 import torch
 from mlflow.pyfunc import PythonModel
 
-CONV_KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
-
 
 class FeatureExtractor(PythonModel):
     def load_context(self, context) -> None:
-        from zoofusion.core.cnn import ConvFeatures
+        from zoofusion.core.cnn import CONV_KEYS, ConvFeatures
 
         w = torch.load(context.artifacts["weights"], weights_only=True)
         self.model = ConvFeatures(*(w[k] for k in CONV_KEYS)).eval()

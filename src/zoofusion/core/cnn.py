@@ -44,7 +44,8 @@ PARAM_SHAPES: dict[str, tuple[int, ...]] = {
     "fc.weight": (2, 400),
     "fc.bias": (2,),
 }
-CONV_KEYS = ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
+CONV_LAYERS = ("conv1", "conv2")  # the layers whose kernels are harvested, translated and generated
+CONV_KEYS = tuple(f"{layer}.{p}" for layer in CONV_LAYERS for p in ("weight", "bias"))
 
 History = dict[str, np.ndarray]
 

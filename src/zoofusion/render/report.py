@@ -14,7 +14,6 @@ import numpy as np
 from markdown_it import MarkdownIt
 from matplotlib.figure import Figure
 
-DOMAINS = ("black", "cat")
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45}"
          "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px}"
          "th{background:#f0f0f0}img{max-width:100%}figure{margin:1em 0}code{background:#f4f4f4}ul{margin:0.2em 0}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zoofusion.config import DOMAINS
-from zoofusion.core.cnn import CONV_KEYS, ConvFeatures
+from zoofusion.core.cnn import CONV_KEYS, CONV_LAYERS, ConvFeatures
 from zoofusion.core.cyclegan import translate
 from zoofusion.core.pair import translate_pair
 from zoofusion.io import atomic_dir, save_torch
@@ -50,7 +50,7 @@ def translate_models(k: dict[str, torch.Tensor], gens: dict[str, tuple], a2b: bo
         c1, c2 = translate_pair(g[pick], g[2], tuple(g[3]["pair_scales"]), k["conv1.weight"], k["conv2.weight"])
         return {"conv1.weight": c1, "conv2.weight": c2}
     return {f"{layer}.weight": translate(gens[layer][pick], gens[layer][2], k[f"{layer}.weight"])
-            for layer in ("conv1", "conv2")}
+            for layer in CONV_LAYERS}
 
 
 def generate(kernels: dict[str, dict[str, torch.Tensor]], gens: dict[str, tuple], max_per_domain: int,
@@ -62,7 +62,7 @@ def generate(kernels: dict[str, dict[str, torch.Tensor]], gens: dict[str, tuple]
         k = kernels[domain]
         n = len(k["model_index"]) if max_per_domain == 0 else min(max_per_domain, len(k["model_index"]))
         translated = translate_models({key: t[:n] for key, t in k.items()}, gens, a2b=domain == "black")
-        for layer in ("conv1", "conv2"):
+        for layer in CONV_LAYERS:
             parts[f"{layer}.weight"].append(translated[f"{layer}.weight"])
             b = k[f"{layer}.bias"][:n]
             parts[f"{layer}.bias"].append(b.clone() if bias == "source" else torch.zeros_like(b))
@@ -91,7 +91,7 @@ def run(variant: str, v: VariantParams, g: GenerateParams, kernels: Path = KERNE
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
         ks[d] = torch.load(f, weights_only=True)
-    units = ("pair",) if v.translate == "pair" else ("conv1", "conv2")
+    units = ("pair",) if v.translate == "pair" else CONV_LAYERS
     gens, gen_files = {}, []
     for unit in units:
         f = gans / variant / unit / "generators.pt"

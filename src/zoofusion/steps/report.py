@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from zoofusion.config import DOMAINS, VARIANTS, Params
+from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.io import atomic_dir, atomic_path, file_md5, load_npz
 from zoofusion.render.kernel_grid import save_figure
 from zoofusion.render.figures import forest_plot
@@ -32,7 +33,6 @@ TUNED = Path("data/tuned/tuned.csv")
 READS = ("metrics/evaluate.json", "metrics/kernels.json", "metrics/zoo_black.json", "metrics/zoo_cat.json",
          "metrics/cyclegan_study.json", "metrics/cyclegan_aligned.json", "data/testset/test.npz",
          "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv")
-LAYERS = ("conv1", "conv2")
 
 
 def read_json(path: Path) -> dict:
@@ -198,7 +198,7 @@ def distance_rows(gans: dict[str, dict]) -> list[dict]:
              "d(G_A2B(A),B)": round(g[layer]["dist_GA2B_A_B"], 4), "d(G_B2A(B),A)": round(g[layer]["dist_GB2A_B_A"], 4),
              "A→B moves toward B": "yes" if g[layer]["dist_GA2B_A_B"] < g[layer]["dist_A_B"] else "no",
              "B→A moves toward A": "yes" if g[layer]["dist_GB2A_B_A"] < g[layer]["dist_A_B"] else "no"}
-            for v, g in gans.items() for layer in LAYERS]
+            for v, g in gans.items() for layer in CONV_LAYERS]
 
 
 def unit_rows(gans: dict[str, dict]) -> list[dict]:
