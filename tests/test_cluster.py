@@ -275,3 +275,51 @@ def test_tsne_scatter_and_dead_features():
     # sklearn's TSNE segfaults on identical rows; we must skip it
     fig = tsne_scatter(np.zeros((30, 400)), y, seed=0, title="dead")
     assert "all features identical" in fig.axes[0].get_title()
+
+
+# --- no test label before scoring; DBSCAN's val arm ------------------------------------------------------------
+
+def test_test_labels_choose_nothing_whatever_the_umap_seed(blob_data):
+    """Every choice (UMAP, clusters, the val mapping, the black-cat cluster, the SVM, eps) is made on val: permuting
+    the test labels changes no val number, no test cluster, call or score, under two UMAP seeds. The seed itself
+    moves the embedding (the check is not vacuous), but what test labels could choose stays out of reach."""
+    xv, yv, xt, yt = blob_data
+    shuffled = np.random.default_rng(9).permutation(yt)
+    runs = {}
+    for seed in (0, 11):
+        a = evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=method_params(), seed=seed)
+        b = evaluate_features(xv, yv, xt, shuffled, **UMAP_KW, p=method_params(), seed=seed)
+        assert {k: v for k, v in a.metrics.items() if k.startswith("val/")} == \
+            {k: v for k, v in b.metrics.items() if k.startswith("val/")}
+        for key in a.clusters:
+            np.testing.assert_array_equal(a.clusters[key], b.clusters[key])
+        for key in a.scores:
+            np.testing.assert_array_equal(a.scores[key], b.scores[key])
+        np.testing.assert_array_equal(a.emb_test, b.emb_test)
+        runs[seed] = a
+    assert not np.array_equal(runs[0].emb_val, runs[11].emb_val)
+
+
+def test_val_eps_is_not_degenerate_where_the_study_eps_is():
+    """Two tight clusters 1 apart: the study's eps 3 merges them into one (degenerate), eps from the val k-distance
+    curve finds both, on val and on test."""
+    from zoofusion.core.protocol import val_eps
+    from zoofusion.steps.evaluate import degenerate
+
+    r = np.random.default_rng(0)
+
+    def two(n):
+        y = np.r_[np.ones(n, np.int64), np.zeros(2 * n, np.int64)]
+        return np.c_[np.where(y == 1, 0.0, 1.0), np.zeros(3 * n)] + r.normal(scale=0.05, size=(3 * n, 2)), y
+
+    (ev, yv), (et, yt) = two(20), two(20)
+    p = method_params()
+    assert p.dbscan_eps == 3.0
+    out = evaluate_embedding(ev, yv, et, yt, p, 0, methods=("dbscan", "dbscan_val_eps"))
+    for split in ("val", "test"):
+        assert degenerate(out.clusters[(split, "dbscan")]) and out.metrics[f"{split}/dbscan/ari"] == 0.0
+        assert not degenerate(out.clusters[(split, "dbscan_val_eps")])
+        assert out.metrics[f"{split}/dbscan_val_eps/ari"] > 0.8  # a few sparse points are noise
+    eps = out.metrics["val/dbscan_val_eps/eps"]
+    assert eps == val_eps(ev, p.dbscan_min_samples, p.dbscan_eps_quantile) and 0 < eps < 0.5
+    assert degenerate(np.array([-1, -1, -1])) and degenerate(np.array([0, 0, -1])) and not degenerate(np.array([0, 1]))
