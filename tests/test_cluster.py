@@ -13,6 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from zoofusion.core.protocol import (
+    ALL_METHODS,
     METHODS,
     Evaluation,
     black_cat_calls,
@@ -66,17 +67,18 @@ def noise_eval() -> tuple[Evaluation, np.ndarray, np.ndarray]:
 
 def test_metric_keys_and_shapes(blob_eval, blob_data):
     xv, yv, xt, yt = blob_data
-    want = {f"{s}/{m}/{k}" for s in ("val", "test") for m in METHODS for k in METRIC_KEYS}
-    # beside the study's metrics, the prevalence-free ones that apply to each method
+    want = {f"{s}/{m}/{k}" for s in ("val", "test") for m in ALL_METHODS for k in METRIC_KEYS}
+    # beside the study's metrics, the prevalence-free ones that apply to each method (and the val arm's eps)
     free = {"kmeans": ("balanced_accuracy", "auroc", "average_precision", "ari", "nmi"),
-            "ocsvm": ("balanced_accuracy", "auroc", "average_precision"), "dbscan": ("balanced_accuracy", "ari", "nmi")}
+            "ocsvm": ("balanced_accuracy", "auroc", "average_precision"), "dbscan": ("balanced_accuracy", "ari", "nmi"),
+            "dbscan_val_eps": ("balanced_accuracy", "ari", "nmi", "eps")}
     want |= {f"{s}/{m}/{k}" for s in ("val", "test") for m, ks in free.items() for k in ks}
     assert set(blob_eval.metrics) == want
     assert set(blob_eval.scores) == {(s, m) for s in ("val", "test") for m in ("kmeans", "ocsvm")}
     assert all(isinstance(v, float) and np.isfinite(v) for v in blob_eval.metrics.values())
     assert blob_eval.emb_val.shape == (60, 2) and blob_eval.emb_test.shape == (60, 2)
     assert np.isfinite(blob_eval.emb_val).all()  # constant columns standardised without NaN
-    assert set(blob_eval.clusters) == {(s, m) for s in ("val", "test") for m in METHODS}
+    assert set(blob_eval.clusters) == {(s, m) for s in ("val", "test") for m in ALL_METHODS}
     assert set(np.unique(blob_eval.clusters[("test", "ocsvm")])) <= {0, 1}
     assert blob_eval.clusters[("val", "kmeans")].shape == (60,)
 
@@ -86,9 +88,13 @@ def test_separable_blobs_are_separated(blob_eval):
     for split in ("val", "test"):
         assert m[f"{split}/kmeans/accuracy"] == 1.0
         assert m[f"{split}/kmeans/entropy"] == 0.0 and m[f"{split}/kmeans/purity"] == 1.0
-    # the SVM sees only the 20 val positives, nu=0.1 trims ~10% of them: high, not perfect, recall
-    assert m["test/ocsvm/recall"] >= 0.6
-    assert m["test/ocsvm/precision"] >= 0.9
+    # the SVM sees only the 20 val positives, nu=0.1 trims ~10% of them: high, not perfect, recall (val: cross-fitted,
+    # each half scored by an SVM fitted on the other half's 10 black cats)
+    assert m["val/ocsvm/recall"] >= 0.6 and m["val/ocsvm/precision"] >= 0.9
+    # test points placed by UMAP.transform scatter more than the val fit (here std 0.8 vs 0.4): the SVM's boundary,
+    # tight around the val black cats, calls none of them inliers, but its score still ranks them all first
+    assert m["test/ocsvm/auroc"] == 1.0 and m["val/ocsvm/auroc"] == 1.0
+    assert m["val/dbscan_val_eps/ari"] > 0.9 and m["test/dbscan_val_eps/ari"] > 0  # test: far points are noise
 
 
 def test_noise_features_are_near_chance(noise_eval):
@@ -106,17 +112,13 @@ def test_same_seed_same_result(blob_eval, blob_data):
     assert again.metrics == blob_eval.metrics
 
 
-def test_cluster_split_matches_evaluation(blob_eval, blob_data):
-    _, yv, _, yt = blob_data
-    p, train = method_params(), blob_eval.emb_val[yv == 1]
-    for split, emb, y in (("val", blob_eval.emb_val, yv), ("test", blob_eval.emb_test, yt)):
-        for method in METHODS:
-            s = cluster_split(emb, y, method, p, seed=0, ocsvm_train=train if method == "ocsvm" else None)
-            assert set(s) == {*METRIC_KEYS, "balanced_accuracy"}
-            want = {k: blob_eval.metrics[f"{split}/{method}/{k}"] for k in METRIC_KEYS}
-            assert {k: s[k] for k in METRIC_KEYS} == want
-            if split == "val":  # on the split it was fitted on, the black-cat call is evaluate's
-                assert s["balanced_accuracy"] == blob_eval.metrics[f"val/{method}/balanced_accuracy"]
+def test_cluster_split_matches_evaluation_on_val(blob_eval, blob_data):
+    """cluster_split fits and scores one split, as evaluate fits and scores val (the tuner's objective)."""
+    _, yv, _, _ = blob_data
+    p = method_params()
+    for method in ALL_METHODS:
+        s = cluster_split(blob_eval.emb_val, yv, method, p, seed=0)
+        assert s == {k.split("/")[2]: v for k, v in blob_eval.metrics.items() if k.startswith(f"val/{method}/")}
 
 
 def test_black_cat_calls_follow_each_method_rule():
@@ -169,7 +171,7 @@ def _small():
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        (dict(n_neighbors=20), r"n_neighbors .* < number of points \(val\+test = 20\)"),
+        (dict(n_neighbors=10), r"n_neighbors .* < number of points UMAP is fitted on \(val = 10\)"),
         (dict(metric="euclidian"), "metric must be one of"),
         (dict(min_dist=1.5), "min_dist must be in"),
         (dict(n_components=0), "n_components must be"),
@@ -198,18 +200,16 @@ def test_evaluate_features_rejects_bad_data():
         evaluate_features(x, y[:9], x, y, **ekw)
     with pytest.raises(ValueError, match="y_test must contain only 0 and 1"):
         evaluate_features(x, y, x, y * 2, **ekw)
-    with pytest.raises(ValueError, match="ocsvm needs at least one val black cat"):
-        evaluate_features(x, np.zeros(10, np.int64), x, y, **ekw)
+    with pytest.raises(ValueError, match="ocsvm needs at least 2 val black cats"):
+        evaluate_features(x, np.r_[1, np.zeros(9, np.int64)], x, y, **ekw)
     with pytest.raises(ValueError, match="must be 2-d"):
         embed(x[0], x, **{**kw, "seed": 0})
 
 
 def test_cluster_split_errors():
     x, y = _small()
-    with pytest.raises(ValueError, match="needs ocsvm_train"):
-        cluster_split(x, y, "ocsvm", method_params(), seed=0)
-    with pytest.raises(ValueError, match="ocsvm_train has 3 dims but emb has 4"):
-        cluster_split(x, y, "ocsvm", method_params(), seed=0, ocsvm_train=x[:, :3])
+    with pytest.raises(ValueError, match="cross-fitted over 2 folds .* needs at least 2 val black cats"):
+        cluster_split(x, np.r_[1, np.zeros(9, np.int64)], "ocsvm", method_params(), seed=0)
     with pytest.raises(ValueError, match="kmeans_k=3 exceeds the number of points"):
         cluster_split(x[:2], y[:2], "kmeans", method_params(kmeans_k=3), seed=0)
     one_class = cluster_split(x, np.zeros_like(y), "kmeans", method_params(), seed=0)
@@ -275,3 +275,51 @@ def test_tsne_scatter_and_dead_features():
     # sklearn's TSNE segfaults on identical rows; we must skip it
     fig = tsne_scatter(np.zeros((30, 400)), y, seed=0, title="dead")
     assert "all features identical" in fig.axes[0].get_title()
+
+
+# --- no test label before scoring; DBSCAN's val arm ------------------------------------------------------------
+
+def test_test_labels_choose_nothing_whatever_the_umap_seed(blob_data):
+    """Every choice (UMAP, clusters, the val mapping, the black-cat cluster, the SVM, eps) is made on val: permuting
+    the test labels changes no val number, no test cluster, call or score, under two UMAP seeds. The seed itself
+    moves the embedding (the check is not vacuous), but what test labels could choose stays out of reach."""
+    xv, yv, xt, yt = blob_data
+    shuffled = np.random.default_rng(9).permutation(yt)
+    runs = {}
+    for seed in (0, 11):
+        a = evaluate_features(xv, yv, xt, yt, **UMAP_KW, p=method_params(), seed=seed)
+        b = evaluate_features(xv, yv, xt, shuffled, **UMAP_KW, p=method_params(), seed=seed)
+        assert {k: v for k, v in a.metrics.items() if k.startswith("val/")} == \
+            {k: v for k, v in b.metrics.items() if k.startswith("val/")}
+        for key in a.clusters:
+            np.testing.assert_array_equal(a.clusters[key], b.clusters[key])
+        for key in a.scores:
+            np.testing.assert_array_equal(a.scores[key], b.scores[key])
+        np.testing.assert_array_equal(a.emb_test, b.emb_test)
+        runs[seed] = a
+    assert not np.array_equal(runs[0].emb_val, runs[11].emb_val)
+
+
+def test_val_eps_is_not_degenerate_where_the_study_eps_is():
+    """Two tight clusters 1 apart: the study's eps 3 merges them into one (degenerate), eps from the val k-distance
+    curve finds both, on val and on test."""
+    from zoofusion.core.protocol import val_eps
+    from zoofusion.steps.evaluate import degenerate
+
+    r = np.random.default_rng(0)
+
+    def two(n):
+        y = np.r_[np.ones(n, np.int64), np.zeros(2 * n, np.int64)]
+        return np.c_[np.where(y == 1, 0.0, 1.0), np.zeros(3 * n)] + r.normal(scale=0.05, size=(3 * n, 2)), y
+
+    (ev, yv), (et, yt) = two(20), two(20)
+    p = method_params()
+    assert p.dbscan_eps == 3.0
+    out = evaluate_embedding(ev, yv, et, yt, p, 0, methods=("dbscan", "dbscan_val_eps"))
+    for split in ("val", "test"):
+        assert degenerate(out.clusters[(split, "dbscan")]) and out.metrics[f"{split}/dbscan/ari"] == 0.0
+        assert not degenerate(out.clusters[(split, "dbscan_val_eps")])
+        assert out.metrics[f"{split}/dbscan_val_eps/ari"] > 0.8  # a few sparse points are noise
+    eps = out.metrics["val/dbscan_val_eps/eps"]
+    assert eps == val_eps(ev, p.dbscan_min_samples, p.dbscan_eps_quantile) and 0 < eps < 0.5
+    assert degenerate(np.array([-1, -1, -1])) and degenerate(np.array([0, 0, -1])) and not degenerate(np.array([0, 1]))

@@ -127,8 +127,15 @@ def test_impossible_combinations():
         make_params({"zoo": {"group_size": 16, "shard_size": 8}})
     with pytest.raises(ConfigError, match=r"data\.negative_mix\..*must sum to 1"):
         make_params({"data": {"negative_mix": {"nonblack_cat": 0.5, "dark_noncat": 0.5, "random": 0.5}}})
-    with pytest.raises(ConfigError, match=r"evaluate\.select_metric: .*selection uses val only"):
+    # selection is by each method's verdict metric on val (core.selection): no knob could pick a test metric
+    with pytest.raises(ConfigError, match=r"evaluate\.select_metric: unknown key"):
         make_params({"evaluate": {"select_metric": "test/kmeans/accuracy"}})
+    with pytest.raises(ConfigError, match=r"tune\.objective: unknown key"):
+        make_params({"tune": {"objective": "accuracy"}})
+    with pytest.raises(ConfigError, match=r"evaluate\.clustering\.ocsvm_val_folds: must be an integer >= 2"):
+        make_params({"evaluate": {"clustering": {"ocsvm_val_folds": 1}}})
+    with pytest.raises(ConfigError, match=r"evaluate\.clustering\.dbscan_eps_quantile: must be in \(0, 1\]"):
+        make_params({"evaluate": {"clustering": {"dbscan_eps_quantile": 1.5}}})
     with pytest.raises(ConfigError, match=r"evaluate\.clustering\.kmeans_k: must be 2 or 3"):
         make_params({"evaluate": {"clustering": {"kmeans_k": 5}}})
 
@@ -159,8 +166,8 @@ UMAP_ALLOWED = ", ".join(map(repr, sorted(UMAP_METRICS)))
     ({"tune": {"methods": ["kmeans", "kmedoids"]}},
      "tune.methods.1: expected one of 'kmeans', 'dbscan', 'ocsvm', got 'kmedoids'"),
     ({"tune": {"sampler": "grid"}}, "tune.sampler: expected one of 'tpe', 'random', got 'grid'"),
-    ({"tune": {"objective": "f1"}},
-     "tune.objective: expected one of 'balanced_accuracy', 'accuracy', 'precision', 'recall', 'purity', got 'f1'"),
+    ({"evaluate": {"select_method": "kmedoids"}},
+     "evaluate.select_method: expected one of 'kmeans', 'dbscan', 'ocsvm', got 'kmedoids'"),
     ({"executor": {"backend": "slurm"}}, "executor.backend: expected one of 'local', 'ray', got 'slurm'"),
 ], ids=lambda v: ".".join(_leaves(v)[0]) if isinstance(v, dict) else None)
 def test_every_enumerated_string_is_checked_on_read_with_its_allowed_values(over, line):

@@ -54,7 +54,7 @@ def test_few_distinct_rows_give_zero_embedding_with_warning(caplog):
         ev, et = embed(x[:300], x[300:], **KW)
     assert ev.shape == (300, 2) and et.shape == (300, 2)
     assert not ev.any() and not et.any()
-    assert "only 5 distinct feature rows among 600" in caplog.text
+    assert "only 5 distinct val feature rows among 300" in caplog.text
 
 
 # Run in a fresh process: a 600-row matrix with 40 distinct rows embedded twice, and distinct-row data embedded
@@ -65,17 +65,18 @@ sys.path.insert(0, {tests!r})
 from test_embed import KW, repeated
 from zoofusion.core.protocol import embed
 x = repeated(600, 40, seed=2)
-rep1 = np.concatenate(embed(x[:250], x[250:], **KW))
-rep2 = np.concatenate(embed(x[:250], x[250:], **KW))
+rep1 = embed(x, None, **KW)[0]
+rep2 = embed(x, None, **KW)[0]
+tr1 = np.concatenate(embed(x[:250], x[250:], **KW))
 d = np.random.default_rng(3).normal(size=(60, 6))
-ours = np.concatenate(embed(d[:20], d[20:], **KW))
+ours = embed(d, None, **KW)[0]
 import umap
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 with threadpool_limits(1):
     plain = umap.UMAP(n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean", random_state=0,
                       n_jobs=1).fit_transform(StandardScaler().fit_transform(d))
-np.savez({out!r}, rep1=rep1, rep2=rep2, ours=ours, plain=np.asarray(plain, dtype=np.float64))
+np.savez({out!r}, rep1=rep1, rep2=rep2, tr1=tr1, ours=ours, plain=np.asarray(plain, dtype=np.float64))
 """
 
 
@@ -106,6 +107,8 @@ def test_repeated_rows_embed_identically_across_fits_and_fresh_processes(two_pro
     first, inverse = _distinct_rows(x)
     np.testing.assert_array_equal(emb, emb[first][inverse])
     assert np.unique(emb, axis=0).shape[0] == 40
+    # val fitted, test transformed: the same bytes in both processes too
+    assert len({sha(r["tr1"]) for r in two_processes}) == 1
 
 
 def test_without_repeats_embed_is_the_plain_umap_fit(two_processes):

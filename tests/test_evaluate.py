@@ -9,7 +9,7 @@ def _row(cid, kind, val_acc, test_acc, dom="A"):
         for method in ("kmeans", "dbscan", "ocsvm"):
             m.update({f"{split}/{method}/accuracy": acc, f"{split}/{method}/precision": acc / 2,
                       f"{split}/{method}/recall": 1.0, f"{split}/{method}/entropy": 1 - acc,
-                      f"{split}/{method}/purity": acc})
+                      f"{split}/{method}/purity": acc, f"{split}/{method}/auroc": acc, f"{split}/{method}/ari": acc})
     return {"id": cid, "kind": kind, "metrics": m, "source_domain": dom, "source_index": 0}
 
 
@@ -24,10 +24,12 @@ def test_selection_uses_val_and_tables_report_test():
     assert [r["Model"] for r in t] == ["2/B", "1/A"]  # the study's table: sorted by test accuracy
     assert t[0]["Generated Filter Domain"] == "A (from B)" and t[1]["Selected on val"] == "yes"
     assert list(t[0])[:7] == ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
-    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, "val/kmeans/accuracy", kinds_of(("study",)))}
+    assert "Val AUROC" in t[0]  # the val verdict metric the selection used
+    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, kinds_of(("study",)), 0)}
     g = b[("generated-study", "KMeans")]
-    # best on val is 1/A, so its TEST score (0.6) is reported, not the best test score (0.95)
+    # best on val (val AUROC) is 1/A, so its TEST score (0.6) is reported, not the best test score (0.95)
     assert g["Best on val"] == "1/A" and g["Its test accuracy"] == 0.6 and g["Test accuracy max"] == 0.95
+    assert g["Its test auroc"] == 0.6 and b[("generated-study", "DBSCAN")]["Its test ari"] == 0.6
     assert g["Test accuracy mean"] == round((0.6 + 0.95) / 2, 4)
 
 

@@ -20,11 +20,12 @@ from zoofusion.core.seeds import derive_seed
 from zoofusion.io import file_md5, load_npz, save_npz
 from zoofusion.steps import candidates as steps_candidates
 from zoofusion.steps.candidates import build_pool, features, load_pool
-from zoofusion.steps.evaluate import judge, verdict
-from zoofusion.steps.scores import _compact_scores, load_scores, score
+from zoofusion.steps.evaluate import headline, judge, verdict
+from zoofusion.steps.scores import _compact_scores, best_on_val_ids, load_scores, load_seed_runs, score, umap_seed
 
 VARIANTS = ("study", "aligned")
 SEED = 5
+UMAP_SEEDS = 2
 
 
 def _stack(seeds: list[int]) -> dict[str, torch.Tensor]:
@@ -68,7 +69,7 @@ def scored(tmp_path_factory):
     pool = pool_of(root, paths, budget=1)
     out = root / "data/evaluate"
     rows, _ = score(pool, paths["val"], paths["test"], out / "scores.npz", out / "candidates.csv", make_params({}).evaluate.clustering,
-                    SEED, 64, 70, workers=1)
+                    SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
     return root, paths, pool, rows
 
 
@@ -137,6 +138,9 @@ def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
     assert json.loads((tmp_path / "verdict.json").read_text()) == j.summary
     sel = json.loads((tmp_path / "selected.json").read_text())
     assert set(sel["by_kind"]) == {"generated-study", "generated-aligned"} and len(sel["selected"]) == 2
+    assert set(sel["by_method"]) == {"kmeans", "dbscan", "ocsvm"} and sel["by_kind"] == sel["by_method"]["kmeans"]
+    assert sel["select_metric"] == {"kmeans": "val/kmeans/auroc", "dbscan": "val/dbscan/ari", "ocsvm": "val/ocsvm/auroc"}
+    assert sel["champion"] in sel["selected"]
 
 
 def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored, tmp_path):
@@ -203,7 +207,7 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     shutil.move(proj / "data/test.npz", proj / "data/val_only/test.npz")  # tune must not need the test split
     best, metrics = tune(ev / "candidates.pt", ev / "candidates.csv", ev / "selected.json", proj / "data/val.npz",
                          proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, make_params({}).evaluate.clustering,
-                         "val/kmeans/accuracy", SEED, 64, 70)
+                         SEED, 64, 70)
     cands = best["methods"]["kmeans"]["candidates"]
     assert {e["kind"] for e in cands.values()} == set(kinds_of(VARIANTS))
     assert json.loads((proj / "data/tune/best_params.json").read_text()) == best
@@ -215,3 +219,65 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     for r in out:
         assert r["Test accuracy tuned"] == round(by_id[r["Model"]]["metrics"]["test/kmeans/accuracy"], 4)
     assert not (proj / "data/generated").exists() and not (proj / "data/kernels").exists()
+
+
+def test_extra_umap_seed_runs_of_the_best_on_val_candidates_are_stored(scored):
+    root, paths, pool, rows = scored
+    runs = load_seed_runs(root / "data/evaluate/scores.npz")
+    best = best_on_val_ids(rows, SEED)
+    assert runs["best"] == {(k, m): i for k, m, i in best} and set(runs["ids"]) == {i for _, _, i in best}
+    assert runs["seeds"] == [umap_seed(SEED, s) for s in (1, 2)] and umap_seed(SEED, 0) == derive_seed(SEED, "evaluate")
+    v, t = load_npz(paths["val"]), load_npz(paths["test"])
+    R = len(runs["ids"])
+    for split, n in (("val", 45), ("test", 48)):
+        for m in ("kmeans", "ocsvm"):
+            assert runs[f"score_{split}_{m}"].shape == (R, UMAP_SEEDS, n)
+        for m in ("kmeans", "dbscan", "ocsvm", "dbscan_val_eps"):
+            assert runs[f"clusters_{split}_{m}"].shape == (R, UMAP_SEEDS, n)
+    assert runs["metrics"].shape == (R, UMAP_SEEDS, len(runs["metric_keys"]))
+    # one stored run is the protocol with that seed, exactly
+    cid = runs["ids"][0]
+    cand = next(c for c in pool if c.id == cid)
+    c = make_params({}).evaluate.clustering
+    f = features([cand], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
+    ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
+                           seed=runs["seeds"][1])
+    np.testing.assert_array_equal(runs["score_test_kmeans"][0, 1], ev.scores[("test", "kmeans")])
+    np.testing.assert_array_equal(runs["clusters_test_dbscan"][0, 1], ev.clusters[("test", "dbscan")])
+    assert dict(zip(runs["metric_keys"], runs["metrics"][0, 1])) == ev.metrics
+
+
+def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored, tmp_path):
+    """The whole scoring and selection path, run again with the test labels permuted: every val number, every
+    test cluster, call and score, every selection (selected.json, the champion, the headline's best-on-val
+    models, the extra seed runs' candidates) is unchanged; only test metrics may move."""
+    root, paths, pool, rows = scored
+    t = load_npz(paths["test"])
+    shuffled = tmp_path / "test.npz"
+    save_npz(shuffled, images=t["images"], labels=np.random.default_rng(1).permutation(t["labels"]), ids=t["ids"])
+    out = tmp_path / "ev"
+    rows2, _ = score(pool, paths["val"], shuffled, out / "scores.npz", out / "candidates.csv",
+                     make_params({}).evaluate.clustering, SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
+    for a, b in zip(rows, rows2):
+        assert a["id"] == b["id"]
+        assert {k: v for k, v in a["metrics"].items() if k.startswith("val/")} == \
+            {k: v for k, v in b["metrics"].items() if k.startswith("val/")}
+        for key in a["clusters"]:
+            np.testing.assert_array_equal(a["clusters"][key], b["clusters"][key])
+        for key in a["scores"]:
+            np.testing.assert_array_equal(a["scores"][key], b["scores"][key])
+    e = make_params({"evaluate": {"n_boot": 100, "n_selected": 2}}).evaluate
+    j1 = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "v1.json", tmp_path / "s1.json", e, SEED,
+               kinds_of(VARIANTS))
+    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, kinds_of(VARIANTS))
+    assert json.loads((tmp_path / "s1.json").read_text()) == json.loads((tmp_path / "s2.json").read_text())
+    assert j1.champion == j2.champion
+    assert [(c.generated_id, c.baseline_id) for c in j1.comparisons] == [(c.generated_id, c.baseline_id)
+                                                                         for c in j2.comparisons]
+    h1, h2 = headline(rows, j1.selected, kinds_of(VARIANTS), SEED), headline(rows2, j2.selected, kinds_of(VARIANTS), SEED)
+    kinds = [k for k in kinds_of(VARIANTS) if k in h1]
+    assert kinds and {k: {m: h1[k][m]["best_on_val"] for m in h1[k]} for k in kinds} == \
+        {k: {m: h2[k][m]["best_on_val"] for m in h2[k]} for k in kinds}
+    r1, r2 = load_seed_runs(root / "data/evaluate/scores.npz"), load_seed_runs(out / "scores.npz")
+    assert r1["ids"] == r2["ids"] and r1["best"] == r2["best"]
+    np.testing.assert_array_equal(r1["score_val_ocsvm"], r2["score_val_ocsvm"])

@@ -26,6 +26,19 @@ def test_default_is_the_built_split(prepared, tmp_path):
     assert np.array_equal(a["ids"], b["ids"]) and np.array_equal(a["images"], b["images"])
 
 
+def test_the_built_split_passes_the_manifests_disjointness_checks(prepared, tmp_path):
+    """The built split goes through the same checks as a manifest: a val image in it (same pixels) is refused."""
+    from zoofusion.io import save_npz
+
+    src, labels, prep = prepared
+    d, v = load_npz(prep / "test_split.npz"), load_npz(prep / "val.npz")
+    images = d["images"].copy()
+    images[0] = v["images"][0]
+    save_npz(prep / "test_split.npz", images=images, labels=d["labels"], ids=d["ids"])
+    with pytest.raises(ImageSourceError, match=r"built test split: 1 images have the same pixels as images in the val"):
+        run(_params(src, labels), prepared=prep, out=tmp_path / "t")
+
+
 @pytest.fixture
 def manifests(tmp_path, monkeypatch):
     """data/manifests/ of a project in tmp_path (the cwd, as under DVC)."""

@@ -53,7 +53,7 @@ def blobs(seed: int, d: int = 30) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tparams(storage: str, **kw) -> TuneParams:
-    return make_params({"tune": {"n_trials": 4, "sampler": "tpe", "objective": "accuracy", "storage": storage,
+    return make_params({"tune": {"n_trials": 4, "sampler": "tpe", "storage": storage,
                                  "top_models": 1, "methods": METHODS, **kw}}).tune
 
 
@@ -65,7 +65,8 @@ class EmbedSpy:
         self.real = cluster.embed
 
     def __call__(self, feats_a, feats_b, **kw):
-        self.fits.append(np.concatenate([feats_a, feats_b]))
+        assert feats_b is None  # tuning embeds val only: nothing is transformed into it
+        self.fits.append(np.asarray(feats_a))
         return self.real(feats_a, feats_b, **kw)
 
 
@@ -165,8 +166,10 @@ def test_results_structure_and_best_is_earliest_max(studied):
         assert r["best_value"] == max(values) and r["best_trial"] == values.index(max(values))
         assert r["best_params"] == r["trials"][r["best_trial"]]["params"]
         for t in r["trials"]:
-            assert set(t["metrics"]) == {*METRIC_KEYS, "balanced_accuracy"}
-            assert t["value"] == t["metrics"]["accuracy"]  # tparams' objective
+            assert {*METRIC_KEYS, "balanced_accuracy"} <= set(t["metrics"])
+            # each study maximises its method's val verdict metric (AUROC for KMeans and the SVM, ARI for DBSCAN)
+            assert t["value"] == t["metrics"][tuning.objective_of(r["method"])]
+            assert tuning.objective_of(r["method"]) == {"kmeans": "auroc", "dbscan": "ari", "ocsvm": "auroc"}[r["method"]]
     assert max(r["best_value"] for r in res) > 0.8  # the blobs are separable
 
 
@@ -188,15 +191,16 @@ def test_ocsvm_is_cross_validated_without_scoring_training_points(monkeypatch):
     emb = r.normal(size=(N_VAL, 2))
     y = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
     calls = []
-    real = cluster._fit_predict
+    real = cluster._fit
 
     def spy(e, method, p, seed, train):
         calls.append((e.copy(), train.copy()))
         return real(e, method, p, seed, train)
 
-    monkeypatch.setattr(cluster, "_fit_predict", spy)
+    monkeypatch.setattr(cluster, "_fit", spy)
     s = tuning.ocsvm_cv_scores(emb, y, BASE, seed=5)
-    assert set(s) == {*METRIC_KEYS, "balanced_accuracy"} and len(calls) == tuning.OCSVM_FOLDS
+    assert set(s) == {*METRIC_KEYS, "balanced_accuracy", "auroc", "average_precision"}
+    assert len(calls) == tuning.OCSVM_FOLDS
 
     def key(a):
         return {tuple(row) for row in a}
@@ -307,7 +311,7 @@ def make_project(root: Path, storage: str) -> Path:
     ids = [("study/0/A", "generated-study"), ("study/0/B", "generated-study"), ("aligned/0/A", "generated-aligned"),
            ("aligned/0/B", "generated-aligned"), ("random-0", "random"), ("zoo-A-0", "zoo-A"),
            ("zoo-B-0", "zoo-B"), ("avg-0A-0B", "average"), ("pixels", "pixels")]
-    keys = [f"{s}/{m}/{k}" for s in ("test", "val") for m in METHODS for k in METRIC_KEYS]
+    keys = [f"{s}/{m}/{k}" for s in ("test", "val") for m in METHODS for k in (*METRIC_KEYS, "auroc", "ari")]
     with (root / "data/evaluate/candidates.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "kind", "source_domain", "source_index", *keys])
@@ -315,7 +319,9 @@ def make_project(root: Path, storage: str) -> Path:
             w.writerow([cid, kind, "", -1, *[f"{0.5 + 0.01 * i:.6f}"] * len(keys)])
     (root / "data/evaluate/selected.json").write_text(json.dumps({
         "selected": ["study/0/B", "study/0/A", "aligned/0/A", "aligned/0/B"],
-        "by_kind": {"generated-study": ["study/0/B", "study/0/A"], "generated-aligned": ["aligned/0/A", "aligned/0/B"]}}))
+        "by_kind": {"generated-study": ["study/0/B", "study/0/A"], "generated-aligned": ["aligned/0/A", "aligned/0/B"]},
+        "by_method": {m: {"generated-study": ["study/0/B", "study/0/A"],
+                          "generated-aligned": ["aligned/0/A", "aligned/0/B"]} for m in METHODS}}))
     p = root / "params.yaml"
     p.write_text(yaml.safe_dump(params_dict({"seed": 7, "evaluate": {"budget": 0, "workers": 1},
                                              "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
@@ -337,11 +343,11 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     assert not (tmp_path / "data/testset").exists() and not (tmp_path / "data/generated").exists()
 
     best = json.loads((tmp_path / "data/tune/best_params.json").read_text())
-    assert best["objective"] == "balanced_accuracy" and best["n_trials"] == 2  # the default objective
+    assert best["objective"] == {"kmeans": "auroc", "ocsvm": "auroc"} and best["n_trials"] == 2  # the verdict's
     assert set(best["methods"]) == {"kmeans", "ocsvm"}
     cands = {"study/0/B", "aligned/0/A", "random-0", "zoo-A-0", "zoo-B-0", "avg-0A-0B", "pixels"}
     for method, m in best["methods"].items():
-        assert m["objective_key"] == ("val_cv/ocsvm" if method == "ocsvm" else "val/kmeans") + "/balanced_accuracy"
+        assert m["objective_key"] == ("val_cv/ocsvm" if method == "ocsvm" else "val/kmeans") + "/auroc"
         assert set(m["candidates"]) == cands
         assert m["generated"]["generated-study"]["candidate"] == "study/0/B"
         assert m["generated"]["generated-aligned"]["candidate"] == "aligned/0/A"

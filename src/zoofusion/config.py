@@ -231,9 +231,11 @@ class ClusteringParams(Section):
     kmeans_n_init: Int
     dbscan_eps: Float
     dbscan_min_samples: Int
+    dbscan_eps_quantile: Float  # DBSCAN's val arm: eps from this quantile of the val k-distance curve
     ocsvm_kernel: Str
     ocsvm_nu: Float
     ocsvm_gamma: Str | Float
+    ocsvm_val_folds: Int  # the SVM's val score is cross-fitted over this many folds
 
     @field_validator("ocsvm_gamma", mode="before")
     @classmethod
@@ -263,7 +265,8 @@ class ClusteringParams(Section):
 
         return MethodParams(kmeans_k=self.kmeans_k, kmeans_n_init=self.kmeans_n_init, dbscan_eps=self.dbscan_eps,
                             dbscan_min_samples=self.dbscan_min_samples, ocsvm_kernel=self.ocsvm_kernel,
-                            ocsvm_nu=self.ocsvm_nu, ocsvm_gamma=self.gamma())
+                            ocsvm_nu=self.ocsvm_nu, ocsvm_gamma=self.gamma(),
+                            dbscan_eps_quantile=self.dbscan_eps_quantile, ocsvm_val_folds=self.ocsvm_val_folds)
 
     def umap_kwargs(self) -> dict:
         u = self.umap
@@ -273,28 +276,21 @@ class ClusteringParams(Section):
 
 class EvaluateParams(Section):
     clustering: ClusteringParams
-    select_metric: Str
+    # every selection is on val by the method's verdict metric (core.selection.VERDICT_METRIC, the one place);
+    # this names the method whose selection is selected.json's list, the champion and the figures
+    select_method: Literal[METHODS]
     n_selected: Pos
+    umap_seeds: NonNeg  # extra UMAP/clustering seeds stored for each best-on-val candidate (kind x method)
     budget: NonNeg  # candidates per kind, generated and every baseline alike; 0 = as many as generated models
     n_boot: Annotated[int, Strict(), Field(ge=100)]  # bootstrap resamples of the test images per interval
     feature_batch: Pos
     workers: Pos
 
-    @field_validator("select_metric")
-    @classmethod
-    def _val_only(cls, v: str) -> str:
-        parts = v.split("/")
-        if not (len(parts) == 3 and parts[0] == "val" and parts[1] in METHODS and parts[2] in METRICS):
-            raise ValueError(f"must be val/<{'|'.join(METHODS)}>/<{'|'.join(METRICS)}> (selection uses val only), "
-                             f"got {v!r}")
-        return v
-
 
 class TuneParams(Section):
     n_trials: Pos
     sampler: Literal["tpe", "random"]
-    # balanced accuracy: chance is 0.5 at any share of black cats (accuracy rewards calling everything "other")
-    objective: Literal["balanced_accuracy", "accuracy", "precision", "recall", "purity"]
+    # no objective knob: each study maximises its method's val verdict metric (core.selection.VERDICT_METRIC)
     storage: Str  # an RDB URL without a password, or env:<VAR> naming the variable that holds the URL
     top_models: Pos
     methods: tuple[Literal[METHODS], ...]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,15 @@ from zoofusion.console import progress
 from zoofusion.core.seeds import derive_seed, rng
 from zoofusion.executor import run_tasks
 
-OBJECTIVES = get_args(TuneParams.model_fields["objective"].annotation)  # all higher-is-better: studies maximise
+
+
+def objective_of(method: str) -> str:
+    """The val metric a study of `method` maximises: the method's verdict metric (core.selection.VERDICT_METRIC,
+    the one place), so tuning optimises what selection and the verdict read."""
+    from zoofusion.core.selection import VERDICT_METRIC
+
+    return VERDICT_METRIC[method]
+
 
 # Search space bounds (inclusive).
 N_NEIGHBORS = (5, 50)
@@ -161,13 +169,12 @@ def apply_tuned(base: ClusteringParams, tuned: dict[str, Any], method: str) -> C
 def embed_val(feats_val: np.ndarray, c: ClusteringParams, seed: int) -> np.ndarray:
     """Standardise and embed the val features with one UMAP fitted on val alone.
 
-    `cluster.embed` fits one UMAP on the union of its two inputs; handing it val split in two (first row | rest)
-    and joining the halves back gives exactly the protocol's preprocessing, fitted on val only.
+    The protocol's own embedding of val (`protocol.embed` fits on val alone), so the untuned trial sees the
+    val embedding evaluate saw.
     """
     from zoofusion.core.protocol import embed
 
-    a, b = embed(feats_val[:1], feats_val[1:], **c.umap_kwargs(), seed=seed)
-    return np.concatenate([a, b])
+    return embed(feats_val, None, **c.umap_kwargs(), seed=seed)[0]
 
 
 def ocsvm_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -182,18 +189,21 @@ def ocsvm_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: int,
                     k: int = OCSVM_FOLDS) -> dict[str, float]:
-    """One-class SVM scored out-of-fold on val (see the module docstring)."""
-    from zoofusion.core.protocol import _fit_predict  # the protocol's SVM (same kernel/gamma handling, one thread)
+    """One-class SVM scored out-of-fold on val (see the module docstring): the calls' metrics and the AUROC /
+    average precision of the out-of-fold decision function."""
+    from zoofusion.core.protocol import _fit  # the protocol's SVM (same kernel/gamma handling, one thread)
     from zoofusion.core.metrics import score_predictions
-    from zoofusion.core.scores import balanced_accuracy
+    from zoofusion.core.scores import average_precision, balanced_accuracy, roc_auc
 
     mp = c.method_params()
     fold = ocsvm_folds(y, k, seed)
     pred = np.empty(len(y), dtype=np.int64)
+    score = np.empty(len(y), dtype=np.float64)
     for f in range(k):
         held = fold == f
-        pred[held] = _fit_predict(emb[held], "ocsvm", mp, seed, emb[(y == 1) & ~held])
-    return {**score_predictions(y, pred), "balanced_accuracy": balanced_accuracy(y, pred)}
+        pred[held], score[held] = _fit(emb[held], "ocsvm", mp, seed, emb[(y == 1) & ~held])
+    return {**score_predictions(y, pred), "balanced_accuracy": balanced_accuracy(y, pred),
+            "auroc": roc_auc(y, score), "average_precision": average_precision(y, score)}
 
 
 def metric_prefix(method: str) -> str:
@@ -298,7 +308,7 @@ def run_study(task: tuple, shared: None = None) -> dict:
     opt = optuna.create_study(study_name=study.name, storage=storage, direction="maximize",
                               sampler=make_sampler(tp, seed, study))
     for k, v in {"method": study.method, "candidate": study.candidate, "kind": study.kind,
-                 "objective": tp.objective}.items():
+                 "objective": objective_of(study.method)}.items():
         opt.set_user_attr(k, v)
     n_val = len(y)
     start = to_optuna(untuned(base, study.method), n_val)
@@ -313,7 +323,7 @@ def run_study(task: tuple, shared: None = None) -> dict:
         # score well by construction (DBSCAN found 49 on 299 points); such trials count as failures.
         if m.get("n_clusters", 0) > tp.max_clusters:
             return 0.0
-        return m[tp.objective]
+        return m[objective_of(study.method)]
 
     opt.optimize(objective, n_trials=tp.n_trials)
     done = [t for t in opt.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -359,8 +369,6 @@ def tune_all(studies: Sequence[Study], feats: dict[str, np.ndarray], y_val: np.n
     bad = sorted({s.method for s in studies} - set(METHODS))
     if bad:
         raise TuneError(f"unknown method(s) {bad}; choose from {METHODS}")
-    if tp.objective not in OBJECTIVES:
-        raise TuneError(f"tune.objective must be one of {OBJECTIVES}, got {tp.objective!r}")
     missing = sorted({s.candidate for s in studies} - set(feats))
     if missing:
         raise TuneError(f"no features for candidate(s) {missing}")

@@ -1,30 +1,34 @@
-"""The clustering protocol: features -> (standardise) -> one transductive UMAP -> KMeans / DBSCAN / One-class SVM.
+"""The clustering protocol: features -> (standardise) -> UMAP -> KMeans / DBSCAN / One-class SVM, fitted on val.
 
-Protocol, as the study runs it:
+Protocol (inductive: every choice is made on val, test is only transformed, predicted and scored):
 
-1. The val and test feature matrices (e.g. 400-d flattened conv2 outputs of an untrained CNN) are
-   stacked, optionally standardised with a StandardScaler fitted on that union, and ONE UMAP is
-   fitted on the union. This is transductive but unsupervised: labels are never seen before scoring.
-2. On each split separately, KMeans and DBSCAN cluster that split's embedding and are scored with
-   :func:`zoofusion.metrics.score_clusters` (majority mapping on the split being scored).
-3. A One-class SVM is fitted on the embeddings of the *val* black cats only and predicts both
-   splits (inlier -> 1); scored with :func:`zoofusion.metrics.score_predictions`. On val this is a
-   training-set score by design; test is the honest number.
+1. The val feature matrix (e.g. 400-d flattened conv2 outputs of an untrained CNN) is optionally standardised
+   with a StandardScaler fitted on val, and ONE UMAP is fitted on val; the test features go through the same
+   scaler and ``UMAP.transform``. The study fitted UMAP on val ∪ test (transductive); here no test image moves a
+   val coordinate, and labels are never seen by UMAP.
+2. KMeans and DBSCAN cluster the val embedding; test points join their nearest val centroid (KMeans) or the
+   cluster of their nearest val core point within eps, else noise (DBSCAN). The study's accuracy, precision and
+   recall call each point by the **val** majority mapping of its cluster (the study mapped each split with its
+   own labels, test included). Entropy, purity and n_clusters describe the split's clusters.
+3. A One-class SVM is fitted on the embeddings of the val black cats and predicts test (inlier -> 1). Its val
+   calls and scores are cross-fitted (``ocsvm_val_folds`` stratified folds, each scored by an SVM fitted on the
+   other folds' black cats), so the val number is out of sample like the test one.
+4. DBSCAN runs in two arms: ``dbscan`` with the study's eps (params), and ``dbscan_val_eps`` with eps chosen from
+   the val embedding's own scale (:func:`val_eps`: a quantile of the val k-distance curve, k = min_samples).
 
 Beside the study's metrics, each method gets metrics that mean the same at any class balance
-(:mod:`zoofusion.core.scores`), keyed the same way: ``balanced_accuracy`` of its predictions; ``ari`` and
+(:mod:`zoofusion.core.scores`), keyed the same way: ``balanced_accuracy`` of its black-cat calls; ``ari`` and
 ``nmi`` of its clustering against the labels (KMeans, DBSCAN); and ``auroc`` / ``average_precision`` of a
 continuous black-cat score — the One-class SVM's decision function, and for KMeans how much nearer a point is to
 the centroid of the val KMeans cluster with the largest share of val black cats than to the nearest other val
-centroid (chosen on val, so the test score never sees a test label; ``balanced_accuracy`` of KMeans uses the same val mapping: a point is called a
-black cat when that centroid is its nearest). DBSCAN has no centroid, so its balanced accuracy uses the study's
-majority mapping on the scored split.
+centroid (``balanced_accuracy`` of KMeans calls a point a black cat when that centroid is its nearest). DBSCAN
+has no centroid: its balanced accuracy uses the val majority mapping.
 
-Degenerate input: when every feature row is identical (a dead network that outputs zeros, say) there
-is no structure to embed; UMAP would return random scatter, so :func:`embed` returns an all-zero
-embedding instead and logs a warning. The methods then see one point repeated: KMeans finds one
-cluster, DBSCAN one cluster, the SVM one verdict for everyone, and the metrics come out at chance
-(accuracy = majority-class share, entropy = class entropy) instead of crashing a sweep.
+Degenerate input: when every val feature row is identical (a dead network that outputs zeros, say) there is no
+structure to embed; UMAP would return random scatter, so :func:`embed` returns an all-zero embedding instead and
+logs a warning. The methods then see one point repeated: KMeans finds one cluster, DBSCAN one cluster, the SVM
+one verdict for everyone, and the metrics come out at chance (accuracy = majority-class share, entropy = class
+entropy) instead of crashing a sweep.
 """
 
 from __future__ import annotations
@@ -37,13 +41,15 @@ from typing import Sequence
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from zoofusion.core.metrics import METRIC_KEYS, check_labels, mapped_predictions, score_clusters, score_predictions
+from zoofusion.core.metrics import (METRIC_KEYS, accuracy, check_labels, majority_mapping, mapped_predictions, precision,
+                                    recall, score_clusters)
 from zoofusion.core.scores import adjusted_rand, average_precision, balanced_accuracy, nmi, positive_cluster, roc_auc
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "METHODS",
+    "ALL_METHODS",
     "UMAP_METRICS",
     "MethodParams",
     "Evaluation",
@@ -56,6 +62,8 @@ __all__ = [
 ]
 
 METHODS: tuple[str, ...] = ("kmeans", "dbscan", "ocsvm")
+# Every method the protocol runs: the verdict's three and DBSCAN's second arm, eps chosen on val (`val_eps`).
+ALL_METHODS: tuple[str, ...] = (*METHODS, "dbscan_val_eps")
 SPLITS: tuple[str, ...] = ("val", "test")
 # Checked up front so a typo fails before the ~15 s umap import, not after.
 UMAP_METRICS: frozenset[str] = frozenset({
@@ -79,8 +87,16 @@ class MethodParams:
     ocsvm_kernel: str
     ocsvm_nu: float
     ocsvm_gamma: float | str
+    dbscan_eps_quantile: float  # DBSCAN's val arm: eps = this quantile of the val k-distance curve (k = min_samples)
+    ocsvm_val_folds: int  # the One-class SVM's val score is cross-fitted over this many folds
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.dbscan_eps_quantile, (int, float)) and 0 < self.dbscan_eps_quantile <= 1):
+            raise ValueError(f"dbscan_eps_quantile: must be in (0, 1], got {self.dbscan_eps_quantile!r}")
+        if not (isinstance(self.ocsvm_val_folds, (int, np.integer)) and not isinstance(self.ocsvm_val_folds, bool)
+                and self.ocsvm_val_folds >= 2):
+            raise ValueError(f"ocsvm_val_folds: must be an integer >= 2 (an SVM never scores the val images it was "
+                             f"fitted on), got {self.ocsvm_val_folds!r}")
         if not (isinstance(self.kmeans_k, (int, np.integer)) and self.kmeans_k in (2, 3)):
             raise ValueError(f"kmeans_k: must be 2 or 3 (the study's choices), got {self.kmeans_k!r}")
         if not (isinstance(self.kmeans_n_init, (int, np.integer)) and self.kmeans_n_init >= 1):
@@ -144,8 +160,8 @@ def _features(x: np.ndarray, name: str) -> np.ndarray:
 
 def _check_umap_args(n_total: int, n_neighbors: int, min_dist: float, n_components: int, metric: str) -> None:
     if not (isinstance(n_neighbors, (int, np.integer)) and 2 <= n_neighbors < n_total):
-        raise ValueError(f"n_neighbors must be an integer with 2 <= n_neighbors < number of points "
-                         f"(val+test = {n_total}), got {n_neighbors!r}; lower n_neighbors")
+        raise ValueError(f"n_neighbors must be an integer with 2 <= n_neighbors < number of points UMAP is fitted "
+                         f"on (val = {n_total}), got {n_neighbors!r}; lower n_neighbors")
     if not (isinstance(min_dist, (int, float)) and 0.0 <= min_dist <= 1.0):
         # umap's default spread is 1.0 and it rejects min_dist > spread
         raise ValueError(f"min_dist must be in [0, 1] (umap spread is 1.0), got {min_dist!r}")
@@ -192,52 +208,61 @@ def umap_module():
     return umap
 
 
-def embed(feats_val: np.ndarray, feats_test: np.ndarray, *, standardize: bool, n_neighbors: int,
-          min_dist: float, n_components: int, metric: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One UMAP fitted on val ∪ test (labels unused), split back into (emb_val, emb_test), float64.
+def embed(feats_val: np.ndarray, feats_test: np.ndarray | None, *, standardize: bool, n_neighbors: int,
+          min_dist: float, n_components: int, metric: str, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """UMAP fitted on val alone, test transformed into it (inductive; labels unused): (emb_val, emb_test), float64.
+    ``feats_test=None`` embeds val only (emb_test None).
 
-    With ``standardize`` the union is z-scored first (constant features keep scale 1, so no NaN).
-    UMAP is fitted on the distinct rows only (in order of first appearance) and every repeat gets its row's
-    coordinates: identical rows form zero-distance cliques that disconnect UMAP's graph, and umap lays out such
-    components with scipy's ARPACK, which restarts from an unseeded generator on these degenerate graphs — the
-    same features gave a different embedding on every fit. Without repeats this is the plain fit. All-identical
-    rows, or no more distinct rows than ``n_neighbors``, give an all-zero embedding (see module docstring).
+    With ``standardize`` the features are z-scored by a StandardScaler fitted on val (constant features keep
+    scale 1, so no NaN) and applied to test. UMAP is fitted on the distinct val rows only (in order of first
+    appearance) and every repeat gets its row's coordinates: identical rows form zero-distance cliques that
+    disconnect UMAP's graph, and umap lays out such components with scipy's ARPACK, which restarts from an
+    unseeded generator on these degenerate graphs — the same features gave a different embedding on every fit.
+    Test points are placed by ``UMAP.transform`` (each attracted to its nearest val points; the val layout stays
+    fixed), so nothing about the test images moves a val coordinate. All-identical val rows, or no more distinct
+    val rows than ``n_neighbors``, give an all-zero embedding of both splits (see module docstring).
     Deterministic in ``seed`` (umap with random_state and n_jobs=1).
     """
-    xv, xt = _features(feats_val, "feats_val"), _features(feats_test, "feats_test")
-    if xv.shape[1] != xt.shape[1]:
+    xv = _features(feats_val, "feats_val")
+    xt = None if feats_test is None else _features(feats_test, "feats_test")
+    if xt is not None and xv.shape[1] != xt.shape[1]:
         raise ValueError(f"feats_val and feats_test must have the same number of features, "
                          f"got {xv.shape[1]} and {xt.shape[1]}")
-    x = np.concatenate([xv, xt], axis=0)
-    n = x.shape[0]
+    n = xv.shape[0]
     _check_umap_args(n, n_neighbors, min_dist, n_components, metric)
-    zeros = np.zeros((n, n_components), dtype=np.float64)
-    if rows_identical(x):
-        log.warning("embed: all %d feature rows are identical (dead network?); returning an all-zero "
+
+    def zeros() -> tuple[np.ndarray, np.ndarray | None]:
+        return (np.zeros((n, n_components)), None if xt is None else np.zeros((xt.shape[0], n_components)))
+
+    if rows_identical(xv):
+        log.warning("embed: all %d val feature rows are identical (dead network?); returning an all-zero "
                     "embedding, metrics will be at chance", n)
-        return zeros[: xv.shape[0]].copy(), zeros[xv.shape[0]:].copy()
+        return zeros()
     if standardize:
         from sklearn.preprocessing import StandardScaler
 
         # StandardScaler leaves zero-variance columns at scale 1: they become 0, not NaN
-        x = StandardScaler().fit_transform(x)
-    first, inverse = _distinct_rows(x)
+        scaler = StandardScaler().fit(xv)
+        xv = scaler.transform(xv)
+        xt = None if xt is None else scaler.transform(xt)
+    first, inverse = _distinct_rows(xv)
     if first.size <= n_neighbors or n_components >= first.size - 1:
-        log.warning("embed: only %d distinct feature rows among %d (near-dead network?), too few for UMAP with "
+        log.warning("embed: only %d distinct val feature rows among %d (near-dead network?), too few for UMAP with "
                     "n_neighbors=%d; returning an all-zero embedding, metrics will be at chance",
                     first.size, n, n_neighbors)
-        return zeros[: xv.shape[0]].copy(), zeros[xv.shape[0]:].copy()
+        return zeros()
     umap = umap_module()
     t0 = time.perf_counter()
     reducer = umap.UMAP(n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_components=int(n_components),
                         metric=metric, random_state=int(seed), n_jobs=1)
     with threadpool_limits(1):  # see _fit_predict; also pins BLAS summation order
-        emb = np.asarray(reducer.fit_transform(x[first]), dtype=np.float64)[inverse]
-    log.debug("embed: UMAP on %d distinct of %d x %d took %.2f s", first.size, n, x.shape[1],
+        ev = np.asarray(reducer.fit_transform(xv[first]), dtype=np.float64)[inverse]
+        et = None if xt is None else np.asarray(reducer.transform(xt), dtype=np.float64)
+    log.debug("embed: UMAP on %d distinct of %d val x %d took %.2f s", first.size, n, xv.shape[1],
               time.perf_counter() - t0)
-    if not np.isfinite(emb).all():
+    if not np.isfinite(ev).all() or (et is not None and not np.isfinite(et).all()):
         raise ValueError("UMAP returned non-finite coordinates; check the features for extreme values")
-    return emb[: xv.shape[0]], emb[xv.shape[0]:]
+    return ev, et
 
 
 def _y(y: np.ndarray, n: int, name: str) -> np.ndarray:
@@ -250,9 +275,9 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
     m = tuple(methods)
     if not m:
         raise ValueError(f"methods is empty; pass some of {METHODS}")
-    unknown = [x for x in m if x not in METHODS]
+    unknown = [x for x in m if x not in ALL_METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {METHODS}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {ALL_METHODS}")
     if len(set(m)) != len(m):
         raise ValueError(f"methods has duplicates: {m}")
     return m
@@ -260,11 +285,83 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 def _fit_predict(emb: np.ndarray, method: str, p: MethodParams, seed: int,
                  ocsvm_train: np.ndarray | None) -> np.ndarray:
-    """Cluster ids (kmeans, dbscan) or 0/1 predictions (ocsvm) for each row of emb."""
+    """Cluster ids (kmeans, dbscan) or 0/1 predictions (ocsvm) for each row of emb, fitted on emb itself."""
     # A few hundred low-dim points need no threads; OpenMP spin-waiting on a busy machine made
     # KMeans 100x slower (2 s vs 0.02 s for 300 points on 2 shared cores).
     with threadpool_limits(1):
         return _fit_1thread(emb, method, p, seed, ocsvm_train)[0]
+
+
+def val_eps(emb_val: np.ndarray, min_samples: int, quantile: float) -> float:
+    """DBSCAN's eps from the val embedding's own scale: the `quantile` of the k-distance curve, k = min_samples
+    (each val point's distance to its k-th nearest other val point). A point at or below that distance has at
+    least min_samples neighbours within eps, so it is a core point: the densest `quantile` of val is core. Labels
+    are not used. Floored at 1e-12 (DBSCAN needs eps > 0; all points equal give distance 0)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    e = np.asarray(emb_val, dtype=np.float64)
+    k = min(int(min_samples), e.shape[0] - 1)
+    if k < 1:
+        return 1e-12
+    with threadpool_limits(1):
+        dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(e).kneighbors(e)  # column 0: the point itself
+    return max(float(np.quantile(dist[:, k], quantile)), 1e-12)
+
+
+def _dbscan_apply(emb_val: np.ndarray, labels_val: np.ndarray, core: np.ndarray, emb: np.ndarray,
+                  eps: float) -> np.ndarray:
+    """DBSCAN fitted on val applied to new points: the cluster of the nearest val core point within eps, else
+    noise (-1) — the points a val core would reach, as DBSCAN itself assigns border points."""
+    if core.size == 0:
+        return np.full(emb.shape[0], -1, dtype=np.int64)
+    from sklearn.neighbors import NearestNeighbors
+
+    with threadpool_limits(1):
+        dist, idx = NearestNeighbors(n_neighbors=1).fit(emb_val[core]).kneighbors(emb)
+    return np.where(dist[:, 0] <= eps, labels_val[core][idx[:, 0]], -1).astype(np.int64)
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold id (0..k-1) of each point: a seeded permutation within each class, dealt round-robin."""
+    from zoofusion.core.seeds import rng
+
+    r = rng(seed, "protocol", "ocsvm-folds")
+    fold = np.empty(len(y), dtype=np.int64)
+    for cls in (0, 1):
+        idx = r.permutation(np.flatnonzero(y == cls))
+        fold[idx] = np.arange(idx.size) % k
+    return fold
+
+
+def _ocsvm(train: np.ndarray, p: MethodParams):
+    from sklearn.svm import OneClassSVM
+
+    gamma = p.ocsvm_gamma if isinstance(p.ocsvm_gamma, str) else float(p.ocsvm_gamma)
+    return OneClassSVM(kernel=p.ocsvm_kernel, nu=float(p.ocsvm_nu), gamma=gamma).fit(train)
+
+
+def ocsvm_crossfit(emb_val: np.ndarray, y_val: np.ndarray, p: MethodParams, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(0/1 calls, decision function) of every val point from a One-class SVM that never saw it: val is dealt
+    into ``p.ocsvm_val_folds`` stratified folds, and each fold is scored by an SVM fitted on the black cats of the
+    other folds (cross-fitting). The score of a point is out of sample, as the test score is."""
+    k = p.ocsvm_val_folds
+    y = np.asarray(y_val)
+    if int((y == 1).sum()) < k:
+        raise ValueError(f"the One-class SVM's val score is cross-fitted over {k} folds (ocsvm_val_folds), which "
+                         f"needs at least {k} val black cats; val has {int((y == 1).sum())}")
+    fold = stratified_folds(y, k, seed)
+    calls = np.empty(len(y), dtype=np.int64)
+    score = np.empty(len(y), dtype=np.float64)
+    with threadpool_limits(1):
+        for f in range(k):
+            held = fold == f
+            if not held.any():
+                continue
+            svm = _ocsvm(emb_val[(y == 1) & ~held], p)
+            calls[held] = (svm.predict(emb_val[held]) == 1).astype(np.int64)
+            score[held] = svm.decision_function(emb_val[held])
+    return calls, score
 
 
 def _fit(emb: np.ndarray, method: str, p: MethodParams, seed: int,
@@ -289,23 +386,21 @@ def _fit_1thread(emb: np.ndarray, method: str, p: MethodParams, seed: int,
             k = n_distinct
         km = KMeans(n_clusters=k, n_init=p.kmeans_n_init, random_state=int(seed))
         return km.fit_predict(emb).astype(np.int64), km.cluster_centers_
-    if method == "dbscan":
+    if method in ("dbscan", "dbscan_val_eps"):
         from sklearn.cluster import DBSCAN
 
-        return DBSCAN(eps=float(p.dbscan_eps), min_samples=int(p.dbscan_min_samples)).fit_predict(emb).astype(np.int64), None
+        eps = p.dbscan_eps if method == "dbscan" else val_eps(emb, p.dbscan_min_samples, p.dbscan_eps_quantile)
+        return DBSCAN(eps=float(eps), min_samples=int(p.dbscan_min_samples)).fit_predict(emb).astype(np.int64), None
     if method == "ocsvm":
-        from sklearn.svm import OneClassSVM
-
         if ocsvm_train is None:
             raise ValueError("method 'ocsvm' needs ocsvm_train (the val black-cat embeddings)")
         tr = _features(ocsvm_train, "ocsvm_train")
         if tr.shape[1] != emb.shape[1]:
             raise ValueError(f"ocsvm_train has {tr.shape[1]} dims but emb has {emb.shape[1]}; "
                              "use embeddings from the same UMAP")
-        gamma = p.ocsvm_gamma if isinstance(p.ocsvm_gamma, str) else float(p.ocsvm_gamma)
-        svm = OneClassSVM(kernel=p.ocsvm_kernel, nu=float(p.ocsvm_nu), gamma=gamma).fit(tr)
+        svm = _ocsvm(tr, p)
         return (svm.predict(emb) == 1).astype(np.int64), svm.decision_function(emb)
-    raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    raise ValueError(f"unknown method {method!r}; choose from {ALL_METHODS}")
 
 
 def _free_scores(y: np.ndarray, pred: np.ndarray | None = None, score: np.ndarray | None = None,
@@ -319,8 +414,8 @@ def _free_scores(y: np.ndarray, pred: np.ndarray | None = None, score: np.ndarra
         out["auroc"] = roc_auc(y, score) if two else float("nan")
         out["average_precision"] = average_precision(y, score) if two else float("nan")
     if clusters is not None:
-        out["ari"] = adjusted_rand(y, clusters)
-        out["nmi"] = nmi(y, clusters)
+        out["ari"] = adjusted_rand(y, clusters) if two else float("nan")
+        out["nmi"] = nmi(y, clusters) if two else float("nan")
     return out
 
 
@@ -333,71 +428,136 @@ def black_cat_calls(y: np.ndarray, labels: np.ndarray, method: str) -> np.ndarra
     return labels if method == "ocsvm" else mapped_predictions(y, labels)
 
 
+def _map(mapping: dict[int, int], clusters: np.ndarray) -> np.ndarray:
+    """Apply a val cluster -> class map; a cluster val never saw is called 'other' (0)."""
+    return np.array([mapping.get(int(c), 0) for c in clusters], dtype=np.int64)
+
+
+@dataclass
+class Fitted:
+    """One method fitted on val and applied to val and (optionally) test: per split, cluster ids (the SVM's 0/1
+    calls), the study's calls (val majority mapping; the SVM's inliers), the black-cat calls for balanced accuracy
+    (KMeans: the val black-cat cluster), and the continuous black-cat score (KMeans, SVM; None for DBSCAN).
+    Every choice (clusters, mapping, black-cat cluster, SVM, eps) is made on val; test labels are never read."""
+
+    clusters: dict[str, np.ndarray]
+    study_calls: dict[str, np.ndarray]
+    calls: dict[str, np.ndarray]
+    scores: dict[str, np.ndarray | None]
+    eps: float | None = None
+
+
+def fit_on_val(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndarray | None, method: str,
+               p: MethodParams, seed: int) -> Fitted:
+    """Fit `method` on the val embedding (labels y_val used only for the val-side choices) and apply it to test.
+
+    KMeans: clusters of val; a test point joins its nearest val centroid; the val majority mapping gives the
+    study's calls, the val cluster with the highest black-cat share the black-cat call and the centroid margin
+    score. DBSCAN (eps from params, or from the val k-distance curve for ``dbscan_val_eps``): clusters of val; a
+    test point joins the cluster of its nearest val core point within eps, else noise; calls by the val majority
+    mapping (noise mapped like a cluster). One-class SVM: fitted on the val black cats, predicts test; on val its
+    calls and score are cross-fitted (:func:`ocsvm_crossfit`), so no val point is scored by an SVM that saw it.
+    """
+    ev = emb_val
+    splits = {"val": ev} if emb_test is None else {"val": ev, "test": emb_test}
+    if method == "ocsvm":
+        if not (y_val == 1).any():
+            raise ValueError("ocsvm needs at least one val black cat (y_val == 1) to fit on; "
+                             "drop 'ocsvm' from methods or fix the split")
+        cv_calls, cv_score = ocsvm_crossfit(ev, y_val, p, seed)
+        clusters, scores = {"val": cv_calls}, {"val": cv_score}
+        if emb_test is not None:
+            with threadpool_limits(1):
+                svm = _ocsvm(ev[y_val == 1], p)
+                clusters["test"] = (svm.predict(emb_test) == 1).astype(np.int64)
+                scores["test"] = svm.decision_function(emb_test)
+        return Fitted(clusters, dict(clusters), dict(clusters), scores)
+    two = len(np.unique(y_val)) == 2
+    clusters, scores, calls = {}, {}, {}
+    eps = None
+    if method == "kmeans":
+        labels, centers = _fit(ev, method, p, seed, None)
+        clusters["val"] = labels
+        mapping = majority_mapping(y_val, labels)
+        if emb_test is not None:
+            d = np.linalg.norm(emb_test[:, None, :] - centers[None, :, :], axis=2)
+            clusters["test"] = d.argmin(1).astype(np.int64)  # KMeans.predict: the nearest val centroid
+        positive = positive_cluster(y_val, labels) if two else 0
+        for split, e in splits.items():
+            dist = np.linalg.norm(e[:, None, :] - centers[None, :, :], axis=2)
+            others = np.delete(dist, positive, axis=1)
+            # margin: how much nearer the black-cat centroid than the nearest other one (>0: called black cat)
+            scores[split] = (others.min(1) if others.shape[1] else np.zeros(len(e))) - dist[:, positive]
+            calls[split] = (dist.argmin(1) == positive).astype(np.int64)
+    else:
+        from sklearn.cluster import DBSCAN
+
+        eps = p.dbscan_eps if method == "dbscan" else val_eps(ev, p.dbscan_min_samples, p.dbscan_eps_quantile)
+        with threadpool_limits(1):
+            db = DBSCAN(eps=float(eps), min_samples=int(p.dbscan_min_samples)).fit(ev)
+        labels = db.labels_.astype(np.int64)
+        clusters["val"] = labels
+        mapping = majority_mapping(y_val, labels)
+        if emb_test is not None:
+            clusters["test"] = _dbscan_apply(ev, labels, np.asarray(db.core_sample_indices_, dtype=np.int64),
+                                             emb_test, float(eps))
+        scores = {s: None for s in splits}
+    study = {s: _map(mapping, clusters[s]) for s in splits}
+    if method != "kmeans":
+        calls = dict(study)
+    return Fitted(clusters, study, calls, {s: scores.get(s) for s in splits}, eps)
+
+
+def _split_metrics(y: np.ndarray, f: Fitted, split: str, method: str) -> dict[str, float]:
+    """The study's metrics (accuracy, precision, recall from the val-mapped calls; entropy, purity, n_clusters of
+    the split's clusters) and the prevalence-free ones, of one fitted method on one split."""
+    c = f.clusters[split]
+    s = score_clusters(y, c)  # entropy, purity, n_clusters: descriptive of the clusters; the map is not used
+    calls = f.study_calls[split]
+    out = {**s, "accuracy": accuracy(y, calls), "precision": precision(y, calls), "recall": recall(y, calls)}
+    out = {k: float(out[k]) for k in METRIC_KEYS}
+    out.update(_free_scores(y, pred=f.calls[split], score=f.scores[split],
+                            clusters=None if method == "ocsvm" else c))
+    if f.eps is not None and method == "dbscan_val_eps":
+        out["eps"] = float(f.eps)
+    return out
+
+
 def cluster_split(emb: np.ndarray, y: np.ndarray, method: str, p: MethodParams, seed: int,
                   ocsvm_train: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics (keys METRIC_KEYS, plus balanced_accuracy) of one method on one split's embedding.
-
-    kmeans/dbscan: cluster emb, score with majority mapping; ocsvm: fit on ocsvm_train, predict emb
-    (inlier -> 1), score the predictions. balanced_accuracy is taken on :func:`black_cat_calls` (NaN with one class).
-    """
+    """Metrics (keys METRIC_KEYS, plus the prevalence-free ones) of one method fitted on one split and scored on
+    it, as :func:`evaluate_embedding` scores val (for the SVM: cross-fitted; `ocsvm_train` is not used)."""
     (method,) = _check_methods((method,))
     e = _features(emb, "emb")
     yy = _y(y, e.shape[0], "y")
-    labels = _fit_predict(e, method, p, seed, ocsvm_train)
-    s = score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
-    if len(np.unique(yy)) < 2:  # the black-cat call needs both classes (positive_cluster)
-        return {**s, "balanced_accuracy": float("nan")}
-    return {**s, "balanced_accuracy": balanced_accuracy(yy, black_cat_calls(yy, labels, method))}
+    return _split_metrics(yy, fit_on_val(e, yy, None, method, p, seed), "val", method)
 
 
 def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndarray, y_test: np.ndarray,
                        p: MethodParams, seed: int,
-                       methods: Sequence[str] = METHODS) -> Evaluation:
-    """Run the methods on both splits of a given embedding (the OCSVM is fitted on val positives).
+                       methods: Sequence[str] = ALL_METHODS) -> Evaluation:
+    """Fit each method on val and apply it to test (:func:`fit_on_val`); keys ``<split>/<method>/<metric>``.
 
-    Lets a tuner vary MethodParams without refitting UMAP. Keys ``<split>/<method>/<metric>``.
+    Lets a tuner vary MethodParams without refitting UMAP. y_test is read only to score.
     """
     m = _check_methods(methods)
     ev, et = _features(emb_val, "emb_val"), _features(emb_test, "emb_test")
     if ev.shape[1] != et.shape[1]:
         raise ValueError(f"emb_val and emb_test must have the same dims, got {ev.shape[1]} and {et.shape[1]}")
     yv, yt = _y(y_val, ev.shape[0], "y_val"), _y(y_test, et.shape[0], "y_test")
-    train = None
-    if "ocsvm" in m:
-        if not (yv == 1).any():
-            raise ValueError("ocsvm needs at least one val black cat (y_val == 1) to fit on; "
-                             "drop 'ocsvm' from methods or fix the split")
-        train = ev[yv == 1]
+    if "ocsvm" in m and not (yv == 1).any():
+        raise ValueError("ocsvm needs at least one val black cat (y_val == 1) to fit on; "
+                         "drop 'ocsvm' from methods or fix the split")
     metrics: dict[str, float] = {}
     clusters: dict[tuple[str, str], np.ndarray] = {}
     scores: dict[tuple[str, str], np.ndarray] = {}
-    centers, positive = None, 0
-    for split, e, yy in (("val", ev, yv), ("test", et, yt)):
-        for method in m:
-            labels, extra = _fit(e, method, p, seed, train)
-            clusters[(split, method)] = labels
-            s = score_predictions(yy, labels) if method == "ocsvm" else score_clusters(yy, labels)
-            for k in METRIC_KEYS:
-                metrics[f"{split}/{method}/{k}"] = float(s[k])
-            if method == "kmeans":
-                if split == "val":  # the val fit decides the black-cat centroid, for both splits
-                    centers = extra
-                    positive = positive_cluster(yy, labels)
-                dist = np.linalg.norm(e[:, None, :] - centers[None, :, :], axis=2)
-                others = np.delete(dist, positive, axis=1)
-                # margin: how much nearer the black-cat centroid than the nearest other one (>0: called black cat)
-                score = (others.min(1) if others.shape[1] else 0.0) - dist[:, positive]
-                free = _free_scores(yy, pred=(dist.argmin(1) == positive).astype(np.int64), score=score,
-                                    clusters=labels)
-            elif method == "ocsvm":
-                score = extra
-                free = _free_scores(yy, pred=black_cat_calls(yy, labels, method), score=score)
-            else:
-                score = None
-                free = _free_scores(yy, pred=black_cat_calls(yy, labels, method), clusters=labels)
-            if score is not None:
-                scores[(split, method)] = np.asarray(score, dtype=np.float64)
-            for k, v in free.items():
+    for method in m:
+        f = fit_on_val(ev, yv, et, method, p, seed)  # every choice on val; test labels not passed
+        for split, yy in (("val", yv), ("test", yt)):
+            clusters[(split, method)] = f.clusters[split]
+            if f.scores[split] is not None:
+                scores[(split, method)] = np.asarray(f.scores[split], dtype=np.float64)
+            for k, v in _split_metrics(yy, f, split, method).items():
                 metrics[f"{split}/{method}/{k}"] = float(v)
     return Evaluation(metrics=metrics, emb_val=ev, emb_test=et, clusters=clusters, scores=scores)
 
@@ -405,8 +565,9 @@ def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndar
 def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,
                       standardize: bool, n_neighbors: int, min_dist: float, n_components: int, metric: str,
                       p: MethodParams, seed: int,
-                      methods: Sequence[str] = METHODS) -> Evaluation:
-    """The whole protocol: :func:`embed` val ∪ test once, then :func:`evaluate_embedding`.
+                      methods: Sequence[str] = ALL_METHODS) -> Evaluation:
+    """The whole protocol: :func:`embed` (UMAP fitted on val, test transformed), then :func:`evaluate_embedding`
+    (every method fitted on val, applied to test).
 
     All inputs are validated before UMAP runs.
     """
@@ -416,13 +577,13 @@ def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.n
     if xv.shape[1] != xt.shape[1]:
         raise ValueError(f"feats_val and feats_test must have the same number of features, "
                          f"got {xv.shape[1]} and {xt.shape[1]}")
-    _check_umap_args(xv.shape[0] + xt.shape[0], n_neighbors, min_dist, n_components, metric)
-    if "ocsvm" in m and not (yv == 1).any():
-        raise ValueError("ocsvm needs at least one val black cat (y_val == 1) to fit on; "
+    _check_umap_args(xv.shape[0], n_neighbors, min_dist, n_components, metric)
+    if "ocsvm" in m and int((yv == 1).sum()) < p.ocsvm_val_folds:
+        raise ValueError(f"ocsvm needs at least {p.ocsvm_val_folds} val black cats (y_val == 1): it is fitted on "
+                         f"them and its val score is cross-fitted over ocsvm_val_folds={p.ocsvm_val_folds} folds; "
                          "drop 'ocsvm' from methods or fix the split")
-    if "kmeans" in m and p.kmeans_k > min(xv.shape[0], xt.shape[0]):
-        raise ValueError(f"kmeans_k={p.kmeans_k} exceeds the points in a split "
-                         f"(val {xv.shape[0]}, test {xt.shape[0]}); lower kmeans_k")
+    if "kmeans" in m and p.kmeans_k > xv.shape[0]:
+        raise ValueError(f"kmeans_k={p.kmeans_k} exceeds the val points ({xv.shape[0]}); lower kmeans_k")
     t0 = time.perf_counter()
     ev, et = embed(xv, xt, standardize=standardize, n_neighbors=n_neighbors, min_dist=min_dist,
                    n_components=n_components, metric=metric, seed=seed)

@@ -2,13 +2,14 @@
 
 Rules (each comparison gives both sides the same budget and looks at test only after choosing on val):
 
-* per method, one metric (`VERDICT_METRIC`): the AUROC of a continuous black-cat score for KMeans (how much nearer
-  the val-chosen black-cat centroid than the other centroids) and the One-class SVM (its decision function); AUROC
-  is prevalence-free (0.5 is chance and its meaning does not change with the share of black cats). For DBSCAN,
-  which has no centroid to score against, the adjusted Rand index of the clustering: 0 is chance at any share of
-  black cats, but ARI is NOT prevalence-free (its attainable values and scale change with the class balance), so
-  ARIs are compared only between candidates on the same test set;
-* "best on val": the candidate of each kind with the highest val value of that metric (ties: lowest id);
+* per method, one metric (`VERDICT_METRIC`, :mod:`zoofusion.core.selection`): the AUROC of a continuous black-cat
+  score for KMeans (how much nearer the val-chosen black-cat centroid than the other centroids) and the One-class SVM
+  (its decision function); AUROC is prevalence-free (0.5 is chance and its meaning does not change with the share of
+  black cats). For DBSCAN, which has no centroid to score against, the adjusted Rand index of the clustering: 0 is
+  chance at any share of black cats, but ARI is NOT prevalence-free (its attainable values and scale change with the
+  class balance), so ARIs are compared only between candidates on the same test set;
+* "best on val": the candidate of each kind with the highest val value of that metric (ties: a seeded random order,
+  :mod:`zoofusion.core.selection`, the same choice every other selection makes);
 * two differences per (method, baseline kind), each with a paired bootstrap interval over test images (the
   same resamples for both sides): best-on-val generated minus best-on-val baseline, and the mean over all
   generated candidates minus the mean over the kind's candidates;
@@ -37,10 +38,10 @@ import numpy as np
 
 from zoofusion.core.candidates import is_generated
 from zoofusion.core.scores import adjusted_rand, roc_auc
+from zoofusion.core.selection import VERDICT_METRIC, best_on_val
 from zoofusion.core.stats import (ScoreSet, bootstrap_indices, holm, min_detectable_difference, paired_difference,
                                   paired_mean_difference, selection_bootstrap)
 
-VERDICT_METRIC = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari"}
 METRIC_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {"auroc": roc_auc, "ari": adjusted_rand}
 CHANCE = {"auroc": 0.5, "ari": 0.0}
 
@@ -94,19 +95,14 @@ class Comparison:
                 "adjusted_outcome": self.adjusted_outcome, "mean_adjusted_outcome": self.mean_adjusted_outcome}
 
 
-def best_on_val(ids: list[str], val_values: np.ndarray) -> int:
-    """Index of the highest val value; ties go to the lowest id (never to a test number)."""
-    order = sorted(range(len(ids)), key=lambda i: (-val_values[i], ids[i]))
-    return order[0]
-
-
 def compare(method: str, y_test: np.ndarray, kinds: list[str], ids: list[str], val_values: np.ndarray,
-            test_arrays: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> list[Comparison]:
+            test_arrays: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05, *,
+            select_seed: int) -> list[Comparison]:
     """Each generated kind vs every baseline kind and every generated kind before it, for one method.
 
     kinds/ids: per candidate; val_values: each candidate's val value of the method's verdict metric (for the
     choice); test_arrays [n_candidates, n_test]: its test scores (auroc) or cluster labels (ari). All
-    comparisons share the same bootstrap resamples.
+    comparisons share the same bootstrap resamples. `select_seed` (the params seed) orders ties on val.
     """
     metric = VERDICT_METRIC[method]
     fn = METRIC_FUNCTIONS[metric]
@@ -121,7 +117,7 @@ def compare(method: str, y_test: np.ndarray, kinds: list[str], ids: list[str], v
 
     def members_and_best(kind: str) -> tuple[np.ndarray, int]:
         members = np.flatnonzero(kinds_arr == kind)
-        return members, members[best_on_val([ids[i] for i in members], val_values[members])]
+        return members, members[best_on_val([ids[i] for i in members], val_values[members], select_seed)]
 
     out = []
     for j, gk in enumerate(generated):

@@ -2,7 +2,8 @@
 
 Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`) and the baselines (random,
 zoo-A, zoo-B, average, aligned, concat, pixels, darkness), each kind with the budget `evaluate.budget`, through
-the identical protocol; selection on val only (`evaluate.select_metric`), numbers from test. The steps, in order:
+the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
+names the method whose choice is selected.json's list and the champion), numbers from test. The steps, in order:
 the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the protocol's scores (steps/scores.py ->
 data/evaluate/scores.npz, candidates.csv), selection and verdict (steps/evaluate.py `judge` -> verdict.json,
 selected.json), and rendering (`render` -> reports/tables/, reports/figures/, metrics/evaluate.json).
@@ -90,7 +91,7 @@ def run(params: Params) -> dict:
     t_pool = time.perf_counter() - t0
     rows, seconds = score(pool, VAL, TEST, OUT / "scores.npz", OUT / "candidates.csv", e.clustering, params.seed,
                           e.feature_batch, params.data.dark_luminance, e.workers, params.executor.backend,
-                          params.executor.address)
+                          params.executor.address, e.umap_seeds)
     j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, KINDS, val=VAL,
               vp=params.verdict)
     # a variant's figures show the harvest it translated, in the channel order it saw
@@ -101,7 +102,7 @@ def run(params: Params) -> dict:
     timings = {"seconds_features": seconds["features"] + t_pool, "seconds_protocol": seconds["protocol"],
                "seconds_bootstrap": j.seconds}  # to MLflow, not into metrics/evaluate.json
     log_runs(params, j.rows, {c.id: c for c in pool}, [r["id"] for r in j.selected], figs,
-             load_npz(TEST)["images"][:4], j.comparisons, j.summary, timings)
+             load_npz(TEST)["images"][:4], j.comparisons, j.summary, timings, j.champion)
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), time.perf_counter() - t0,
              ", ".join(sorted(r["id"] for r in j.selected)))
     return summary
@@ -116,7 +117,7 @@ def primary_metrics(pr: dict) -> dict[str, float]:
 
 
 def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str], figs: dict, example: np.ndarray,
-             comparisons: list[Comparison], ev_verdict: dict, timings: dict[str, float]) -> None:
+             comparisons: list[Comparison], ev_verdict: dict, timings: dict[str, float], champion: str) -> None:
     """One MLflow child run per candidate under a parent run, so the UI's compare view lines them up."""
     import tempfile
 
@@ -137,7 +138,8 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                            "primary_generated": pp.generated, "primary_comparator": pp.comparator,
                            "secondary_family": params.verdict.secondary_family, "alpha": params.verdict.alpha,
                            "power": params.verdict.power})
-        mlflow.log_params({"select_metric": params.evaluate.select_metric, "n_candidates": len(rows),
+        mlflow.log_params({"select_method": params.evaluate.select_method, "n_candidates": len(rows),
+                           "umap_seeds": params.evaluate.umap_seeds,
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
                            "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in KINDS),
                            "n_boot": params.evaluate.n_boot, "variants": ",".join(VARIANTS)})
@@ -175,7 +177,7 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                     if r["id"] in sel_ids and cand.weights is not None:
                         versions[r["id"]] = str(log_pyfunc(mlflow, cand, example, Path(tmp)).registered_model_version)
         if versions:
-            register_champion(client, versions, selected[0], ev_verdict)
+            register_champion(client, versions, champion if champion in versions else selected[0], ev_verdict)
 
 
 def main(argv: list[str] | None = None) -> None:

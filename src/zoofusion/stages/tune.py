@@ -24,7 +24,7 @@ from zoofusion.cli import stage_main
 from zoofusion.config import Params, TuneParams
 from zoofusion.steps.tune import tune
 from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
-from zoofusion.tuning import Study, TuneError, check_storage, display_url, metric_prefix, storage_url
+from zoofusion.tuning import Study, TuneError, check_storage, display_url, metric_prefix, objective_of, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def study_logger(tp: TuneParams, seed: int, tags: dict[str, str]):
             metrics += [("trial_value", t["value"], t["number"]), ("best_so_far", best_so_far, t["number"])]
         if r["untuned_value"] is not None:
             metrics.append(("untuned_value", r["untuned_value"], 0))
-        params = {"method": r["method"], "candidate": r["candidate"], "kind": r["kind"], "objective": tp.objective,
+        params = {"method": r["method"], "candidate": r["candidate"], "kind": r["kind"],
+                  "objective": objective_of(r["method"]),
                   "n_trials": tp.n_trials, "sampler": tp.sampler, "seed": seed, "best_trial": r["best_trial"],
                   **{f"best.{k}": v for k, v in r["best_params"].items()}}
         parent = logger.child(r["study"], params, metrics, tags={
@@ -74,21 +75,21 @@ def run(params: Params) -> dict:
     logger: list = []
 
     def on_start(studies: list[Study]) -> None:
-        log.info("tune: %d studies (%s x %d candidates) x %d trials, objective val %s, sampler %s",
-                 len(studies), "/".join(tp.methods), len(studies) // len(tp.methods), tp.n_trials, tp.objective,
+        log.info("tune: %d studies (%s x %d candidates) x %d trials, objective each method's val verdict metric, "
+                 "sampler %s", len(studies), "/".join(tp.methods), len(studies) // len(tp.methods), tp.n_trials,
                  tp.sampler)
         logger.append(study_logger(tp, params.seed, run_tags("tune", inputs)))
 
     def on_result(r: dict) -> None:
         log.info("tune %s (%s): best %s %.4f at trial %d (untuned %s) in %.1fs", r["study"], r["kind"],
-                 f"{metric_prefix(r['method'])}/{tp.objective}", r["best_value"], r["best_trial"],
+                 f"{metric_prefix(r['method'])}/{objective_of(r['method'])}", r["best_value"], r["best_trial"],
                  "n/a" if r["untuned_value"] is None else f"{r['untuned_value']:.4f}", r["seconds"])
         logger[0](r)
 
-    best, metrics = tune(*inputs[:3], VAL, OUT, METRICS_FILE, tp, e.clustering, e.select_metric, params.seed,
+    best, metrics = tune(*inputs[:3], VAL, OUT, METRICS_FILE, tp, e.clustering, params.seed,
                          e.feature_batch, params.data.dark_luminance, on_start, on_result)
-    log.info("tune: %d studies in %.1fs; generated kinds vs best baseline (val %s): %s",
-             sum(len(m["candidates"]) for m in best["methods"].values()), time.perf_counter() - t0, tp.objective,
+    log.info("tune: %d studies in %.1fs; generated kinds vs best baseline (val verdict metric): %s",
+             sum(len(m["candidates"]) for m in best["methods"].values()), time.perf_counter() - t0,
              ", ".join(f"{m} " + " ".join(f"{k} {v:.4f}" for k, v in metrics[m].items() if k.startswith("generated-")
                                           and not k.endswith(("_untuned", "_baseline")))
                        + f" vs {metrics[m].get('best_baseline', 'n/a')}" for m in tp.methods))

@@ -1,7 +1,8 @@
 """Steps `verdict` and `render` of evaluate: selection on val, the verdict on test, tables and figures.
 
 `judge` reads the per-candidate metrics and per-image scores `steps.scores` saved, picks each generated kind's
-top models on val, compares every generated kind with every other kind (paired bootstrap intervals,
+top models on val (per method, by the method's verdict metric, ties in a seeded random order: core.selection),
+compares every generated kind with every other kind (paired bootstrap intervals,
 `core.verdict`), and writes verdict.json and selected.json. `render` writes the study's tables per variant, the
 baselines and kinds tables, the verdict table, the figures of the selected models, and the headline metrics file.
 Knows nothing of DVC or MLflow.
@@ -20,6 +21,7 @@ import torch
 
 from zoofusion.config import METHODS, METRICS, EvaluateParams, VerdictParams
 from zoofusion.core.candidates import Candidate, generated_kind, is_generated, rank, target_domain
+from zoofusion.core.selection import rank_rows, select_key
 from zoofusion.core.seeds import derive_seed
 from zoofusion.core.verdict import VERDICT_METRIC, Comparison, answer, compare, holm_adjust, primary, sentence
 from zoofusion.io import atomic_dir, atomic_path, load_npz, write_json
@@ -35,39 +37,73 @@ STUDY_COLUMNS = ["Model", "Generated Filter Domain", "Accuracy", "Precision", "R
 # --- tables and summaries (pure) -------------------------------------------------------------------------------
 
 def study_table(rows: list[dict], method: str, selected: set[str]) -> list[dict]:
-    """The study's table for one method on test: generated models sorted by test accuracy (as published),
-    plus the val accuracy used for selection and whether the model was selected on val."""
+    """The study's table for one method on test: generated models sorted by test accuracy (as published; the
+    clusters are mapped to classes on val, not on test as the study did), plus the val verdict metric each model
+    was selected by and whether it was selected on val for this method."""
+    key = select_key(method)
     out = []
     for r in rank(rows, f"test/{method}/accuracy"):
         m = r["metrics"]
         out.append({"Model": r["id"], "Generated Filter Domain": f"{target_domain(r['source_domain'])} "
                     f"(from {r['source_domain']})",
                     **{k.capitalize(): round(m[f"test/{method}/{k}"], 4) for k in METRICS},
-                    "Val Accuracy": round(m[f"val/{method}/accuracy"], 4),
+                    f"Val {key.split('/')[2].upper()}": round(m[key], 4),
                     "Selected on val": "yes" if r["id"] in selected else ""})
     return out
 
 
-def baseline_table(rows: list[dict], select_metric: str, kinds: Sequence[str]) -> list[dict]:
-    """Per kind and method: test accuracy distribution, and the test score of the best-on-val model."""
+def baseline_table(rows: list[dict], kinds: Sequence[str], seed: int) -> list[dict]:
+    """Per kind and method: test accuracy distribution, and the test scores of the best-on-val model (chosen by
+    the method's verdict metric on val, core.selection)."""
     out = []
     for kind in kinds:
         group = [r for r in rows if r["kind"] == kind]
         if not group:
             continue
         for method in METHODS:
+            metric = VERDICT_METRIC[method]
             acc = np.array([r["metrics"][f"test/{method}/accuracy"] for r in group])
-            best = rank(group, f"val/{method}/{select_metric.split('/')[2]}")[0]
+            best = rank_rows(group, method, seed)[0]
             out.append({"Method": kind, "Clustering": METHOD_TITLES[method], "Models": len(group),
                         "Test accuracy mean": round(float(acc.mean()), 4), "Test accuracy std": round(float(acc.std()), 4),
                         "Test accuracy max": round(float(acc.max()), 4), "Best on val": best["id"],
+                        f"Its val {metric}": round(best["metrics"][f"val/{method}/{metric}"], 4),
+                        f"Its test {metric}": round(best["metrics"][f"test/{method}/{metric}"], 4),
                         "Its test accuracy": round(best["metrics"][f"test/{method}/accuracy"], 4),
                         "Its test recall": round(best["metrics"][f"test/{method}/recall"], 4),
                         "Its test purity": round(best["metrics"][f"test/{method}/purity"], 4)})
     return out
 
 
-def kinds_table(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
+DBSCAN_ARMS = {"study": "dbscan", "val": "dbscan_val_eps"}  # arm -> protocol method
+
+
+def degenerate(clusters: np.ndarray) -> bool:
+    """A clustering that finds no structure: fewer than two clusters besides noise (all noise, or one cluster)."""
+    c = np.asarray(clusters)
+    return np.unique(c[c != -1]).size < 2
+
+
+def dbscan_arms(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
+    """Per kind and DBSCAN arm (the study's eps; eps from the val k-distance curve): how many candidates are
+    degenerate (:func:`degenerate`) on val and on test, and the median test ARI."""
+    out = []
+    for arm, method in DBSCAN_ARMS.items():
+        for kind in kinds:
+            group = [r for r in rows if r["kind"] == kind]
+            if not group or f"val/{method}/ari" not in group[0]["metrics"]:
+                continue
+            eps = [r["metrics"].get(f"val/{method}/eps") for r in group]
+            out.append({"Arm": arm, "Kind": kind, "Candidates": len(group),
+                        "Degenerate on val": sum(degenerate(r["clusters"][f"val/{method}"]) for r in group),
+                        "Degenerate on test": sum(degenerate(r["clusters"][f"test/{method}"]) for r in group),
+                        "Median eps": round(float(np.median(eps)), 4) if None not in eps else "",
+                        "Median test ARI": round(float(np.nanmedian([r["metrics"][f"test/{method}/ari"]
+                                                                     for r in group])), 4)})
+    return out
+
+
+def kinds_table(rows: list[dict], kinds: Sequence[str], seed: int) -> list[dict]:
     """Per kind and method, the verdict metric (AUROC; ARI for DBSCAN) on test: how many candidates (the budget), the
     distribution (mean, median, quartiles, spread), and the test value of the kind's best-on-val candidate."""
     out = []
@@ -78,7 +114,7 @@ def kinds_table(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
             if not group:
                 continue
             v = np.array([r["metrics"][f"test/{method}/{key}"] for r in group], dtype=float)
-            best = rank(group, f"val/{method}/{key}")[0]
+            best = rank_rows(group, method, seed)[0]
             ba = np.array([r["metrics"][f"test/{method}/balanced_accuracy"] for r in group], dtype=float)
             out.append({"Clustering": METHOD_TITLES[method], "Metric": key, "Kind": kind, "Candidates": len(group),
                         "Mean": round(float(np.nanmean(v)), 4), "Median": round(float(np.nanmedian(v)), 4),
@@ -106,7 +142,7 @@ def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int, *, fam
         key = VERDICT_METRIC[method]
         val = np.array([r["metrics"][f"val/{method}/{key}"] for r in rows], dtype=float)
         out += compare(method, y_test, kinds, ids, np.nan_to_num(val, nan=-np.inf), _arrays(rows, "test", method),
-                       n_boot, derive_seed(seed, "bootstrap", method), alpha=alpha)
+                       n_boot, derive_seed(seed, "bootstrap", method), alpha=alpha, select_seed=seed)
     return holm_adjust(out, family, alpha)
 
 
@@ -129,29 +165,36 @@ def nobody_finds_black_cats(rows: list[dict]) -> bool:
     return all(r["metrics"][f"test/{m}/recall"] == 0 for r in rows for m in METHODS)
 
 
-def headline(rows: list[dict], selected: list[dict], select_metric: str, kinds: Sequence[str]) -> dict:
-    """metrics/evaluate.json: test scores of the best-on-val model of each kind, and means."""
-    out: dict = {"n_generated": sum(is_generated(r["kind"]) for r in rows), "select_metric": select_metric}
-    crit = select_metric.split("/")[2]
+def headline(rows: list[dict], selected: list[dict], kinds: Sequence[str], seed: int) -> dict:
+    """metrics/evaluate.json: per kind and method, the best-on-val model (by the method's verdict metric on val)
+    with its test verdict metric and accuracy, and the kind's means."""
+    out: dict = {"n_generated": sum(is_generated(r["kind"]) for r in rows),
+                 "select_metric": {m: select_key(m) for m in METHODS}, "tie_break": "seeded random order"}
     for kind in kinds:
         group = [r for r in rows if r["kind"] == kind]
         if not group:
             continue
         d: dict = {}
         for method in METHODS:
-            best = rank(group, f"val/{method}/{crit}")[0]
-            d[method] = {"best_on_val_test_accuracy": round(best["metrics"][f"test/{method}/accuracy"], 4),
+            metric = VERDICT_METRIC[method]
+            best = rank_rows(group, method, seed)[0]
+            d[method] = {"best_on_val": best["id"],
+                         f"best_on_val_test_{metric}": round(best["metrics"][f"test/{method}/{metric}"], 4),
+                         "best_on_val_test_accuracy": round(best["metrics"][f"test/{method}/accuracy"], 4),
+                         f"mean_test_{metric}": round(float(np.nanmean([r["metrics"][f"test/{method}/{metric}"]
+                                                                         for r in group])), 4),
                          "mean_test_accuracy": round(float(np.mean([r["metrics"][f"test/{method}/accuracy"]
                                                                      for r in group])), 4)}
         out[kind] = d
     out["selected"] = [{"id": r["id"], "kind": r["kind"], **{k: round(v, 4) for k, v in r["metrics"].items() if k.startswith("test/")
-                                          and k.endswith(("accuracy", "recall", "precision"))}} for r in selected]
+                                          and k.endswith(("accuracy", "recall", "precision", "auroc", "ari"))}}
+                       for r in selected]
     return out
 
 
-def select(rows: list[dict], select_metric: str, n: int, kinds: Sequence[str]) -> dict[str, list[dict]]:
-    """Per generated kind, its top `n` models on val."""
-    return {kind: rank([r for r in rows if r["kind"] == kind], select_metric)[:n]
+def select(rows: list[dict], method: str, n: int, kinds: Sequence[str], seed: int) -> dict[str, list[dict]]:
+    """Per generated kind, its top `n` models on val by the method's verdict metric (core.selection)."""
+    return {kind: rank_rows([r for r in rows if r["kind"] == kind], method, seed)[:n]
             for kind in kinds if is_generated(kind) and any(r["kind"] == kind for r in rows)}
 
 
@@ -161,6 +204,9 @@ def _rounded(d):
     if isinstance(d, list):
         return [_rounded(v) for v in d]
     return round(d, 4) if isinstance(d, float) else d
+def champion(rows: list[dict], method: str, seed: int) -> dict:
+    """The best-on-val generated model over every generated kind (the registry's alias `champion`)."""
+    return rank_rows([r for r in rows if is_generated(r["kind"])], method, seed)[0]
 
 
 def verdict_summary(rows: list[dict], by_kind: dict[str, list[dict]], comparisons: list[Comparison],
@@ -183,11 +229,13 @@ def verdict_summary(rows: list[dict], by_kind: dict[str, list[dict]], comparison
 @dataclass
 class Judged:
     rows: list[dict]  # steps.scores.load_scores
-    by_kind: dict[str, list[dict]]  # each generated kind's models selected on val
+    by_kind: dict[str, list[dict]]  # each generated kind's models selected on val (evaluate.select_method)
     comparisons: list[Comparison]
     summary: dict  # verdict_summary, with the primary endpoint under "primary"
     seconds: float  # the bootstrap
     primary: dict  # primary_endpoint, rounded as written
+    by_method: dict[str, dict[str, list[dict]]] = None  # per method, each generated kind's models selected on val
+    champion: str = ""  # the best-on-val generated model by evaluate.select_method's verdict metric
 
     @property
     def selected(self) -> list[dict]:
@@ -201,17 +249,23 @@ def judge(scores: Path, test: Path, out_verdict: Path, out_selected: Path, e: Ev
     The verdict: the primary endpoint (params `verdict.primary`, the selection-aware bootstrap) and the secondary
     comparisons, Holm-adjusted over `verdict.secondary_family`."""
     rows = load_scores(scores)
-    by_kind = select(rows, e.select_metric, e.n_selected, kinds)
+    by_method = {m: select(rows, m, e.n_selected, kinds, seed) for m in METHODS}
+    by_kind = by_method[e.select_method]
+    best = champion(rows, e.select_method, seed)
     t0 = time.perf_counter()
     y_test = load_npz(test)["labels"]
     comparisons = verdict(rows, y_test, e.n_boot, seed, family=vp.secondary_family, alpha=vp.alpha)
     prim = _rounded(primary_endpoint(rows, load_npz(val)["labels"], y_test, vp, e.n_boot, seed, kinds))
     summary = {**verdict_summary(rows, by_kind, comparisons, e.n_boot, vp.alpha), "primary": prim}
-    j = Judged(rows, by_kind, comparisons, summary, time.perf_counter() - t0, prim)
+    j = Judged(rows, by_kind, comparisons, summary, time.perf_counter() - t0, prim, by_method, best["id"])
     with atomic_path(out_selected) as tmp:
-        tmp.write_text(json.dumps({"select_metric": e.select_metric, "selected": [r["id"] for r in j.selected],
-                                   "by_kind": {kind: [r["id"] for r in group] for kind, group in by_kind.items()}},
-                                  indent=2) + "\n")
+        tmp.write_text(json.dumps({
+            "select_method": e.select_method, "select_metric": {m: select_key(m) for m in METHODS},
+            "tie_break": "seeded random order (core.selection.tie_keys)", "champion": j.champion,
+            "selected": [r["id"] for r in j.selected],
+            "by_kind": {kind: [r["id"] for r in group] for kind, group in by_kind.items()},
+            "by_method": {m: {kind: [r["id"] for r in group] for kind, group in g.items()}
+                          for m, g in by_method.items()}}, indent=2) + "\n")
     with atomic_path(out_verdict) as tmp:
         tmp.write_text(json.dumps(j.summary, indent=2) + "\n")
     return j
@@ -260,10 +314,9 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
     the kernel harvest its variant translated (in the channel order it saw). Returns (each figure row's paths,
     the headline metrics as written)."""
     rows, selected = j.rows, j.selected
-    sel_ids = {r["id"] for r in selected}
     by_id = {c.id: c for c in pool}
     t = load_npz(test)
-    fig_rows = selected + [rank([r for r in rows if r["kind"] == k], e.select_metric)[0]
+    fig_rows = selected + [rank_rows([r for r in rows if r["kind"] == k], e.select_method, seed)[0]
                            for k in ("random", "zoo-A", "pixels") if any(r["kind"] == k for r in rows)]
     fig_cands = [by_id[r["id"]] for r in fig_rows]
     feats = features(fig_cands, t["images"], e.feature_batch, dark_luminance)  # cheap: a few forward passes
@@ -277,13 +330,17 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
         for v in variants:
             gen_rows = [r for r in rows if r["kind"] == generated_kind(v)]
             for method in ("kmeans", "ocsvm", "dbscan"):
-                write_table(study_table(gen_rows, method, sel_ids), tabdir / f"study_{method}_{v}",
+                chosen = {r["id"] for g in (j.by_method or {}).get(method, {}).values() for r in g}
+                write_table(study_table(gen_rows, method, chosen), tabdir / f"study_{method}_{v}",
                             f"{METHOD_TITLES[method]} — {v} translation's generated models on test (sorted by test "
-                            "accuracy, as the study)")
-        write_table(baseline_table(rows, e.select_metric, kinds), tabdir / "baselines",
+                            "accuracy, as the study; clusters mapped to classes on val)")
+        write_table(baseline_table(rows, kinds, seed), tabdir / "baselines",
                     "Generated models vs baselines on test (best-on-val model's test score, and the distribution)")
-        kt = kinds_table(rows, kinds)
-        write_table(kt, tabdir / "kinds", "Every kind with the same budget: the verdict metric on test")
+        arms = dbscan_arms(rows, kinds)
+        write_table(arms, tabdir / "dbscan_arms", "DBSCAN: candidates that find no structure (fewer than two "
+                    "clusters besides noise), per kind, with the study's eps and with eps chosen on val")
+        kt = kinds_table(rows, kinds, seed)
+        write_table(kt, tabdir / "kinds", "Every kind with the same budget: the verdict metric on test (AUROC; ARI for DBSCAN)")
         for method in METHODS:  # one file per method: DVC plots draw one bar per row, and mixed metrics don't add
             write_table([k for k in kt if k["Clustering"] == METHOD_TITLES[method]], tabdir / f"kinds_{method}",
                         f"{METHOD_TITLES[method]}: every kind with the same budget ({VERDICT_METRIC[method]} on test)")
@@ -292,7 +349,11 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
         save_figure(kinds_boxplot({m: {kind: [r["metrics"][f"test/{m}/{VERDICT_METRIC[m]}"] for r in rows
                                               if r["kind"] == kind] for kind in kinds} for m in METHODS},
                                   {m: VERDICT_METRIC[m] for m in METHODS}), figdir / "kinds.png")
-    summary = headline(rows, selected, e.select_metric, kinds)  # no timings: identical runs, identical bytes
+    summary = headline(rows, selected, kinds, seed)  # no timings: identical runs, identical bytes
+    summary["champion"] = j.champion
+    summary["dbscan_degenerate"] = {arm: {a["Kind"]: {"candidates": a["Candidates"], "val": a["Degenerate on val"],
+                                                      "test": a["Degenerate on test"]}
+                                          for a in arms if a["Arm"] == arm} for arm in DBSCAN_ARMS}
     summary["n_candidates"] = len(rows)
     summary["budget_per_kind"] = {kind: sum(r["kind"] == kind for r in rows) for kind in kinds}
     summary["test_images"] = int(len(t["labels"]))

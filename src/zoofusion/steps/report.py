@@ -264,6 +264,15 @@ def build(params: Params, root: Path = Path(".")) -> str:
         md_table(read_csv(root / "reports/tables/kinds.csv")),
         "![Per-kind distributions of the verdict metric on test](figures/kinds.png)",
         "",
+        "### DBSCAN: how many candidates find no structure",
+        "",
+        f"Degenerate: fewer than two clusters besides noise (all noise, or one cluster). Arm `study`: the study's "
+        f"eps {e.clustering.dbscan_eps}; arm `val`: eps = the {e.clustering.dbscan_eps_quantile} quantile of each "
+        f"candidate's val k-distance curve (k = min_samples {e.clustering.dbscan_min_samples}), chosen on val "
+        "without labels. The verdict's DBSCAN rows use the study arm.",
+        "",
+        md_table(read_csv(root / "reports/tables/dbscan_arms.csv")),
+        "",
         "## What was run",
         "",
         f"- seed `{params.seed}`; code versions: dvc.lock holds the md5 of each stage's code, and every MLflow "
@@ -276,7 +285,8 @@ def build(params: Params, root: Path = Path(".")) -> str:
         f"val {len(val['labels'])} images ({int(val['labels'].sum())} black cats), test {len(test['labels'])} "
         f"images ({int(test['labels'].sum())} black cats, "
         f"{'manifest ' + params.testset.manifest if params.testset.manifest else 'built split'}); selection on "
-        f"`{e.select_metric}`; UMAP n_neighbors {e.clustering.umap.n_neighbors}, min_dist "
+        f"val by each method's verdict metric (ties in a seeded random order; selected models and champion by "
+        f"`{e.select_method}`); UMAP fitted on val, test transformed into it (inductive); UMAP n_neighbors {e.clustering.umap.n_neighbors}, min_dist "
         f"{e.clustering.umap.min_dist}; KMeans k {e.clustering.kmeans_k}; DBSCAN eps {e.clustering.dbscan_eps}, "
         f"min_samples {e.clustering.dbscan_min_samples}; One-class SVM nu {e.clustering.ocsvm_nu}, gamma "
         f"{e.clustering.ocsvm_gamma}",

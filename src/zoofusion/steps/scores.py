@@ -4,8 +4,22 @@ Each candidate's val and test features (`steps.candidates.features`) go through 
 (one UMAP per candidate, in worker processes). Written: a compact .npz with, per candidate, every metric
 (`<split>/<method>/<metric>`, float64, exact) and what the verdict and later steps resample without rerunning the
 protocol: the continuous black-cat scores (KMeans margin, One-class SVM decision function) and the cluster ids
-(KMeans, DBSCAN; the SVM's 0/1 calls) of every val and test image, and the test embedding (for figures); and
-candidates.csv, the metrics as a table. Knows nothing of DVC or MLflow.
+(KMeans, both DBSCAN arms; the SVM's 0/1 calls) of every val and test image, and the test embedding (for
+figures); and candidates.csv, the metrics as a table. Knows nothing of DVC or MLflow.
+
+Extra seed runs (`evaluate.umap_seeds` = S): the best-on-val candidate of every kind and method (core.selection,
+chosen from the main run's val numbers) runs through the protocol again with S more UMAP/clustering seeds, so a
+bootstrap can include the UMAP seed's variance without refitting. In scores.npz (R = those candidates):
+
+* ``seed_ids`` [R] str: the candidates, in scores order; ``seed_seeds`` [S] int64: the seeds used
+  (``derive_seed(seed, "evaluate", "umap-seed", s)``, s = 1..S; the main run's is ``derive_seed(seed, "evaluate")``);
+* ``seed_best`` [K*M] str ``<kind>|<method>|<id>``: which candidate is best on val for which kind and method;
+* ``seed_score_<split>_<method>`` [R, S, n_split] (kmeans, ocsvm): continuous black-cat scores;
+* ``seed_clusters_<split>_<method>`` [R, S, n_split] (kmeans, dbscan, ocsvm, dbscan_val_eps): cluster ids / 0/1
+  calls, as the main arrays;
+* ``seed_metric_keys`` [k], ``seed_metrics`` [R, S, k] float64: every metric of each seed run.
+
+:func:`load_seed_runs` reads them back.
 """
 
 from __future__ import annotations
@@ -20,7 +34,8 @@ import numpy as np
 from zoofusion.config import ClusteringParams
 from zoofusion.console import progress
 from zoofusion.core.candidates import Candidate
-from zoofusion.core.protocol import METHODS, SPLITS
+from zoofusion.core.protocol import ALL_METHODS, METHODS, SPLITS
+from zoofusion.core.selection import rank_rows
 from zoofusion.core.seeds import derive_seed
 from zoofusion.executor import run_tasks
 from zoofusion.io import atomic_path, load_npz, save_npz
@@ -33,7 +48,7 @@ SCORED = ("kmeans", "ocsvm")  # the methods with a continuous black-cat score
 def _evaluate_one(task: tuple, shared: None = None) -> dict:
     from zoofusion.core.protocol import evaluate_features
 
-    cid, fv, yv, ft, yt, ukw, mp, seed = task
+    cid, fv, yv, ft, yt, ukw, mp, seed = task[:8]
     t0 = time.perf_counter()
     ev = evaluate_features(fv, yv, ft, yt, **ukw, p=mp, seed=seed)
     return {"id": cid, "metrics": ev.metrics, "emb_val": ev.emb_val, "emb_test": ev.emb_test,
@@ -46,7 +61,7 @@ def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_
                  address: str = "") -> list[dict]:
     """Run the protocol for every candidate, in `workers` processes (one UMAP per candidate)."""
     ukw, mp = c.umap_kwargs(), c.method_params()
-    tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, derive_seed(seed, "evaluate"))
+    tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, umap_seed(seed, 0))
              for cand, f in zip(cands, feats)]
     bar = progress(total=len(tasks), desc="evaluate", unit="model")
     results = []
@@ -57,9 +72,56 @@ def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_
     return results
 
 
+def umap_seed(seed: int, s: int) -> int:
+    """The UMAP/clustering seed of extra seed run s (1..umap_seeds); run 0 is the main one."""
+    return derive_seed(seed, "evaluate") if s == 0 else derive_seed(seed, "evaluate", "umap-seed", s)
+
+
+def best_on_val_ids(rows: list[dict], seed: int) -> list[tuple[str, str, str]]:
+    """(kind, method, id) of the best-on-val candidate of every kind and verdict method (core.selection)."""
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    return [(k, m, rank_rows([r for r in rows if r["kind"] == k], m, seed)[0]["id"]) for k in kinds for m in METHODS]
+
+
+def seed_runs(rows: list[dict], feats: list[np.ndarray], cands: list[Candidate], split: int, y_val: np.ndarray,
+              y_test: np.ndarray, c: ClusteringParams, seed: int, n_seeds: int, workers: int, backend: str,
+              address: str) -> dict[str, np.ndarray]:
+    """The extra seed runs' arrays (module docstring) for the best-on-val candidates of every kind and method."""
+    best = best_on_val_ids(rows, seed)
+    order = [r["id"] for r in rows]
+    ids = sorted({i for _, _, i in best}, key=order.index)
+    seeds = [umap_seed(seed, s) for s in range(1, n_seeds + 1)]
+    out = {"seed_ids": np.array(ids, dtype=str), "seed_seeds": np.array(seeds, dtype=np.int64),
+           "seed_best": np.array([f"{k}|{m}|{i}" for k, m, i in best], dtype=str)}
+    if not seeds or not ids:
+        return out
+    pos = {cand.id: j for j, cand in enumerate(cands)}
+    ukw, mp = c.umap_kwargs(), c.method_params()
+    tasks = [(cid, feats[pos[cid]][:split], y_val, feats[pos[cid]][split:], y_test, ukw, mp, s)
+             for cid in ids for s in seeds]
+    res = {(r["id"], r["seed"]): r for r in run_tasks(_evaluate_seed, tasks, workers, backend=backend,
+                                                        address=address)}
+    grid = [[res[(cid, s)] for s in seeds] for cid in ids]
+    keys = list(grid[0][0]["metrics"])
+    out["seed_metric_keys"] = np.array(keys)
+    out["seed_metrics"] = np.array([[[g["metrics"][k] for k in keys] for g in row] for row in grid])
+    for sp in SPLITS:
+        for m in ALL_METHODS:
+            out[f"seed_clusters_{sp}_{m}"] = _compact_ids(np.array([[g["clusters"][f"{sp}/{m}"] for g in row]
+                                                                    for row in grid]))
+        for m in SCORED:
+            out[f"seed_score_{sp}_{m}"] = np.array([[g["scores"][f"{sp}/{m}"] for g in row] for row in grid])
+    return out
+
+
+def _evaluate_seed(task: tuple, shared: None = None) -> dict:
+    r = _evaluate_one(task)
+    return {**r, "seed": task[7], "emb_val": None, "emb_test": None}
+
+
 def score(cands: list[Candidate], val: Path, test: Path, out_scores: Path, out_csv: Path, c: ClusteringParams,
           seed: int, feature_batch: int, dark_luminance: int, workers: int, backend: str = "local",
-          address: str = "") -> tuple[list[dict], dict[str, float]]:
+          address: str = "", umap_seeds: int = 0) -> tuple[list[dict], dict[str, float]]:
     """Every candidate through the protocol on val and test; writes `out_scores` (npz) and `out_csv`.
 
     Returns (one row per candidate: id, kind, source, metrics, scores, clusters, embeddings; seconds spent on
@@ -75,7 +137,9 @@ def score(cands: list[Candidate], val: Path, test: Path, out_scores: Path, out_c
     by_id = {cand.id: cand for cand in cands}
     rows = [{**r, "kind": by_id[r["id"]].kind, "source_domain": by_id[r["id"]].source_domain,
              "source_index": by_id[r["id"]].source_index} for r in results]
-    save_scores(out_scores, rows)
+    extra = seed_runs(rows, feats, cands, len(v["labels"]), v["labels"], t["labels"], c, seed, umap_seeds, workers,
+                      backend, address)
+    save_scores(out_scores, rows, extra)
     write_candidates_csv(out_csv, rows)
     return rows, {"features": t_feat, "protocol": time.perf_counter() - t0 - t_feat}
 
@@ -93,8 +157,9 @@ def _compact_ids(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int16) if a.size == 0 or (a.min() >= -(2 ** 15) and a.max() < 2 ** 15) else a
 
 
-def save_scores(path: Path, rows: list[dict]) -> None:
-    """rows -> one npz: metadata, metrics [n, keys] float64, and per (split, method) the per-image arrays."""
+def save_scores(path: Path, rows: list[dict], extra: dict[str, np.ndarray] | None = None) -> None:
+    """rows -> one npz: metadata, metrics [n, keys] float64, per (split, method) the per-image arrays, and the
+    extra seed runs' arrays (`seed_*`, module docstring)."""
     keys = list(rows[0]["metrics"])
     arrays = {"ids": np.array([r["id"] for r in rows]), "kinds": np.array([r["kind"] for r in rows]),
               "source_domain": np.array([r["source_domain"] for r in rows]),
@@ -102,11 +167,11 @@ def save_scores(path: Path, rows: list[dict]) -> None:
               "metric_keys": np.array(keys), "metrics": np.array([[r["metrics"][k] for k in keys] for r in rows]),
               "emb_test": np.stack([r["emb_test"] for r in rows]).astype(np.float32)}
     for s in SPLITS:
-        for m in METHODS:
+        for m in ALL_METHODS:
             arrays[f"clusters_{s}_{m}"] = _compact_ids(np.stack([r["clusters"][f"{s}/{m}"] for r in rows]))
         for m in SCORED:
             arrays[f"score_{s}_{m}"] = _compact_scores(np.stack([r["scores"][f"{s}/{m}"] for r in rows]))
-    save_npz(path, **arrays)
+    save_npz(path, **arrays, **(extra or {}))
 
 
 def load_scores(path: Path) -> list[dict]:
@@ -117,8 +182,27 @@ def load_scores(path: Path) -> list[dict]:
              "source_index": int(z["source_index"][i]),
              "metrics": dict(zip(keys, (float(x) for x in z["metrics"][i]))),
              "scores": {f"{s}/{m}": z[f"score_{s}_{m}"][i].astype(np.float64) for s in SPLITS for m in SCORED},
-             "clusters": {f"{s}/{m}": z[f"clusters_{s}_{m}"][i].astype(np.int64) for s in SPLITS for m in METHODS},
+             "clusters": {f"{s}/{m}": z[f"clusters_{s}_{m}"][i].astype(np.int64) for s in SPLITS
+                          for m in ALL_METHODS},
              "emb_test": z["emb_test"][i].astype(np.float64)} for i in range(len(z["ids"]))]
+
+
+def load_seed_runs(path: Path) -> dict:
+    """The extra seed runs of scores.npz: ids, seeds, best ({(kind, method): id}), and per array name
+    (``score_<split>_<method>``, ``clusters_<split>_<method>``) the [R, S, n] array; ``metrics`` [R, S, k] with
+    ``metric_keys``. Empty arrays (R = 0 or S = 0) when `evaluate.umap_seeds` is 0."""
+    z = load_npz(path)
+    best = {}
+    for b in z["seed_best"]:
+        k, m, i = str(b).split("|")
+        best[(k, m)] = i
+    out = {"ids": [str(i) for i in z["seed_ids"]], "seeds": [int(s) for s in z["seed_seeds"]], "best": best}
+    for name in z:
+        if name.startswith(("seed_score_", "seed_clusters_")):
+            out[name.removeprefix("seed_")] = z[name]
+    if "seed_metrics" in z:
+        out["metrics"], out["metric_keys"] = z["seed_metrics"], [str(k) for k in z["seed_metric_keys"]]
+    return out
 
 
 def write_candidates_csv(path: Path, rows: list[dict]) -> None:

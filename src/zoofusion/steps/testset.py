@@ -5,7 +5,8 @@ manifest instead (`testset.manifest`: a CSV with columns `path,label`, label 1 =
 where a path is an image file on disk or a member of the image source (e.g. `test/cat/0123.jpg`).
 Swapping the manifest reruns only this stage and evaluation, never the zoos. An image that is also in a
 training domain or in val is refused, since scores on it would not be held out: images are compared by the
-hash of their decoded pixels, so a copy of a training image under another path is caught too.
+hash of their decoded pixels, so a copy of a training image under another path is caught too, and by a perceptual
+hash (near-copies). The built split goes through the same two checks as a manifest.
 """
 
 from __future__ import annotations
@@ -54,27 +55,29 @@ def read_manifest(path: str | Path) -> tuple[list[str], np.ndarray]:
     return paths, np.array(labels, dtype=np.int64)
 
 
-def check_held_out(paths: list[str], images: np.ndarray, used: dict[str, np.ndarray]) -> None:
-    """Refuse manifest images whose decoded pixels equal an image of a training domain or of val."""
+def check_held_out(paths: list[str], images: np.ndarray, used: dict[str, np.ndarray],
+                   what: str = "testset.manifest", fix: str = "drop them from the manifest") -> None:
+    """Refuse test images whose decoded pixels equal an image of a training domain or of val."""
     mine = pixel_hashes(images)
     for name, other in used.items():
         both = np.isin(mine, pixel_hashes(other))
         if both.any():
-            raise ImageSourceError(f"testset.manifest: {int(both.sum())} images have the same pixels as images in "
+            raise ImageSourceError(f"{what}: {int(both.sum())} images have the same pixels as images in "
                                    f"the {name} set (e.g. {paths[int(np.flatnonzero(both)[0])]}); a test set must be "
-                                   "held out — drop them from the manifest")
+                                   f"held out — {fix}")
 
 
-def check_no_near_copies(paths: list[str], images: np.ndarray, used: dict[str, dict], bits: int) -> None:
-    """Refuse manifest images that are near-copies (resized, re-encoded) of a training or val image, listing pairs."""
+def check_no_near_copies(paths: list[str], images: np.ndarray, used: dict[str, dict], bits: int,
+                         what: str = "testset.manifest", fix: str = "drop them from the manifest") -> None:
+    """Refuse test images that are near-copies (resized, re-encoded) of a training or val image, listing pairs."""
     mine = perceptual_hashes(images)
     pairs = [(paths[i], str(d["ids"][j]), dist) for name, d in used.items()
              for i, j, dist in near_copies(mine, perceptual_hashes(d["images"]), bits)]
     if pairs:
         shown = "; ".join(f"{a} ~ {b} ({dist} bits)" for a, b, dist in pairs[:5])
-        raise ImageSourceError(f"testset.manifest: {len(pairs)} images are near-copies (pHash within {bits} bits, "
+        raise ImageSourceError(f"{what}: {len(pairs)} images are near-copies (pHash within {bits} bits, "
                                f"data.near_copy_bits) of training or val images: {shown}"
-                               f"{'; ...' if len(pairs) > 5 else ''} — drop them from the manifest")
+                               f"{'; ...' if len(pairs) > 5 else ''} — {fix}")
 
 
 def check_tracked(path: str | Path, manifests: Path, what: str) -> None:
@@ -92,7 +95,14 @@ def run(params: Params, prepared: Path = PREPARED, out: Path = OUT, manifests: P
     if not manifest:
         d = load_npz(prepared / "test_split.npz")
         images, labels, ids = d["images"], d["labels"], d["ids"]
-        log.info("test: the built split, %d images", len(ids))
+        # the built split passes the same disjointness checks as a user's manifest
+        used = {n: load_npz(prepared / f"{n}.npz") for n in ("black", "cat", "val")}
+        fix = "the data stage must keep them apart (a bug: report it)"
+        check_held_out([str(i) for i in ids], images, {n: u["images"] for n, u in used.items()}, "built test split",
+                       fix)
+        check_no_near_copies([str(i) for i in ids], images, used, params.data.near_copy_bits, "built test split", fix)
+        log.info("test: the built split, %d images (held out from the training domains and val: pixels and pHash)",
+                 len(ids))
     else:
         paths, labels = read_manifest(manifest)
         for p in paths:  # images on disk (not members of the image source, itself a dep) are tracked too

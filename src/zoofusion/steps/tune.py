@@ -1,18 +1,20 @@
 """Steps `tune` and `tuned`: Optuna searches over the clustering protocol's knobs on val only, then the tuned
 params scored once on test.
 
-tune: one study per clustering method (`tune.methods`) and per candidate. Candidates are the top
-`tune.top_models` generated models of each generated kind (one per translation variant, selected.json order)
-and, per method, the best-on-val model of each baseline kind (`core.candidates.rank` over candidates.csv by
-`val/<method>/<criterion of evaluate.select_metric>`, the same choice evaluate's headline and baseline table
-make). Every study gets `tune.n_trials` trials, the first being the untuned configuration from
-`evaluate.clustering` (when it lies in the search space), so "tuned" is never worse than "default" on the
-objective. The search space and the val-only objective are in `zoofusion.tuning`.
+tune: one study per clustering method (`tune.methods`) and per candidate. Candidates are, per method, the top
+`tune.top_models` generated models of each generated kind on val by that method's verdict metric (selected.json
+`by_method`) and the best-on-val model of each baseline kind (`core.selection.rank_rows` over candidates.csv: the
+same choice evaluate's headline, baseline table and verdict make, ties in the same seeded random order). Every
+study gets `tune.n_trials` trials, the first being the untuned configuration from `evaluate.clustering` (when it
+lies in the search space), so "tuned" is never worse than "default" on the objective. The search space and the
+val-only objective are in `zoofusion.tuning`.
 
 Honesty, val only: `tune` never reads the test split. Each trial standardises and embeds the val features with one
-UMAP fitted on val alone (labels unused), then scores the method on val; the objective is the val metric
-`tune.objective`. The One-class SVM is cross-validated on val (`tuning.ocsvm_cv_scores`; keys `val_cv/ocsvm/...`).
-Features come from evaluate's saved candidates (candidates.pt): a forward pass each, no pool rebuilt.
+UMAP fitted on val alone (labels unused), as evaluate does, then scores the method on val; the objective is the
+method's verdict metric on val (`tuning.objective_of`: AUROC for KMeans and the One-class SVM, ARI for DBSCAN), the
+metric selection and the verdict read. The One-class SVM is cross-validated on val (`tuning.ocsvm_cv_scores`; keys
+`val_cv/ocsvm/...`). Features come from evaluate's saved candidates (candidates.pt): a forward pass each, no pool
+rebuilt.
 
 Determinism: samplers are seeded from `seed` per study, UMAP and KMeans use a fixed seed derived from `seed`,
 studies run whole inside one process each, and ties between trials go to the earliest, so the same params give the
@@ -34,11 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from zoofusion.config import ClusteringParams, TuneParams
-from zoofusion.core.candidates import BASELINE_KINDS, is_generated, rank
+from zoofusion.core.candidates import BASELINE_KINDS, is_generated
+from zoofusion.core.selection import rank_rows, select_key
 from zoofusion.io import atomic_path, load_npz, write_json
 from zoofusion.steps.candidates import pool_features
 from zoofusion.steps.scores import read_candidates
-from zoofusion.tuning import Study, TuneError, display_url, metric_prefix, tune_all, tuned_evaluation, validate_val
+from zoofusion.tuning import (Study, TuneError, display_url, metric_prefix, objective_of, tune_all, tuned_evaluation,
+                              validate_val)
 
 
 def _need(*paths: tuple[Path, str]) -> None:
@@ -47,36 +51,37 @@ def _need(*paths: tuple[Path, str]) -> None:
             raise FileNotFoundError(f"{f}: missing; run `{how}` first")
 
 
-def choose_studies(rows: list[dict], selected: dict[str, list[str]], tp: TuneParams,
-                   select_metric: str) -> list[Study]:
-    """Per method: each generated kind's top models (selected.json order), then each baseline kind's best-on-val
-    model. `selected` maps a generated kind to its models selected on val."""
+def choose_studies(rows: list[dict], by_method: dict[str, dict[str, list[str]]], tp: TuneParams,
+                   seed: int) -> list[Study]:
+    """Per method: each generated kind's top models on val by the method's verdict metric (selected.json
+    `by_method` order), then each baseline kind's best-on-val model (core.selection, seeded ties)."""
     by_id = {r["id"]: r for r in rows}
-    gen: list[tuple[str, str]] = []
-    for kind, ids in selected.items():
-        if len(ids) < tp.top_models:
-            raise TuneError(f"tune.top_models is {tp.top_models} but selected.json lists only "
-                            f"{len(ids)} {kind} models; lower tune.top_models or raise evaluate.n_selected")
-        for cid in ids[:tp.top_models]:
-            if by_id.get(cid, {}).get("kind") != kind or not is_generated(kind):
-                raise TuneError(f"selected model {cid!r} is not a {kind} model in candidates.csv; "
-                                "rerun `dvc repro evaluate`")
-            gen.append((cid, kind))
-    crit = select_metric.split("/")[2]
     out = []
     for method in tp.methods:
-        key = f"val/{method}/{crit}"
+        key = select_key(method)
         if rows and key not in rows[0]["metrics"]:
             raise TuneError(f"candidates.csv has no column {key!r}; rerun `dvc repro evaluate`")
-        out += [Study(method, cid, kind) for cid, kind in gen]
+        if method not in by_method:
+            raise TuneError(f"selected.json has no selection for {method!r}; rerun `dvc repro evaluate`")
+        for kind, ids in by_method[method].items():
+            if len(ids) < tp.top_models:
+                raise TuneError(f"tune.top_models is {tp.top_models} but selected.json lists only "
+                                f"{len(ids)} {kind} models for {method}; lower tune.top_models or raise "
+                                "evaluate.n_selected")
+            for cid in ids[:tp.top_models]:
+                if by_id.get(cid, {}).get("kind") != kind or not is_generated(kind):
+                    raise TuneError(f"selected model {cid!r} is not a {kind} model in candidates.csv; "
+                                    "rerun `dvc repro evaluate`")
+                out.append(Study(method, cid, kind))
         for kind in BASELINE_KINDS:
             group = [r for r in rows if r["kind"] == kind]
             if group:
-                out.append(Study(method, rank(group, key)[0]["id"], kind))
+                out.append(Study(method, rank_rows(group, method, seed)[0]["id"], kind))
     return out
 
 
-def summarize(results: list[dict], tp: TuneParams, seed: int, selected: dict[str, list[str]]) -> tuple[dict, dict]:
+def summarize(results: list[dict], tp: TuneParams, seed: int,
+              by_method: dict[str, dict[str, list[str]]]) -> tuple[dict, dict]:
     """(best_params.json, metrics/tune.json) from the study results."""
     methods: dict[str, dict] = {}
     metrics: dict[str, dict] = {}
@@ -91,11 +96,11 @@ def summarize(results: list[dict], tp: TuneParams, seed: int, selected: dict[str
                    for r in rs}
         # per generated kind, the model chosen on val: best tuned value, selected.json order on ties
         tops = {}
-        for kind, order in selected.items():
+        for kind, order in by_method.get(method, {}).items():
             gen = [r for r in rs if r["kind"] == kind]
             if gen:
                 tops[kind] = min(gen, key=lambda r: (-r["best_value"], order.index(r["candidate"])))
-        methods[method] = {"objective_key": f"{metric_prefix(method)}/{tp.objective}",
+        methods[method] = {"objective_key": f"{metric_prefix(method)}/{objective_of(method)}",
                            "generated": {kind: {"candidate": t["candidate"], **entries[t["candidate"]]}
                                          for kind, t in tops.items()},
                            "candidates": entries}
@@ -111,7 +116,7 @@ def summarize(results: list[dict], tp: TuneParams, seed: int, selected: dict[str
         if base:
             m["best_baseline"] = round(max(base.values()), 4)
         metrics[method] = m
-    best = {"objective": tp.objective, "sampler": tp.sampler, "n_trials": tp.n_trials, "seed": seed,
+    best = {"objective": {m: objective_of(m) for m in tp.methods}, "sampler": tp.sampler, "n_trials": tp.n_trials, "seed": seed,
             "storage": display_url(tp.storage), "methods": methods}
     return best, metrics
 
@@ -124,7 +129,7 @@ def _features(pool: Path, ids: list[str], images: np.ndarray, batch: int, dark: 
 
 
 def tune(pool: Path, candidates_csv: Path, selected_json: Path, val: Path, out_best: Path, metrics_file: Path,
-         tp: TuneParams, c: ClusteringParams, select_metric: str, seed: int, feature_batch: int, dark_luminance: int,
+         tp: TuneParams, c: ClusteringParams, seed: int, feature_batch: int, dark_luminance: int,
          on_start: Callable[[list[Study]], None] | None = None,
          on_result: Callable[[dict], None] | None = None) -> tuple[dict, dict]:
     """Every study on val features of the saved candidates; writes best_params.json and the tune metrics.
@@ -132,15 +137,17 @@ def tune(pool: Path, candidates_csv: Path, selected_json: Path, val: Path, out_b
     _need((pool, "dvc repro evaluate"), (candidates_csv, "dvc repro evaluate"), (selected_json, "dvc repro evaluate"),
           (val, "dvc repro data"))
     rows = read_candidates(candidates_csv)
-    selected = json.loads(Path(selected_json).read_text())["by_kind"]
-    studies = choose_studies(rows, selected, tp, select_metric)
+    selected = json.loads(Path(selected_json).read_text())
+    if "by_method" not in selected:
+        raise TuneError(f"{selected_json} has no by_method (written by an older evaluate); rerun `dvc repro evaluate`")
+    studies = choose_studies(rows, selected["by_method"], tp, seed)
     v = load_npz(val)  # the test split is never loaded here
     validate_val({}, v["labels"])
     feats = _features(pool, [s.candidate for s in studies], v["images"], feature_batch, dark_luminance)
     if on_start is not None:
         on_start(studies)
     results = tune_all(studies, feats, v["labels"], tp, c, seed, tp.workers, on_result)
-    best, metrics = summarize(results, tp, seed, selected)
+    best, metrics = summarize(results, tp, seed, selected["by_method"])
     write_json(out_best, best)
     write_json(metrics_file, metrics)
     return best, metrics
@@ -156,7 +163,7 @@ def tuned_rows(best_json: Path, pool: Path, candidates_csv: Path, val: Path, tes
     _need((best_json, "dvc repro tune"), (pool, "dvc repro evaluate"), (candidates_csv, "dvc repro evaluate"),
           (val, "dvc repro data"), (test, "dvc repro testset"))
     doc = json.loads(Path(best_json).read_text())
-    best, objective = doc["methods"], doc["objective"].replace("_", " ")
+    best = doc["methods"]
     v, t = load_npz(val), load_npz(test)
     rows = {r["id"]: r for r in read_candidates(candidates_csv)}
     ids = sorted({cid for m in best.values() for cid in m["candidates"]})
@@ -170,7 +177,8 @@ def tuned_rows(best_json: Path, pool: Path, candidates_csv: Path, val: Path, tes
             before = rows[cid]["metrics"]
             # balanced accuracy beside accuracy: at 1 black cat in 10, calling everything "other" scores accuracy 0.9
             out.append({"Clustering": method, "Model": cid, "Kind": b["kind"],
-                        f"Val {objective} (tuned)": round(b["value"], 4),
+                        "Val verdict metric": objective_of(method),
+                        "Val value (tuned)": round(b["value"], 4),
                         "Test balanced accuracy untuned": round(before[f"test/{method}/balanced_accuracy"], 4),
                         "Test balanced accuracy tuned": round(m[f"test/{method}/balanced_accuracy"], 4),
                         "Test accuracy untuned": round(before[f"test/{method}/accuracy"], 4),
