@@ -140,6 +140,7 @@ def synthetic_project(root: Path) -> None:
             _csv(root / f"reports/tables/study_{m}_{v}.csv", [{"Model": "x", "Accuracy": 0.9}])
     for name in ("baselines", "kinds"):
         _csv(root / f"reports/tables/{name}.csv", [{"Method": "random", "Mean": 0.5}])
+    _csv(root / "reports/tables/dbscan_arms.csv", [{"Arm": "val", "Kind": "random", "Degenerate on test": 1}])
     _csv(root / "data/tuned/tuned.csv", [{"Model": "aligned/3/A", "Test accuracy tuned": 0.9}])
 
 

@@ -267,9 +267,14 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
         for key in a["scores"]:
             np.testing.assert_array_equal(a["scores"][key], b["scores"][key])
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 2}}).evaluate
+    vp = make_params({}).verdict
     j1 = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "v1.json", tmp_path / "s1.json", e, SEED,
-               kinds_of(VARIANTS))
-    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, kinds_of(VARIANTS))
+               kinds_of(VARIANTS), val=paths["val"], vp=vp)
+    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, kinds_of(VARIANTS),
+               val=paths["val"], vp=vp)
+    # the primary endpoint's two sides are chosen on val too
+    assert [j1.primary[s]["id"] for s in ("generated", "comparator")] == \
+        [j2.primary[s]["id"] for s in ("generated", "comparator")]
     assert json.loads((tmp_path / "s1.json").read_text()) == json.loads((tmp_path / "s2.json").read_text())
     assert j1.champion == j2.champion
     assert [(c.generated_id, c.baseline_id) for c in j1.comparisons] == [(c.generated_id, c.baseline_id)
