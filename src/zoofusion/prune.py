@@ -38,7 +38,7 @@ def live_entries(params: Params, root: Path) -> set[Path]:
         if not all(f.is_file() for f in files):
             continue
         md5 = "".join(file_md5(f) for f in files)
-        for unit in ("pair",) if v.translate == "pair" else ("conv1", "conv2"):
+        for unit in gan_step.unit_names(v):
             cfg = gan_step.make_config(params.cyclegan, v, params.seed, device, unit)
             live.add(gan_step.checkpoint_path(root / GAN_CACHE, f"{variant}-{unit}", cfg, md5, code))
     return live
