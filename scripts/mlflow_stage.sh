@@ -15,7 +15,7 @@ params.yaml, got $params_file: DVC reads params.yaml only. Edit params.yaml, use
 KEY=VALUE', or run the stage without DVC: python -m zoofusion.stages.<stage> --params FILE"
 case $target in
   zoo@*) case ${target#zoo@} in black | cat) ;; *) fail "domain must be black or cat, got ${target#zoo@}" ;; esac ;;
-  cyclegan@* | generate@*) case ${target#*@} in study | aligned) ;; *) fail "variant must be study or aligned, got ${target#*@}" ;; esac ;;
+  generate@*) case ${target#*@} in study | aligned) ;; *) fail "variant must be study or aligned, got ${target#*@}" ;; esac ;;
 esac
 case $force in
   true) flags=(--force --single-item) ;;

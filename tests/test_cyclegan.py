@@ -16,7 +16,8 @@ from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, 
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.io import save_torch
 from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
-from zoofusion.steps.cyclegan import Unit, load_generators, make_config, save_generators, train_unit
+from zoofusion.steps.cyclegan import (Unit, load_generators, make_config, plan_units, save_generators, summarize,
+                                      train_unit, train_units, write_unit)
 
 torch.set_num_threads(1)
 
@@ -214,7 +215,8 @@ def unit_files(tmp_path: Path) -> tuple[Unit, list[Path]]:
 
 def _step(unit_files, cfg: CycleGANConfig, root: Path, cache: Path, **kw):
     unit, files = unit_files
-    run = train_unit(unit, "study", cfg, files, root, cache, **kw)
+    run = train_unit(unit, "study", cfg, files, cache, **kw)
+    write_unit(root / "conv1", run)
     return run, (root / "conv1" / "generators.pt").read_bytes()
 
 
@@ -258,6 +260,53 @@ def test_step_raising_epochs_resumes_only_when_that_is_a_fresh_run(tmp_path: Pat
     # with decay the 2-epoch run's lr fell to 1/2 in its epoch 2, a 4-epoch run's stays at 1: not resumable
     assert raised.resumed_at == (0 if lr_decay else 2)
     assert got == want
+
+
+# --- every variant's units side by side: the same bytes at any number of workers ------------------------------
+
+
+def _harvest(root: Path) -> Path:
+    """Tiny kernel files of both harvests (raw and aligned), as the kernels stage writes them."""
+    for k, folder in enumerate(("raw", "aligned")):
+        for j, domain in enumerate(("black", "cat")):
+            g = torch.Generator().manual_seed(10 * k + j)
+            n = 5 + j
+            save_torch(root / folder / f"{domain}.pt", {"conv1.weight": 0.2 * torch.randn(n, 6, 3, 5, 5, generator=g),
+                                                         "conv2.weight": 0.1 * torch.randn(n, 16, 6, 5, 5, generator=g)})
+    return root
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_units_side_by_side_give_the_same_bytes_at_any_number_of_workers(tmp_path: Path) -> None:
+    from conftest import make_params
+
+    p = make_params({"cyclegan": {"epochs": 2, "batch_size": 4, "hidden": 4, "checkpoint_every": 1,
+                                  "grid_every": 1}})
+    variants = {name: p.translation.variant(name) for name in VARIANTS}
+    kernels = _harvest(tmp_path / "kernels")
+    outs, seen = {}, {}
+    for workers in (1, 2):
+        tasks = plan_units(variants, p.cyclegan, p.seed, "cpu", kernels, tmp_path / f"cache{workers}")
+        order: list[str] = []
+        runs = train_units(tasks, tmp_path / f"out{workers}", workers,
+                           on_unit=lambda task, run, folder: order.append(f"{task.variant}/{task.unit}"))
+        outs[workers] = _tree(tmp_path / f"out{workers}")
+        seen[workers] = (order, {v: summarize(v, variants[v], rs) for v, rs in runs.items()},
+                         {f"{r.variant}/{r.unit}": (r.history, sorted(r.grids)) for rs in runs.values() for r in rs})
+    assert seen[1][0] == ["study/conv1", "study/conv2", "aligned/pair"]  # task order, whoever finishes first
+    assert sorted(outs[1]) == [f"{u}/{f}" for u in ("aligned/pair", "study/conv1", "study/conv2")
+                               for f in ("final_grid.png", "generators.pt", "history.json", "losses.csv")]
+    assert outs[1] == outs[2] and seen[1] == seen[2]
+    assert seen[1][2]["study/conv1"][1] == [1, 2]  # a grid every epoch, each with its distances
+    assert set(seen[1][1]["aligned"]) >= {"conv1", "conv2"} and seen[1][1]["aligned"]["units"]["pair"]["epochs"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+    # the checkpoints are resumed by a rerun: the same bytes again, nothing retrained
+    tasks = plan_units(variants, p.cyclegan, p.seed, "cpu", kernels, tmp_path / "cache2")
+    again = train_units(tasks, tmp_path / "again", 2)
+    assert _tree(tmp_path / "again") == outs[1] and {r.resumed_at for rs in again.values() for r in rs} == {2}
 
 
 def test_save_torch_gives_the_same_bytes_at_any_path(tmp_path: Path) -> None:

@@ -123,8 +123,8 @@ def test_entry_point_commands(fake_dvc):
     assert p.returncode == 0 and calls == ["repro --force --single-item testset"]
     p, calls = fake_dvc("zoo", {"domain": "cat"})
     assert p.returncode == 0 and calls == ["repro zoo@cat"]
-    p, calls = fake_dvc("cyclegan", {"variant": "aligned", "force": "true"})
-    assert p.returncode == 0 and calls == ["repro --force --single-item cyclegan@aligned"]
+    p, calls = fake_dvc("cyclegan", {"force": "true"})  # one stage: every variant's units side by side
+    assert p.returncode == 0 and calls == ["repro --force --single-item cyclegan"]
     p, calls = fake_dvc("generate", {"variant": "study"})
     assert p.returncode == 0 and calls == ["repro generate@study"]
     p, calls = fake_dvc("main")
@@ -141,8 +141,6 @@ def test_entry_point_commands_refuse_what_dvc_would_ignore(fake_dvc):
     assert p.returncode == 2 and calls == []
     p, calls = fake_dvc("zoo", {"domain": "dog"})
     assert p.returncode == 2 and calls == [] and "black or cat" in p.stderr
-    p, calls = fake_dvc("cyclegan", {"variant": "conv1"})
-    assert p.returncode == 2 and calls == [] and "study or aligned" in p.stderr
     p, calls = fake_dvc("generate", {"variant": "best"})
     assert p.returncode == 2 and calls == [] and "study or aligned" in p.stderr
     p, calls = fake_dvc("data", {"force": "yes"})

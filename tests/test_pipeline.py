@@ -147,8 +147,10 @@ print(json.dumps(out))
     # parent, 2 generated per variant, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat;
     # pixels, darkness
     assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2
-    assert {t["dvc_stage"] for t in runs["cyclegan"]} == {"cyclegan@study", "cyclegan@aligned", "generate@study",
-                                                          "generate@aligned"}
+    assert {t["dvc_stage"] for t in runs["cyclegan"]} == {"cyclegan", "generate@study", "generate@aligned"}
+    # the cyclegan stage: a parent run and a child run per unit (study conv1, conv2; aligned pair)
+    gans = [t for t in runs["cyclegan"] if t["dvc_stage"] == "cyclegan"]
+    assert sorted(t.get("unit", "parent") for t in gans) == ["conv1", "conv2", "pair", "parent"]
     parents = [t for t in runs["zoo"] if "mlflow.parentRunId" not in t]
     for t in parents:
         assert t["dvc_stage"].startswith("zoo@")
@@ -239,7 +241,7 @@ print(json.dumps([grids, steps, r.data.tags["dvc_stage"]]))
     grids, steps, stage = json.loads(p.stdout.strip().splitlines()[-1])
     # TINY: 3 epochs, a grid every 2 and one at the end; curves step by epoch, counted from 1
     assert grids == ["grids/epoch_0002.png", "grids/epoch_0003.png"]
-    assert steps == [1, 2, 3] and stage == "cyclegan@study"
+    assert steps == [1, 2, 3] and stage == "cyclegan"
 
 
 def test_a_params_typo_fails_repro_in_one_line(project):

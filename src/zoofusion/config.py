@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.types import Strict
 
 DOMAINS = ("black", "cat")
-VARIANTS = ("study", "aligned")  # translation variants, each its own cyclegan@<variant> / generate@<variant>
+VARIANTS = ("study", "aligned")  # translation variants: units in the one cyclegan stage, each its own generate@<variant>
 METHODS = ("kmeans", "dbscan", "ocsvm")
 METRICS = ("accuracy", "precision", "recall", "entropy", "purity")
 
@@ -151,6 +151,7 @@ class CycleGANParams(Section):
     checkpoint_every: Pos
     grid_every: Pos
     max_loss: PosFloat
+    workers: Pos  # processes training units side by side (one thread each); never changes the arithmetic
 
     @model_validator(mode="after")
     def _core_rules(self):

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from zoofusion.config import DOMAINS, VARIANTS, ConfigError, Params, load_params
-from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.io import code_fingerprint, file_md5
 from zoofusion.steps import cyclegan as gan_step
 from zoofusion.steps import zoo as zoo_step
@@ -39,7 +38,7 @@ def live_entries(params: Params, root: Path) -> set[Path]:
         if not all(f.is_file() for f in files):
             continue
         md5 = "".join(file_md5(f) for f in files)
-        for unit in ("pair",) if v.translate == "pair" else CONV_LAYERS:
+        for unit in gan_step.unit_names(v):
             cfg = gan_step.make_config(params.cyclegan, v, params.seed, device, unit)
             live.add(gan_step.checkpoint_path(root / GAN_CACHE, f"{variant}-{unit}", cfg, md5, code))
     return live

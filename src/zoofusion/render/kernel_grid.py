@@ -102,3 +102,17 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 120) ->
             sys.modules["matplotlib.pyplot"].close(fig)
     logger.debug("saved figure %s", p)
     return p
+
+
+def figure_png(fig: Figure, *, dpi: int = 120) -> bytes:
+    """``fig`` as PNG bytes (the bytes :func:`save_figure` writes to a ``.png``); closes it. For a worker process
+    that renders a figure and hands it to the process that writes files."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close(fig)
+    return buf.getvalue()

@@ -1,27 +1,30 @@
-"""Stage `cyclegan@<variant>`: train the CycleGAN(s) that translate zoo kernels for one translation variant.
+"""Stage `cyclegan`: train every translation variant's CycleGANs, side by side, that translate zoo kernels.
 
-Domain A is the `black` zoo, B the `cat` zoo (unpaired, different sizes). `translation.<variant>` decides:
-`align` picks the harvest (data/kernels/raw, as trained, or data/kernels/aligned, channels in one canonical
-order); `translate: layers` trains one CycleGAN per conv layer (the study's: `conv1`, then `conv2`, independent),
+Domain A is the `black` zoo, B the `cat` zoo (unpaired, different sizes). For each variant `translation.<variant>`
+decides: `align` picks the harvest (data/kernels/raw, as trained, or data/kernels/aligned, channels in one canonical
+order); `translate: layers` trains one CycleGAN per conv layer (the study's: `conv1` and `conv2`, independent),
 `translate: pair` one CycleGAN for each model's conv1 and conv2 together (core/pair.py); `lr_decay`,
 `disc_output` and `pool_size` are the reference CycleGAN's training details. Kernels are scaled into the
 networks' range by one scalar fitted on both zoos (max |w| / 0.9, stored with the model; for a pair, each layer is
 first divided by its own max |w|): linear, so sign, zero and relative structure are kept, and exactly invertible.
-A layer's CycleGAN is seeded by the layer (`derive_seed(seed, "cyclegan", layer)`), whatever the variant, so
+A unit's CycleGAN is seeded by the unit (`derive_seed(seed, "cyclegan", unit)`), whatever the variant, so
 variants that differ only in a setting start from the same draw.
 
-Outputs data/cyclegan/<variant>/<unit>/ (unit: conv1 and conv2, or pair): `generators.pt` (G_A2B, G_B2A, scaler),
-`history.json` (per-epoch losses), `final_grid.png`; metrics/cyclegan_<variant>.json with, per layer, the
-distribution distances d(G_A2B(A), B) and d(G_B2A(B), A) beside the reference d(A, B). A checkpoint in
-data/cache/cyclegan/ (keyed by config, data and code) lets an interrupted run resume, to the bytes of an
-uninterrupted one, or is not used (steps/cyclegan.py). MLflow: experiment
-`cyclegan`, one run per unit (`cyclegan-<variant>-<unit>`) with per-epoch losses, kernel grids every
-`cyclegan.grid_every` epochs, the final generators and the distances.
+Every (variant, unit) is one task (steps/cyclegan.py `train_units`): `cyclegan.workers` local processes of one
+thread each (or Ray tasks, `executor.backend`), results written in task order, so the bytes do not depend on the
+number of workers. Outputs data/cyclegan/<variant>/<unit>/ (unit: conv1 and conv2, or pair): `generators.pt`
+(G_A2B, G_B2A, scaler), `history.json` (per-epoch losses), `losses.csv`, `final_grid.png`; and per variant
+metrics/cyclegan_<variant>.json with, per layer, the distribution distances d(G_A2B(A), B) and d(G_B2A(B), A)
+beside the reference d(A, B). A checkpoint in data/cache/cyclegan/ (keyed by config, data and code) lets an
+interrupted run resume, to the bytes of an uninterrupted one, or is not used. MLflow: experiment `cyclegan`, a
+parent run `cyclegan` and a child run per unit (`cyclegan-<variant>-<unit>`), logged as each unit comes back,
+with per-epoch losses, kernel grids every `cyclegan.grid_every` epochs, the final generators and the distances.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,100 +32,95 @@ from zoofusion.cli import stage_main
 from zoofusion.config import VARIANTS, Params
 from zoofusion.console import progress
 from zoofusion.core.cyclegan import TrainingDiverged
-from zoofusion.io import atomic_dir, write_json
-from zoofusion.steps.cyclegan import Unit, distances, grid, kernel_files, load_kernels, make_config, train_unit, units
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
+from zoofusion.executor import check_backend
+from zoofusion.io import write_json
+from zoofusion.core.cnn import CONV_LAYERS
+from zoofusion.steps.cyclegan import UnitRun, UnitTask, plan_units, summarize, train_units
+from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
-LAYERS = ("conv1", "conv2")
 KERNELS = Path("data/kernels")
 OUT = Path("data/cyclegan")
 CACHE = Path("data/cache/cyclegan")
 METRICS = Path("metrics")
 
 
-def flat_distances(dist: dict[str, dict[str, float]], unit: Unit) -> dict[str, float]:
+def flat_distances(dist: dict[str, dict[str, float]], unit: str) -> dict[str, float]:
     """MLflow names: `dist_A_B` for a layer's own run, `<layer>/dist_A_B` in a pair's run."""
-    if unit.name in dist:
-        return dict(dist[unit.name])
+    if unit in dist:
+        return dict(dist[unit])
     return {f"{layer}/{k}": v for layer, d in dist.items() for k, v in d.items()}
 
 
-def train_logged(unit: Unit, variant: str, params: Params, files: list[Path], out: Path, cache: Path) -> tuple[dict, dict]:
-    """steps.cyclegan.train_unit inside the unit's MLflow run: params, per-epoch losses, grids, distances."""
-    cfg = make_config(params.cyclegan, params.translation.variant(variant), params.seed, params.torch_device(),
-                      unit.name)
-    name = f"cyclegan-{variant}-{unit.name}"
+def log_unit(logger: BatchLogger, params: Params, task: UnitTask, run: UnitRun, folder: Path) -> None:
+    """A unit's child run: params, per-epoch losses, distances and grids every `grid_every` epochs, generators."""
+    cfg = task.cfg
+    metrics = [(k, x, e + 1) for k, xs in run.history.items() for e, x in enumerate(xs)]
+    metrics += [(k, x, e) for e, d in run.grid_distances.items() for k, x in flat_distances(d, task.unit).items()]
+    metrics += [("final_loss_G", run.history["loss_G"][-1], 0), ("final_loss_cycle", run.history["loss_cycle"][-1], 0),
+                ("epochs", cfg.epochs, 0), ("seconds", run.seconds, 0), ("resumed_at", run.resumed_at, 0)]
+    scaler = "max|w| of both zoos / 0.9" + (" (each layer / its max|w| first)" if task.unit == "pair" else "")
+    run_params = {"variant": task.variant, "unit": task.unit, "n_A": run.n_A, "n_B": run.n_B, "domain_A": "black",
+                  "domain_B": "cat", **params.cyclegan.model_dump(), **task.v.model_dump(), "arch": cfg.arch,
+                  "seed": cfg.seed, "scaler": scaler}
+    end = int(time.time() * 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        grids = []
+        for epoch, png in sorted(run.grids.items()):
+            (Path(tmp) / f"epoch_{epoch:04d}.png").write_bytes(png)
+            grids.append((Path(tmp) / f"epoch_{epoch:04d}.png", "grids"))
+        logger.child(f"cyclegan-{task.variant}-{task.unit}", run_params, metrics,
+                     tags={"variant": task.variant, "unit": task.unit}, start_ms=end - int(1000 * run.seconds),
+                     end_ms=end, artifacts=[(folder / "generators.pt", None), *grids])
+
+
+def run(params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = CACHE,
+        metrics: Path = METRICS) -> dict:
+    device = params.torch_device()  # cuda without a GPU: refused before anything is created
+    check_backend(params.executor.backend, params.executor.address)  # a Ray cluster that answers, before any work
+    variants = {name: params.translation.variant(name) for name in VARIANTS}
+    tasks = plan_units(variants, params.cyclegan, params.seed, device, kernels, cache)
+    files = sorted({f for t in tasks for f in t.files})
+    workers = params.cyclegan.workers if device == "cpu" else 1  # a GPU trains one unit at a time
     mlflow = setup_mlflow("cyclegan")
-    from mlflow.entities import Metric
+    tags = run_tags("cyclegan", files)
+    with mlflow.start_run(run_name="cyclegan", tags=tags) as parent:
+        mlflow.log_params({**params.cyclegan.model_dump(), "seed": params.seed, "device": device,
+                           "backend": params.executor.backend, "variants": ",".join(variants),
+                           "units": ",".join(f"{t.variant}/{t.unit}" for t in tasks)})
+        datasets = dataset_inputs({f: "train" for f in files})
+        mlflow.MlflowClient().log_inputs(parent.info.run_id, datasets=datasets)
+        logger = BatchLogger(mlflow, parent.info.run_id, tags, datasets)
+        bar = progress(total=len(tasks), desc="cyclegan", unit="unit")
 
-    v = params.translation.variant(variant)
-    with mlflow.start_run(run_name=name, tags=run_tags(f"cyclegan@{variant}", files)) as run:
-        mlflow.log_params({"variant": variant, "unit": unit.name, "n_A": len(unit.A), "n_B": len(unit.B),
-                           "domain_A": "black", "domain_B": "cat", **params.cyclegan.model_dump(),
-                           **v.model_dump(), "arch": cfg.arch, "seed": cfg.seed,
-                           "scaler": "max|w| of both zoos / 0.9" + (" (each layer / its max|w| first)"
-                                                                    if unit.name == "pair" else "")})
-        client, run_id = mlflow.MlflowClient(), run.info.run_id
-        client.log_inputs(run_id, datasets=dataset_inputs({f: "train" for f in files}))
-        pending: list = []
-        bar = progress(total=cfg.epochs, desc=name, unit="epoch")
-
-        def on_epoch(epoch: int, losses: dict[str, float], state) -> None:  # epoch counts from 1
-            now = int(time.time() * 1000)
-            pending.extend(Metric(k, float(x), now, epoch) for k, x in losses.items())
-            last = epoch >= cfg.epochs
-            if epoch % params.cyclegan.grid_every == 0 or last:
-                pending.extend(Metric(k, x, now, epoch) for k, x in flat_distances(distances(state, unit), unit).items())
-                mlflow.log_figure(grid(state, unit, f"{variant} {unit.name}", epoch), f"grids/epoch_{epoch:04d}.png")
-            if len(pending) >= 500 or last or epoch % params.cyclegan.checkpoint_every == 0:
-                client.log_batch(run_id, metrics=pending)  # batched: sqlite costs ~100 ms per call
-                pending.clear()
+        def on_unit(task: UnitTask, run: UnitRun, folder: Path) -> None:
+            log_unit(logger, params, task, run, folder)
             bar.update(1)
 
+        t0 = time.perf_counter()
         try:
-            done = train_unit(unit, variant, cfg, files, out, cache, on_epoch=on_epoch)
+            runs = train_units(tasks, out, workers, params.executor.backend, params.executor.address, on_unit)
         except TrainingDiverged as e:
             mlflow.set_tag("failed", str(e))
             raise
         bar.close()
-        if pending:
-            client.log_batch(run_id, metrics=pending)
-        history = done.result.history
-        summary = {"final_loss_G": history["loss_G"][-1], "final_loss_cycle": history["loss_cycle"][-1],
-                   "epochs": cfg.epochs}  # metrics/cyclegan_<variant>.json: no timings, identical runs identical bytes
-        mlflow.log_artifact(str(out / unit.name / "generators.pt"))
-        mlflow.log_metrics({**summary, "seconds": done.seconds})
-    return done.distances, summary
-
-
-def run(variant: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = CACHE,
-        metrics: Path = METRICS) -> dict:
-    v = params.translation.variant(variant)
-    params.torch_device()  # cuda without a GPU: refused before anything is created
-    files = kernel_files(kernels, v)
-    black, cat = load_kernels(files)
-    summary: dict = {"variant": variant, "align": v.align, "translate": v.translate, "units": {}}
-    with atomic_dir(out / variant) as tmp:
-        for unit in units(v, black, cat):
-            dist, s = train_logged(unit, variant, params, files, tmp, cache)
-            summary["units"][unit.name] = s
-            for layer, d in dist.items():
-                summary[layer] = {**d, "translation_gain_A2B": d["dist_A_B"] - d["dist_GA2B_A_B"],
-                                  "translation_gain_B2A": d["dist_A_B"] - d["dist_GB2A_B_A"]}
-    write_json(metrics / f"cyclegan_{variant}.json", summary)
-    for layer in LAYERS:
-        d = summary[layer]
-        log.info("cyclegan %s %s: d(A,B)=%.3f d(G_A2B(A),B)=%.3f d(G_B2A(B),A)=%.3f", variant, layer,
-                 d["dist_A_B"], d["dist_GA2B_A_B"], d["dist_GB2A_B_A"])
-    return summary
+        mlflow.log_metrics({"wall_seconds": time.perf_counter() - t0, "logging_seconds": logger.seconds,
+                            "train_seconds_summed_over_workers": sum(r.seconds for rs in runs.values() for r in rs)})
+    summaries = {}
+    for name, v in variants.items():  # timings go to MLflow only: identical runs, identical bytes
+        summaries[name] = summarize(name, v, runs[name])
+        write_json(metrics / f"cyclegan_{name}.json", summaries[name])
+        for layer in CONV_LAYERS:
+            d = summaries[name][layer]
+            log.info("cyclegan %s %s: d(A,B)=%.3f d(G_A2B(A),B)=%.3f d(G_B2A(B),A)=%.3f", name, layer,
+                     d["dist_A_B"], d["dist_GA2B_A_B"], d["dist_GB2A_B_A"])
+    return summaries
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("cyclegan@{variant}", lambda args, params: run(args.variant, params), argv,
-               description="Train the kernel CycleGAN(s) of one translation variant.",
+    stage_main("cyclegan", lambda args, params: run(params), argv,
+               description="Train every translation variant's kernel CycleGANs, side by side.",
                errors=(ValueError, TrainingDiverged),
-               add_arguments=lambda ap: ap.add_argument("--variant", required=True, choices=VARIANTS),
                on_interrupt=f"the checkpoints in {CACHE} resume the next run")
 
 

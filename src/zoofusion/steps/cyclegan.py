@@ -1,5 +1,7 @@
-"""Step `cyclegan`: a translation variant's CycleGAN units, trained from the kernel harvest with a resumable
-checkpoint, each written as generators, loss history and a final kernel grid.
+"""Step `cyclegan`: every translation variant's CycleGAN units, trained side by side from the kernel harvest
+(`train_units`: a task per (variant, unit) through `executor.run_tasks`, one thread each, written by the caller in
+task order, so the bytes do not depend on the number of workers), each with a resumable checkpoint and written as
+generators, loss history and a final kernel grid.
 
 A unit is what one CycleGAN translates: a conv layer's kernels (`translate: layers`, units conv1 and conv2) or a
 model's conv1 and conv2 packed together (`translate: pair`, core/pair.py). A unit's CycleGAN is seeded by the unit
@@ -9,15 +11,19 @@ Checkpoints: `core.cyclegan.train_cyclegan` hands out its state every `checkpoin
 this module writes it atomically to `<cache>/<variant>-<unit>-<key>.ckpt` (key: the config without `epochs`, the
 data and the code) and resumes from it only when `core.cyclegan.resume_mismatch` allows, which is exactly when
 resuming gives the bytes of a fresh run: otherwise (another `epochs` under lr decay, a checkpoint past the
-requested epochs, an unreadable file) it trains afresh and overwrites the checkpoint.
+requested epochs, an unreadable file) it trains afresh and overwrites the checkpoint. The worker training a unit
+reads and writes its checkpoint itself (the only file a worker touches): on a Ray cluster, resuming needs
+`data/cache/` on a filesystem the nodes share; without one a killed run trains afresh.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,17 +35,18 @@ from torch import nn
 
 from zoofusion.core.cyclegan import (CycleGANConfig, CycleGANResult, KernelScaler, OnEpoch, make_generator,
                                      resume_mismatch, train_cyclegan, translate)
+from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.core.pair import fit_scales, pack, unpack
 from zoofusion.core.seeds import derive_seed
+from zoofusion.executor import run_tasks
 from zoofusion.io import atomic_dir, code_fingerprint, file_md5, save_torch
-from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
+from zoofusion.render.kernel_grid import figure_png, kernel_grid_figure
 
 if TYPE_CHECKING:  # annotations only: params arrive typed, config's validators stay out of the cache key
     from zoofusion.config import CycleGANParams, VariantParams
 
 log = logging.getLogger(__name__)
-LAYERS = ("conv1", "conv2")
 CHECKPOINT_FORMAT = 2
 GENERATORS_FORMAT = 1
 # The code that decides the cached result: this module and every zoofusion module it imports, found by
@@ -79,11 +86,11 @@ def units(v: VariantParams, black: dict, cat: dict) -> list[Unit]:
     """One unit per layer (`translate: layers`), or one for the (conv1, conv2) pair."""
     if v.translate == "layers":
         return [Unit(layer, black[f"{layer}.weight"], cat[f"{layer}.weight"],
-                     lambda x, layer=layer: {layer: x}, {"layer": layer}) for layer in LAYERS]
+                     lambda x, layer=layer: {layer: x}, {"layer": layer}) for layer in CONV_LAYERS]
     scales = fit_scales(*((d["conv1.weight"], d["conv2.weight"]) for d in (black, cat)))
 
     def layers(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(LAYERS, unpack(x, scales)))
+        return dict(zip(CONV_LAYERS, unpack(x, scales)))
 
     return [Unit("pair", pack(black["conv1.weight"], black["conv2.weight"], scales),
                  pack(cat["conv1.weight"], cat["conv2.weight"], scales), layers,
@@ -159,12 +166,11 @@ def resume_state(path: Path, cfg: CycleGANConfig, A: torch.Tensor, B: torch.Tens
 # --------------------------------------------------------------------------------------------
 
 
-def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
-                    meta: dict[str, Any] | None = None) -> None:
-    """Atomically write both generators, their sizes and the scaler for the generate stage (byte-identical for
-    identical training). `meta` (plain python values only) is stored alongside the config and epochs trained."""
+def generators_payload(result: CycleGANResult, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both generators, their sizes and the scaler, as plain tensors and values: what `generators.pt` holds.
+    `meta` (plain python values only) is stored alongside the config and epochs trained."""
     g = result.G_A2B
-    payload = {
+    return {
         "format": GENERATORS_FORMAT,
         "arch": result.config.arch,
         "channels": int(g.channels),
@@ -175,7 +181,26 @@ def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
         "meta": {"config": result.config.to_dict(), "epochs_trained": int(result.epoch),
                  "sample_shape": list(result.sample_shape), **dict(meta or {})},
     }
-    save_torch(path, payload)
+
+
+def canonical(obj: Any) -> Any:
+    """`obj` with fresh containers and interned strings: pickle memoizes by identity, so a payload that came back
+    from a worker process (its strings unpickled, none shared) pickles to other bytes than an equal one built in
+    this process (whose strings may be shared) unless both are put in one form first."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(canonical(x) for x in obj)
+    return obj
+
+
+def save_generators(path: str | os.PathLike[str], result: CycleGANResult,
+                    meta: dict[str, Any] | None = None) -> None:
+    """Atomically write :func:`generators_payload` for the generate stage (byte-identical for identical
+    training, wherever it was trained)."""
+    save_torch(path, canonical(generators_payload(result, meta)))
 
 
 def load_generators(
@@ -206,37 +231,144 @@ def load_generators(
 
 @dataclass
 class UnitRun:
-    """What training a unit measured: the trained state, its distances, the epoch it resumed at (0: fresh) and
-    the seconds it took (training and distances)."""
+    """What training a unit made and measured, in plain values (picklable: it comes back from a worker process):
+    the generators file's payload, the loss history, its distances, the final kernel grid and those of every
+    `grid_every`-th epoch (PNG bytes) with their distances, the epoch it resumed at (0: fresh) and the seconds it
+    took (training, distances and grids)."""
 
-    result: CycleGANResult
+    variant: str
+    unit: str
+    generators: dict[str, Any]
+    history: dict[str, list[float]]
     distances: dict[str, dict[str, float]]
+    final_grid: bytes
+    grids: dict[int, bytes]
+    grid_distances: dict[int, dict[str, dict[str, float]]]
+    n_A: int
+    n_B: int
     resumed_at: int
     seconds: float
 
 
-def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path], out: Path, cache: Path, *,
-               on_epoch: OnEpoch | None = None) -> UnitRun:
-    """Train `unit` (resuming a matching checkpoint in `cache`), then write `out/<unit>/`: `generators.pt`,
-    `history.json`, `losses.csv` (a DVC plot) and `final_grid.png`. `files` are the kernel files `unit` came
-    from (their md5s key the checkpoint)."""
+def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path], cache: Path, *,
+               grid_every: int = 0, on_epoch: OnEpoch | None = None) -> UnitRun:
+    """Train `unit` (resuming a matching checkpoint in `cache`, writing checkpoints there) and return it, with its
+    distances and kernel grids (every `grid_every` epochs and the last; 0: the final grid only). `files` are the
+    kernel files `unit` came from (their md5s key the checkpoint)."""
     code = code_fingerprint(CODE)
     ckpt = checkpoint_path(cache, f"{variant}-{unit.name}", cfg, "".join(file_md5(f) for f in files), code)
     resume, why = resume_state(ckpt, cfg, unit.A, unit.B, code)
     log.info("cyclegan-%s-%s: A %s, B %s, %d epochs (%s)", variant, unit.name, tuple(unit.A.shape),
              tuple(unit.B.shape), cfg.epochs, why)
+    title = f"{variant} {unit.name}"
+    grids: dict[int, bytes] = {}
+    grid_distances: dict[int, dict[str, dict[str, float]]] = {}
+
+    def each_epoch(epoch: int, losses: dict[str, float], state: CycleGANResult) -> None:
+        if grid_every and (epoch % grid_every == 0 or epoch >= cfg.epochs):
+            grid_distances[epoch] = distances(state, unit)
+            grids[epoch] = figure_png(grid(state, unit, title, epoch))
+        if on_epoch is not None:
+            on_epoch(epoch, losses, state)
+
     t0 = time.perf_counter()
-    result = train_cyclegan(unit.A, unit.B, cfg, resume=resume, on_epoch=on_epoch,
+    result = train_cyclegan(unit.A, unit.B, cfg, resume=resume, on_epoch=each_epoch,
                             on_checkpoint=lambda state: save_checkpoint(ckpt, state, code))
-    dist = distances(result, unit)
-    seconds = time.perf_counter() - t0
-    with atomic_dir(out / unit.name) as tmp:
-        save_generators(tmp / "generators.pt", result, meta={**unit.meta, "variant": variant})
-        (tmp / "history.json").write_text(json.dumps(result.history, indent=1))
-        names = list(result.history)
+    return UnitRun(variant, unit.name, generators_payload(result, meta={**unit.meta, "variant": variant}),
+                   {k: list(v) for k, v in result.history.items()}, distances(result, unit),
+                   figure_png(grid(result, unit, title, cfg.epochs)), grids, grid_distances, len(unit.A), len(unit.B),
+                   0 if resume is None else int(resume["epoch"]), time.perf_counter() - t0)
+
+
+def write_unit(folder: Path, run: UnitRun) -> None:
+    """`folder/`, atomically: `generators.pt`, `history.json` (per-epoch losses), `losses.csv` (a DVC plot) and
+    `final_grid.png`."""
+    with atomic_dir(folder) as tmp:
+        save_torch(tmp / "generators.pt", canonical(run.generators))
+        (tmp / "history.json").write_text(json.dumps(run.history, indent=1))
+        names = list(run.history)
         rows = [",".join(["epoch", *names])]
-        rows += [",".join([str(e + 1), *(f"{result.history[n][e]:.6g}" for n in names)])
-                 for e in range(len(result.history[names[0]]))]
+        rows += [",".join([str(e + 1), *(f"{run.history[n][e]:.6g}" for n in names)])
+                 for e in range(len(run.history[names[0]]))]
         (tmp / "losses.csv").write_text("\n".join(rows) + "\n")
-        save_figure(grid(result, unit, f"{variant} {unit.name}", cfg.epochs), tmp / "final_grid.png")
-    return UnitRun(result, dist, 0 if resume is None else int(resume["epoch"]), seconds)
+        (tmp / "final_grid.png").write_bytes(run.final_grid)
+
+
+# --------------------------------------------------------------------------------------------
+# Every variant's units, side by side
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """One CycleGAN to train, all a worker needs (plain values: it reads the unit's kernels from `files`)."""
+
+    variant: str
+    v: VariantParams
+    unit: str
+    cfg: CycleGANConfig
+    files: tuple[Path, ...]
+    cache: Path
+    grid_every: int
+
+
+def unit_names(v: VariantParams) -> tuple[str, ...]:
+    """A variant's units: its conv layers (`translate: layers`) or the (conv1, conv2) pair."""
+    return ("pair",) if v.translate == "pair" else CONV_LAYERS
+
+
+def plan_units(variants: dict[str, VariantParams], cyclegan: CycleGANParams, seed: int, device: str,
+               kernels: Path, cache: Path) -> list[UnitTask]:
+    """A task per (variant, unit), in variant then unit order; each unit seeded by the one seed and its name."""
+    return [UnitTask(name, v, unit, make_config(cyclegan, v, seed, device, unit), tuple(kernel_files(kernels, v)),
+                     cache, cyclegan.grid_every) for name, v in variants.items() for unit in unit_names(v)]
+
+
+def train_task(task: UnitTask, shared: Any = None) -> UnitRun:
+    """Worker: train one unit in one thread (threads change float rounding: one, wherever the unit runs)."""
+    black, cat = load_kernels(list(task.files))
+    unit = next(u for u in units(task.v, black, cat) if u.name == task.unit)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_unit(unit, task.variant, task.cfg, list(task.files), task.cache, grid_every=task.grid_every)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_units(tasks: list[UnitTask], out: Path, workers: int, backend: str = "local", address: str = "",
+                on_unit: Callable[[UnitTask, UnitRun, Path], None] | None = None) -> dict[str, list[UnitRun]]:
+    """Train every task side by side (`workers` local processes, or Ray tasks) and write `out/<variant>/<unit>/`
+    as each comes back, in task order: the same bytes at any number of workers, in any order of finishing. Each
+    variant's folder is swapped in whole once every unit is written. `on_unit(task, run, folder)` follows each
+    write (e.g. to log it). Returns each variant's runs."""
+    for f in {f for t in tasks for f in t.files}:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
+    runs: dict[str, list[UnitRun]] = {t.variant: [] for t in tasks}
+    with contextlib.ExitStack() as stack:
+        tmp = {v: stack.enter_context(atomic_dir(out / v)) for v in runs}
+        results = run_tasks(train_task, tasks, workers, backend=backend, address=address)
+        try:  # Ctrl-C or a failed unit stops the queue and the workers; their checkpoints stay in the cache
+            for task, run in zip(tasks, results):
+                write_unit(tmp[task.variant] / task.unit, run)
+                runs[task.variant].append(run)
+                if on_unit is not None:
+                    on_unit(task, run, tmp[task.variant] / task.unit)
+        finally:
+            results.close()
+    return runs
+
+
+def summarize(variant: str, v: VariantParams, runs: list[UnitRun]) -> dict:
+    """metrics/cyclegan_<variant>.json: per unit its final losses, per layer its distances and translation gains
+    (no timings: identical runs, identical bytes)."""
+    summary: dict = {"variant": variant, "align": v.align, "translate": v.translate, "units": {}}
+    for run in runs:
+        summary["units"][run.unit] = {"final_loss_G": run.history["loss_G"][-1],
+                                      "final_loss_cycle": run.history["loss_cycle"][-1],
+                                      "epochs": len(run.history["loss_G"])}
+        for layer, d in run.distances.items():
+            summary[layer] = {**d, "translation_gain_A2B": d["dist_A_B"] - d["dist_GA2B_A_B"],
+                              "translation_gain_B2A": d["dist_A_B"] - d["dist_GB2A_B_A"]}
+    return summary

@@ -96,7 +96,7 @@ def run(variant: str, v: VariantParams, g: GenerateParams, kernels: Path = KERNE
     for unit in units:
         f = gans / variant / unit / "generators.pt"
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; run `dvc repro cyclegan@{variant}` first")
+            raise FileNotFoundError(f"{f}: missing; run `dvc repro cyclegan` first")
         gens[unit] = load_generators(f)
         gen_files.append(f)
     generated = generate(ks, gens, g.max_per_domain, g.bias)

@@ -41,11 +41,15 @@ class TrainingDiverged(RuntimeError):
         self.step = step
         self.loss_name = loss_name
         self.value = value
+        self.lr = lr
         super().__init__(
             f"CycleGAN training diverged at epoch {epoch} (step {step}): {loss_name}={value!r} "
             f"is not finite or exceeds max_loss. Try a lower learning rate than lr={lr:g} "
             "(e.g. halve it), and check the input kernels."
         )
+
+    def __reduce__(self):  # pickled whole: raised in a worker process, re-raised by the stage
+        return type(self), (self.epoch, self.step, self.loss_name, self.value, self.lr)
 
 
 # --------------------------------------------------------------------------------------------
