@@ -111,7 +111,8 @@ def test_real_source_and_labels():
     left_out = out["near_copies"][0]
     assert len(left_out) > 0 and not set(left_out.tolist()) & set(train.tolist())
     assert not near_copies(h[held], h[train], p.near_copy_bits)
-    assert out["val"][1].sum() + out["test_split"][1].sum() == 199
+    assert not near_copies(h[out["val"][0]], h[out["test_split"][0]], p.near_copy_bits)
+    assert out["val"][1].sum() + out["test_split"][1].sum() + out["test_near_val"][1].size >= 199
     assert all(i.startswith("train/") for i in src.ids)
 
 
@@ -123,3 +124,21 @@ def test_malformed_labels_row_is_one_line(synthetic_source, tmp_path):
     bad.write_text("\n".join(lines[:3] + ["train,cat"] + lines[3:]) + "\n")
     with pytest.raises(ImageSourceError, match=r"bad\.csv:4: a row needs exactly the 6 columns"):
         read_labels(bad)
+
+
+def test_a_test_image_that_is_a_near_copy_of_a_val_image_is_left_out(synthetic_source):
+    """All black cats share one perceptual hash: every test black cat is a near-copy of the val ones, so none
+    stays in test (nor goes to training); other images, far apart, are untouched."""
+    src, labels = synthetic_source
+    p = _params(src, labels)
+    s = load_split(src)
+    lab = read_labels(labels)
+    far = np.random.default_rng(0).integers(0, 2**63, size=len(s.ids), dtype=np.int64).astype(np.uint64)
+    same = far.copy()
+    same[[i for i, k in enumerate(s.ids) if lab.get(k) == 1]] = 12345
+    plain = build_indices(s.ids, s.classes, darkness(s.images), lab, p, seed=3, hashes=far)
+    out = build_indices(s.ids, s.classes, darkness(s.images), lab, p, seed=3, hashes=same)
+    assert plain["test_split"][1].sum() > 0 and out["test_split"][1].sum() == 0
+    assert len(out["test_near_val"][0]) == plain["test_split"][1].sum()
+    assert np.array_equal(out["val"][0], plain["val"][0])
+    assert not set(out["test_near_val"][0].tolist()) & set(np.concatenate([out["black"][0], out["cat"][0]]).tolist())

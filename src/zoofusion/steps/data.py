@@ -120,7 +120,14 @@ def build_indices(ids: np.ndarray, classes: np.ndarray, dark: np.ndarray, labels
         out_near = np.array(near, dtype=np.int64)
         log.info("data: %d images are near-copies (pHash within %d bits) of val/test images; left out of the "
                  "training domains", len(near), p.near_copy_bits)
-    out = {} if hashes is None else {"near_copies": (out_near, np.zeros(len(out_near), np.int64))}
+        # nor may a test image be a near-copy of a val image: the test twin is left out (of everything)
+        vset, tset = np.concatenate([pv, nv]), np.concatenate([pt, nt])
+        twins = np.unique(np.array([tset[j] for _, j, _ in near_copies(hashes[vset], hashes[tset], p.near_copy_bits)],
+                                   dtype=np.int64))
+        pt, nt = pt[~np.isin(pt, twins)], nt[~np.isin(nt, twins)]
+        log.info("data: %d test images are near-copies of val images; left out of test", len(twins))
+    out = {} if hashes is None else {"near_copies": (out_near, np.zeros(len(out_near), np.int64)),
+                                     "test_near_val": (twins, np.zeros(len(twins), np.int64))}
     for name, (a, b) in {"val": (pv, nv), "test_split": (pt, nt)}.items():
         idx = np.concatenate([a, b])
         y = np.concatenate([np.ones(len(a), np.int64), np.zeros(len(b), np.int64)])
@@ -169,4 +176,5 @@ def run(p: DataParams, seed: int, out: Path = OUT) -> dict[str, int]:
             sizes[name] = len(idx)
             log.info("%s: %d images (%d positive)", name, len(idx), int(y.sum()))
         sizes["near_copies_left_out"] = len(chosen["near_copies"][0])
+        sizes["test_near_val_left_out"] = len(chosen["test_near_val"][0])
     return sizes
