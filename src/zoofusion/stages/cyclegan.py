@@ -31,7 +31,7 @@ from zoofusion.console import progress
 from zoofusion.core.cyclegan import TrainingDiverged
 from zoofusion.io import atomic_dir, write_json
 from zoofusion.steps.cyclegan import Unit, distances, grid, kernel_files, load_kernels, make_config, train_unit, units
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2")
@@ -57,7 +57,7 @@ def train_logged(unit: Unit, variant: str, params: Params, files: list[Path], ou
     from mlflow.entities import Metric
 
     v = params.translation.variant(variant)
-    with mlflow.start_run(run_name=name, tags=run_tags(f"cyclegan@{variant}", files)) as run:
+    with stage_run(mlflow, name, f"cyclegan@{variant}", files) as run:
         mlflow.log_params({"variant": variant, "unit": unit.name, "n_A": len(unit.A), "n_B": len(unit.B),
                            "domain_A": "black", "domain_B": "cat", **params.cyclegan.model_dump(),
                            **v.model_dump(), "arch": cfg.arch, "seed": cfg.seed,
