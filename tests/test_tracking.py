@@ -222,3 +222,27 @@ def test_a_run_key_ignores_where_and_when(tmp_path, monkeypatch):
     assert a != tracking.run_key("data", "data", {"seed": 1}, {"dvc_stage": "data", "data.x.md5": "2"})
     assert a != tracking.run_key("data", "data", {"seed": 2}, {"dvc_stage": "data", "data.x.md5": "1"})
     assert tracking.stage_code("zoo@black") and tracking.stage_code("nothing") == ""
+
+
+def test_bulk_children_read_back_as_runs_logged_one_by_one(tmp_path, monkeypatch):
+    """BatchLogger.children (one transaction on a SQL store) makes the runs `child` makes, call by call."""
+    _store(tmp_path, monkeypatch)
+    mlflow = tracking.setup_mlflow("zoo")
+    with mlflow.start_run(run_name="parent") as parent:
+        bl = tracking.BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "zoo@black"})
+        spec = ("cnn-0", {"seed": 3, "lr": 0.01}, [("val_acc", 0.5, 0), ("val_acc", 0.75, 1), ("loss", float("nan"), 0),
+                                                   ("final_val_acc", 0.75, 0)], {"domain": "black"})
+        one = bl.child(*spec[:3], tags=spec[3], start_ms=1000, end_ms=2000)
+        many = bl.children([spec, spec[:2] + ([("val_acc", 0.1, 0)], {})], start_ms=1000, end_ms=2000)
+    c = mlflow.MlflowClient()
+    a, b = c.get_run(one), c.get_run(many[0])
+    assert (a.info.status, a.info.start_time, a.info.end_time, a.info.run_name) == \
+           (b.info.status, b.info.start_time, b.info.end_time, b.info.run_name) == ("FINISHED", 1000, 2000, "cnn-0")
+    assert a.data.params == b.data.params and a.data.tags == b.data.tags
+    assert str(a.data.metrics) == str(b.data.metrics)  # nan == nan as text
+    hist = [[(m.step, m.value) for m in c.get_metric_history(r, "val_acc")] for r in (one, many[0])]
+    assert hist[0] == hist[1] == [(0, 0.5), (1, 0.75)]
+    assert b.info.artifact_uri.replace(many[0], one) == a.info.artifact_uri
+    kids = c.search_runs([a.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                         order_by=["metrics.final_val_acc DESC"])
+    assert len(kids) == 3 and c.get_run(many[1]).data.metrics == {"val_acc": 0.1}

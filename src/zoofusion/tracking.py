@@ -405,6 +405,63 @@ class BatchLogger:
         return run_id
 
 
+    def children(self, runs: Iterable[tuple[str, dict[str, Any], Iterable[tuple[str, float, int]], dict[str, str]]],
+                 start_ms: int | None = None, end_ms: int | None = None) -> list[str]:
+        """Many finished child runs of the logger's (fresh) parent at once: (name, params, metrics as (key, value,
+        step), tags) each, keyed as `child` keys them; no artifacts or datasets. On a SQL store (sqlite, PostgreSQL,
+        MySQL) all of them in one transaction, through the store's own tables: about 1 ms a run where `child` costs
+        ~50-90 ms (four tracking calls, each its own transaction), so 4498 CNNs log in seconds, not minutes. Another
+        store, or a parent reused from an earlier run, gets one `child` call per run."""
+        runs = list(runs)
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        if self.parent_id in self.reused or not hasattr(store, "ManagedSessionMaker"):
+            return [self.child(n, p, m, t, start_ms=start_ms, end_ms=end_ms) for n, p, m, t in runs]
+        import math
+        import uuid
+
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        from mlflow.utils.uri import append_to_uri_path
+
+        t0 = time.perf_counter()
+        now = int(time.time() * 1000)
+        start, end = start_ms or now, end_ms or now
+        root = self.client.get_experiment(self.exp_id).artifact_location
+        rows: dict[str, list[dict]] = {"runs": [], "tags": [], "params": [], "metrics": [], "latest": []}
+        ids = []
+        for name, params, metrics, tags in runs:
+            run_id = uuid.uuid4().hex
+            ids.append(run_id)
+            metrics = [(k, float(v), int(step)) for k, v, step in metrics]
+            all_tags = {**self.tags, **tags}
+            all_tags = {**all_tags, KEY_TAG: run_key(all_tags.get("dvc_stage", ""), name, params, all_tags,
+                                                     metrics=sorted(metrics)), "mlflow.runName": name}
+            if self.parent_id:
+                all_tags["mlflow.parentRunId"] = self.parent_id
+            rows["runs"].append(dict(run_uuid=run_id, name=name, source_type="UNKNOWN", source_name="",
+                                     entry_point_name="", user_id=all_tags.get("mlflow.user", "unknown"),
+                                     status="FINISHED", start_time=start, end_time=end, deleted_time=None,
+                                     source_version="", lifecycle_stage="active", experiment_id=int(self.exp_id),
+                                     artifact_uri=append_to_uri_path(root, run_id, "artifacts")))
+            rows["tags"] += [dict(key=k, value=str(v), run_uuid=run_id) for k, v in all_tags.items()]
+            rows["params"] += [dict(key=k, value=str(v), run_uuid=run_id) for k, v in params.items()]
+            latest: dict[str, dict] = {}
+            for k, v, step in dict.fromkeys(metrics):  # a repeated (key, value, step) is one value, as MLflow keeps it
+                nan = math.isnan(v)
+                row = dict(key=k, value=0.0 if nan else max(min(v, 1.7976931348623157e308), -1.7976931348623157e308),
+                           timestamp=end, step=step, is_nan=nan, run_uuid=run_id)
+                rows["metrics"].append(row)
+                if k not in latest or (step, row["value"]) > (latest[k]["step"], latest[k]["value"]):
+                    latest[k] = row
+            rows["latest"] += latest.values()
+        with store.ManagedSessionMaker() as session:  # one transaction: all of them, or none
+            for model, key in ((SqlRun, "runs"), (SqlTag, "tags"), (SqlParam, "params"), (SqlMetric, "metrics"),
+                               (SqlLatestMetric, "latest")):
+                if rows[key]:
+                    session.execute(model.__table__.insert(), rows[key])
+        self.seconds += time.perf_counter() - t0
+        return ids
+
+
 def cnn_content(weights: dict, curves: list) -> str:
     """What a logged CNN is: its weights and its training curves (same content = same run)."""
     import hashlib
