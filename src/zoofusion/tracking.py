@@ -279,6 +279,21 @@ def drop_if_duplicate(client, run_id: str, key: str) -> str | None:
     return original
 
 
+def analyze_store(client) -> None:
+    """Refresh a sqlite store's query-planner statistics (`ANALYZE`, ~0.1 s at 4498 runs). Without them SQLite joins
+    the UI's "runs sorted by a metric" query by scanning every run's metrics for every run: 1.3 s of SQL at 4498
+    runs (9 s through `mlflow server`), 0.03 s with them. Other stores are left alone; a failure only logs."""
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)
+    if engine is None or engine.dialect.name != "sqlite":
+        return
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    except Exception as e:  # an optimisation: never the reason a stage fails
+        log.debug("ANALYZE of the MLflow store failed: %s", e)
+
+
 @contextlib.contextmanager
 def stage_run(mlflow, run_name: str, stage: str, inputs: list[str | Path], tags: dict[str, str] | None = None,
               params: dict | None = None) -> Iterator:
@@ -299,6 +314,7 @@ def stage_run(mlflow, run_name: str, stage: str, inputs: list[str | Path], tags:
         key = run_key(stage, run_name, logged.params, logged.tags)
         client.set_tag(run_id, KEY_TAG, key)
     drop_if_duplicate(client, run_id, key)
+    analyze_store(client)  # a stage may have logged thousands of runs: keep the UI's sorted lists fast
 
 
 def content_hash(tensors: dict, *extra: bytes) -> str:
@@ -458,6 +474,7 @@ class BatchLogger:
                                (SqlLatestMetric, "latest")):
                 if rows[key]:
                     session.execute(model.__table__.insert(), rows[key])
+        analyze_store(self.client)
         self.seconds += time.perf_counter() - t0
         return ids
 
