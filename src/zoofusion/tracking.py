@@ -2,6 +2,8 @@
 
 Every run gets `git_commit` (with `git_dirty`), `dvc_stage`, and `data.<path>.md5` for each declared input,
 read from dvc.lock (the md5 DVC recorded for the upstream stage's output) or hashed directly for raw inputs.
+Runs are keyed by their inputs (`stage_run`, `BatchLogger`): a rerun that recomputes nothing leaves no run behind,
+and `register_version` adds a registry version only for a model whose content is new.
 """
 
 from __future__ import annotations
