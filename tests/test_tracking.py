@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -93,11 +94,11 @@ import os, signal, sys
 signal.signal(signal.SIGINT, signal.default_int_handler)
 import mlflow
 from zoofusion.cli import stage_main
-from zoofusion.tracking import run_tags, setup_mlflow
+from zoofusion.tracking import setup_mlflow, stage_run
 
 def run(args, params):
     mlflow = setup_mlflow("zoo")
-    with mlflow.start_run(run_name="parent", tags=run_tags("zoo@black", [])) as parent:
+    with stage_run(mlflow, "parent", "zoo@black", []) as parent:  # the stages' keyed run
         with mlflow.start_run(run_name="nested", nested=True):
             open(sys.argv[1], "w").close()
             os.kill(os.getpid(), signal.SIG{sig})
@@ -126,3 +127,126 @@ def test_an_interrupted_stage_ends_every_run_killed(tmp_path, sig):
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["zoo"], output_format="list")
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [("nested", "KILLED"), ("parent", "KILLED")]
+
+
+def _store(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "in.csv").write_text("x\n1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+
+
+def _a_stage(seed: int, weight: float) -> None:
+    """A stage's tracking as evaluate does it: a keyed parent run, nested child runs, a model registered."""
+    import torch
+
+    mlflow = tracking.setup_mlflow("generated-models")
+    with tracking.stage_run(mlflow, "evaluate", "evaluate", ["in.csv"], params={"seed": seed}):
+        mlflow.log_metric("seconds", 1.0)  # outputs never key a run
+        for i in range(3):
+            with mlflow.start_run(run_name=f"cand-{i}", nested=True):
+                mlflow.log_metric("auroc", 0.5 + i)
+        with mlflow.start_run(run_name="selected", nested=True):
+            f = Path("w.txt")
+            f.write_text(str(weight))
+            mlflow.log_artifact(str(f), "model")
+            uri = mlflow.get_artifact_uri("model")
+            tracking.register_version(mlflow, "zf-test", uri, tracking.content_hash({"w": torch.tensor([weight])}),
+                                      "generated-aligned")
+
+
+def _counts() -> tuple[int, int]:
+    import mlflow
+
+    c = mlflow.MlflowClient()
+    exp = c.get_experiment_by_name("generated-models").experiment_id
+    return len(c.search_runs([exp], max_results=1000)), len(c.search_model_versions("name = 'zf-test'"))
+
+
+def test_a_rerun_with_the_same_inputs_adds_no_run_and_no_version(tmp_path, monkeypatch):
+    """Issue 20 item 6: rerunning a stage's tracking on identical inputs leaves runs and versions as they were; a
+    changed input adds one run (with its children); a changed model one version, an unchanged one none."""
+    _store(tmp_path, monkeypatch)
+    _a_stage(seed=1, weight=0.5)
+    assert _counts() == (5, 1)
+    _a_stage(seed=1, weight=0.5)  # `dvc repro -f`: same inputs, same outputs
+    assert _counts() == (5, 1)
+    import mlflow
+
+    c = mlflow.MlflowClient()
+    exp = c.get_experiment_by_name("generated-models").experiment_id
+    from mlflow.entities import ViewType
+
+    dup = c.search_runs([exp], run_view_type=ViewType.DELETED_ONLY, max_results=1000)
+    assert len(dup) == 5 and all(tracking.DUPLICATE_TAG in r.data.tags for r in dup)  # deleted, said why
+    _a_stage(seed=2, weight=0.5)  # a changed param: a new evaluation, but the same model: no new version
+    assert _counts() == (10, 1)
+    _a_stage(seed=2, weight=0.25)  # same inputs, other bytes: not a no-op, so kept; the new model is a version
+    assert _counts() == (15, 2)
+    (tmp_path / "in.csv").write_text("x\n2\n")  # a changed input file
+    _a_stage(seed=2, weight=0.25)
+    assert _counts() == (20, 2)
+    _a_stage(seed=2, weight=0.25)
+    assert _counts() == (20, 2)
+
+
+def test_a_batch_logged_rerun_returns_the_runs_logged_before(tmp_path, monkeypatch):
+    """tune's studies and trials (BatchLogger top-level runs and their children): logged once per content."""
+    _store(tmp_path, monkeypatch)
+
+    def log(best: float) -> str:
+        mlflow = tracking.setup_mlflow("tuning")
+        exp = mlflow.get_experiment_by_name("tuning").experiment_id
+        bl = tracking.BatchLogger(mlflow, None, tracking.run_tags("tune", ["in.csv"]), experiment_id=exp)
+        parent = bl.child("study", {"method": "kmeans"}, [("best_value", best, 0)])
+        for t in range(3):
+            bl.child(f"trial-{t}", {"k": t}, [("objective", t / 10, 0)], parent_id=parent)
+        return parent
+
+    import mlflow
+
+    first = log(0.9)
+    assert log(0.9) == first
+    exp = mlflow.MlflowClient().get_experiment_by_name("tuning").experiment_id
+    assert len(mlflow.MlflowClient().search_runs([exp])) == 4
+    assert log(0.8) != first
+    assert len(mlflow.MlflowClient().search_runs([exp])) == 8
+
+
+def test_a_run_key_ignores_where_and_when(tmp_path, monkeypatch):
+    _store(tmp_path, monkeypatch)
+    a = tracking.run_key("data", "data", {"seed": 1}, {"dvc_stage": "data", "data.x.md5": "1", "git_commit": "a",
+                                                        "zoofusion.pid": "1", "mlflow.user": "u"})
+    assert a == tracking.run_key("data", "data", {"seed": 1}, {"dvc_stage": "data", "data.x.md5": "1",
+                                                               "git_commit": "b", "zoofusion.pid": "2"})
+    assert a != tracking.run_key("data", "data", {"seed": 1}, {"dvc_stage": "data", "data.x.md5": "2"})
+    assert a != tracking.run_key("data", "data", {"seed": 2}, {"dvc_stage": "data", "data.x.md5": "1"})
+    assert tracking.stage_code("zoo@black") and tracking.stage_code("nothing") == ""
+
+
+def test_bulk_children_read_back_as_runs_logged_one_by_one(tmp_path, monkeypatch):
+    """BatchLogger.children (one transaction on a SQL store) makes the runs `child` makes, call by call."""
+    _store(tmp_path, monkeypatch)
+    mlflow = tracking.setup_mlflow("zoo")
+    with mlflow.start_run(run_name="parent") as parent:
+        bl = tracking.BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "zoo@black"})
+        spec = ("cnn-0", {"seed": 3, "lr": 0.01}, [("val_acc", 0.5, 0), ("val_acc", 0.75, 1), ("loss", float("nan"), 0),
+                                                   ("final_val_acc", 0.75, 0)], {"domain": "black"})
+        one = bl.child(*spec[:3], tags=spec[3], start_ms=1000, end_ms=2000)
+        many = bl.children([spec, spec[:2] + ([("val_acc", 0.1, 0)], {})], start_ms=1000, end_ms=2000)
+    c = mlflow.MlflowClient()
+    a, b = c.get_run(one), c.get_run(many[0])
+    assert (a.info.status, a.info.start_time, a.info.end_time, a.info.run_name) == \
+           (b.info.status, b.info.start_time, b.info.end_time, b.info.run_name) == ("FINISHED", 1000, 2000, "cnn-0")
+    assert a.data.params == b.data.params and a.data.tags == b.data.tags
+    assert str(a.data.metrics) == str(b.data.metrics)  # nan == nan as text
+    hist = [[(m.step, m.value) for m in c.get_metric_history(r, "val_acc")] for r in (one, many[0])]
+    assert hist[0] == hist[1] == [(0, 0.5), (1, 0.75)]
+    assert b.info.artifact_uri.replace(many[0], one) == a.info.artifact_uri
+    kids = c.search_runs([a.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                         order_by=["metrics.final_val_acc DESC"])
+    assert len(kids) == 3 and c.get_run(many[1]).data.metrics == {"val_acc": 0.1}
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "m.db") as db:  # planner statistics: the UI's metric-sorted list stays fast
+        assert db.execute("select count(*) from sqlite_stat1 where tbl = 'latest_metrics'").fetchone()[0] > 0

@@ -169,12 +169,13 @@ def test_run_writes_outputs_and_logs_every_cnn(domain, tmp_path, monkeypatch):
     arts = [a.path for a in mlflow.MlflowClient().list_artifacts(child.run_id)]
     assert arts == ["model.pt"]
 
-    # a rerun over the cached shards logs a new parent run, but no CNN again (one run per content)
+    # a rerun over the cached shards recomputes nothing: no new parent run (same inputs: its duplicate is
+    # deleted) and no CNN again (one run per content)
     s2 = zoo_stage.run("black", _params(), prepared=tmp_path / "prepared", out_root=tmp_path / "zoo",
                  cache_root=tmp_path / "cache", metrics_root=tmp_path / "metrics")
     runs = mlflow.search_runs(experiment_names=["zoo"])
     assert s2["cached_shards"] == 2 and s2["runs_logged"] == 0 and s["runs_logged"] == 3
-    assert len(runs) == 5 and runs["tags.mlflow.parentRunId"].notna().sum() == 3
+    assert len(runs) == 4 and runs["tags.mlflow.parentRunId"].notna().sum() == 3
     assert (runs["tags.mlflow.runName"] == "black-00000").sum() == 1
 
 

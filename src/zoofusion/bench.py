@@ -4,6 +4,10 @@ grouped convolutions, shared-order groups; in one process or one process per cor
 path by timing, since paths differ in float rounding. The study's whole chain is timed where it
 runs, through DVC and MLflow (`make study`): every stage logs its own seconds to MLflow.
 
+``python -m zoofusion.bench mlflow --runs 4498`` logs the study's zoos (2749 + 1749 CNNs) as synthetic child runs
+into a fresh sqlite store with the project's logger, one call per run (a sample, projected) and in bulk, then serves
+the store with ``mlflow server`` on 127.0.0.1 and times the REST calls the UI's runs list and compare view make.
+
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
 """
 
@@ -96,6 +100,172 @@ def time_logging(result: tuple, epochs: int, batch_size: int) -> float:
     return zl.seconds
 
 
+CURVES = ("train_loss", "train_acc", "val_loss", "val_acc")  # what the zoo logs per epoch (tracking.CNN_CURVES)
+
+
+def synthetic_cnn(i: int, epochs: int, domain: str) -> tuple[str, dict, list, dict]:
+    """A synthetic zoo CNN's run as the zoo logs one: a few params, per-epoch curves and final values."""
+    rng = np.random.default_rng(i)
+    curves = {c: np.cumsum(rng.uniform(0, 0.05, epochs)) for c in CURVES}
+    metrics = [(c, float(v[e]), e) for c, v in curves.items() for e in range(epochs)]
+    metrics += [(f"final_{c}", float(v[-1]), 0) for c, v in curves.items()]
+    params = {"domain": domain, "model_index": i, "seed": int(rng.integers(2**31)), "epochs": epochs,
+              "batch_size": 128, "lr": 0.01, "architecture": "conv6-conv16-fc2"}
+    return f"{domain}-{i:05d}", params, metrics, {"domain": domain}
+
+
+def study_runs(n: int, epochs: int) -> list[tuple[str, dict, list, dict]]:
+    """`n` synthetic CNN runs split between the two domains in the study's proportion (2749 black, 1749 cat)."""
+    black = round(n * STUDY_ZOO_SIZES[0] / sum(STUDY_ZOO_SIZES))
+    return [synthetic_cnn(i, epochs, "black") for i in range(black)] + \
+        [synthetic_cnn(i, epochs, "cat") for i in range(n - black)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(store: str, artifacts: str, timeout: float = 180.0):
+    """`mlflow server` on 127.0.0.1 and a free port against `store`, in its own process group; yields its base URL
+    once /health answers (with the seconds that took and the group's id); on exit SIGTERM to the whole group (SIGKILL after 20 s), so no process outlives it."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    cmd = [exe if os.path.exists(exe) else "mlflow", "server", "--backend-store-uri", store, "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1", "--default-artifact-root", artifacts]
+    log = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+                              "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as `make ui`: no job workers
+    url = f"http://127.0.0.1:{port}"
+    try:
+        t0 = time.perf_counter()
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if p.poll() is not None or time.perf_counter() - t0 > timeout:
+                log.seek(0)
+                raise RuntimeError(f"mlflow server did not start: {log.read()[-2000:].decode(errors='replace')}")
+            time.sleep(0.25)
+        yield url, time.perf_counter() - t0, p.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        deadline = time.time() + 20  # workers of the group exit after their leader: wait for the last
+        while time.time() < deadline:
+            try:
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+        log.close()
+
+
+def _call(url: str, path: str, body: dict | None = None, query: dict | None = None) -> tuple[float, dict]:
+    """Seconds one REST call of the UI takes (POST with a JSON body, else GET with a query), and its answer."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    full = f"{url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    req = urllib.request.Request(full, data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"}, method="POST" if body else "GET")
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=120) as r:
+        out = json.loads(r.read() or b"{}")
+    return time.perf_counter() - t0, out
+
+
+def time_ui_calls(url: str, experiment_id: str, metric: str = "final_val_acc", compare: int = 5) -> list[str]:
+    """The runs list (runs/search: 100 runs, by start time as it opens, then sorted by a metric) and the compare
+    view of `compare` runs (runs/get and metrics/get-history each), as the UI calls them; a line per call."""
+    lines = []
+    search = {"experiment_ids": [experiment_id], "max_results": 100, "run_view_type": "ACTIVE_ONLY", "filter": ""}
+    for what, order in (("start_time", "attributes.start_time DESC"), ("metric", f"metrics.`{metric}` DESC")):
+        for attempt in ("first", "again"):
+            s, out = _call(url, "/ajax-api/2.0/mlflow/runs/search", {**search, "order_by": [order]})
+            lines.append(f"ui_runs_search_by_{what}_{attempt}_seconds: {s:.3f} ({len(out.get('runs', []))} runs)")
+    ids = [r["info"]["run_id"] for r in out["runs"][:compare]]
+    for i, run_id in enumerate(ids):
+        s, _ = _call(url, "/ajax-api/2.0/mlflow/runs/get", query={"run_id": run_id})
+        lines.append(f"ui_runs_get_{i}_seconds: {s:.3f}")
+        s, h = _call(url, "/ajax-api/2.0/mlflow/metrics/get-history", query={"run_id": run_id, "metric_key": "val_acc"})
+        lines.append(f"ui_metric_history_{i}_seconds: {s:.3f} ({len(h.get('metrics', []))} points)")
+    return lines
+
+
+def run_mlflow(args: argparse.Namespace) -> list[str]:
+    """Log `--runs` synthetic CNN runs under one parent run into a fresh sqlite store (a sample one call per run
+    first, projected to all), then serve the store and time the UI's calls. Targets: logging < 60 s, each call < 5 s."""
+    from zoofusion.tracking import BatchLogger
+
+    specs = study_runs(args.runs, args.epochs)
+    n_metrics = len(specs[0][2])
+    lines = [f"runs: {args.runs} (black {sum(s[1]['domain'] == 'black' for s in specs)}, "
+             f"cat {sum(s[1]['domain'] == 'cat' for s in specs)})",
+             f"per_run: {len(specs[0][1])} params, {n_metrics} metric values ({len(CURVES)} curves x {args.epochs} "
+             f"epochs + {len(CURVES)} final), tags"]
+    with _scratch_mlflow() as mlflow:
+        store = os.environ["MLFLOW_TRACKING_URI"]
+        exp = mlflow.get_experiment_by_name("bench-zoo").experiment_id
+        if args.sample:  # the logger's one-run-at-a-time path (four tracking calls a run), on a sample
+            sample = specs[:min(args.sample, len(specs))]
+            with mlflow.start_run(run_name="one-by-one") as parent:
+                bl = BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "bench"})
+                for name, params, metrics, tags in sample:
+                    bl.child(name, params, metrics, tags=tags)
+            per_run = bl.seconds / len(sample)
+            lines += [f"before_seconds_per_run: {per_run:.4f} (BatchLogger.child, {len(sample)} runs timed)",
+                      f"before_seconds_projected: {per_run * args.runs:.1f} ({args.runs} runs one call each; "
+                      f"target < 60)"]
+            mlflow.delete_run(parent.info.run_id)
+            for r in mlflow.MlflowClient().search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                                       max_results=50000):
+                mlflow.MlflowClient().delete_run(r.info.run_id)
+        t0 = time.perf_counter()
+        with mlflow.start_run(run_name="zoo-study") as parent:
+            bl = BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "bench"})
+            for i in range(0, len(specs), args.chunk):
+                bl.children(specs[i:i + args.chunk])
+        seconds = time.perf_counter() - t0
+        n = len(mlflow.MlflowClient().search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                                  max_results=50000))
+        lines += [f"after_seconds: {seconds:.1f} ({n} child runs + 1 parent, BatchLogger.children in chunks of "
+                  f"{args.chunk}; target < 60: {'pass' if seconds < 60 else 'FAIL'})",
+                  f"after_runs_per_second: {n / seconds:.0f}"]
+        if args.no_server:
+            return lines
+        with tempfile.TemporaryDirectory(prefix="zoofusion-bench-art-") as art, mlflow_server(store, art) as (url, up, pgid):
+            lines.append(f"server_start_seconds: {up:.1f} (mlflow server on {url}, process group {pgid})")
+            calls = time_ui_calls(url, exp)
+        worst = max(float(x.split(": ")[1].split()[0]) for x in calls)
+        lines += calls + [f"ui_slowest_call_seconds: {worst:.3f} (target < 5: {'pass' if worst < 5 else 'FAIL'})",
+                          f"server_stopped: yes (process group {pgid} is gone)"]
+    return lines
+
+
 def _positive_int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -117,7 +287,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """CLI: the ``zoo`` subcommand."""
+    """CLI: the ``zoo`` and ``mlflow`` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m zoofusion.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     z = sub.add_parser("zoo", help="zoo training throughput of every training path, and the one calibration picks")
@@ -141,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="cpu", help="cpu | cuda: where to train (the same code runs on both)")
     z.add_argument("--no-logging", action="store_true", help="skip timing the MLflow logging of the zoo")
+    m = sub.add_parser("mlflow", help="MLflow at the study's size: logging thousands of CNN runs, the UI's calls")
+    m.add_argument("--runs", type=_positive_int, default=sum(STUDY_ZOO_SIZES), help="synthetic CNN runs (study: 4498)")
+    m.add_argument("--epochs", type=_positive_int, default=5, help="per-epoch values of each of the 4 curves")
+    m.add_argument("--sample", type=int, default=200,
+                   help="runs logged one call each first, to project the one-by-one time (0: skip)")
+    m.add_argument("--chunk", type=_positive_int, default=1000, help="runs per transaction of the bulk path")
+    m.add_argument("--no-server", action="store_true", help="skip the mlflow server and the UI's calls")
     return parser
 
 
@@ -253,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "zoo":
         for line in run_zoo(args):
             print(line)
+    elif args.command == "mlflow":
+        for line in run_mlflow(args):
+            print(line, flush=True)
     return 0
 
 

@@ -36,7 +36,7 @@ from zoofusion.executor import check_backend
 from zoofusion.io import write_json
 from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.steps.cyclegan import UnitRun, UnitTask, plan_units, summarize, train_units
-from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 KERNELS = Path("data/kernels")
@@ -84,7 +84,7 @@ def run(params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = 
     workers = params.cyclegan.workers if device == "cpu" else 1  # a GPU trains one unit at a time
     mlflow = setup_mlflow("cyclegan")
     tags = run_tags("cyclegan", files)
-    with mlflow.start_run(run_name="cyclegan", tags=tags) as parent:
+    with stage_run(mlflow, "cyclegan", "cyclegan", files) as parent:
         mlflow.log_params({**params.cyclegan.model_dump(), "seed": params.seed, "device": device,
                            "backend": params.executor.backend, "variants": ",".join(variants),
                            "units": ",".join(f"{t.variant}/{t.unit}" for t in tasks)})

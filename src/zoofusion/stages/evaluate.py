@@ -31,7 +31,7 @@ from zoofusion.render.tables import safe
 from zoofusion.steps.candidates import build_pool
 from zoofusion.steps.evaluate import judge, render
 from zoofusion.steps.scores import score
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import content_hash, dataset_inputs, register_version, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 GENERATED = Path("data/generated")
@@ -46,7 +46,9 @@ REGISTERED_MODEL = "zoofusion-generated"
 
 
 def log_pyfunc(mlflow, cand: Candidate, example: np.ndarray, tmpdir: Path):
-    """The candidate as a pyfunc model from code (zoofusion/serving.py), with a signature, registered."""
+    """The candidate as a pyfunc model from code (zoofusion/serving.py), with a signature, registered as a new
+    version only when its weights or serving code differ from the latest version of its kind's
+    (`tracking.register_version`); returns that version."""
     from mlflow.models import infer_signature
 
     import zoofusion.serving as serving
@@ -56,10 +58,11 @@ def log_pyfunc(mlflow, cand: Candidate, example: np.ndarray, tmpdir: Path):
     torch.save({k: v.clone() for k, v in cand.weights.items()}, f)
     with torch.no_grad():
         out = ConvFeatures(*(cand.weights[k] for k in CONV_KEYS))(preprocess(example)).numpy()
-    return mlflow.pyfunc.log_model(name="feature_extractor", python_model=serving.__file__, artifacts={"weights": str(f)},
+    info = mlflow.pyfunc.log_model(name="feature_extractor", python_model=serving.__file__, artifacts={"weights": str(f)},
                                    signature=infer_signature(example, out), input_example=example,
-                                   registered_model_name=REGISTERED_MODEL,
                                    pip_requirements=["torch==2.14.1", "numpy", "zoofusion"])
+    content = content_hash({k: cand.weights[k] for k in CONV_KEYS}, Path(serving.__file__).read_bytes())
+    return register_version(mlflow, REGISTERED_MODEL, info.model_uri, content, cand.kind)
 
 
 def register_champion(client, versions: dict[str, str], champion: str, ev_verdict: dict) -> None:
@@ -131,7 +134,7 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
     client = mlflow.MlflowClient()
     sel_ids = set(selected)
     versions: dict[str, str] = {}
-    with mlflow.start_run(run_name="evaluate", tags=tags) as parent:
+    with stage_run(mlflow, "evaluate", "evaluate", list(inputs)) as parent:
         client.log_inputs(parent.info.run_id, datasets=datasets)
         pp = params.verdict.primary
         mlflow.log_params({"primary_metric": pp.metric, "primary_method": pp.method,
@@ -175,7 +178,7 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                     for p in figs.get(r["id"], []):
                         client.log_artifact(child.info.run_id, str(p), "figures")
                     if r["id"] in sel_ids and cand.weights is not None:
-                        versions[r["id"]] = str(log_pyfunc(mlflow, cand, example, Path(tmp)).registered_model_version)
+                        versions[r["id"]] = str(log_pyfunc(mlflow, cand, example, Path(tmp)).version)
         if versions:
             register_champion(client, versions, champion if champion in versions else selected[0], ev_verdict)
 

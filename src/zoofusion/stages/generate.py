@@ -11,7 +11,7 @@ from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.render.kernel_grid import kernel_grid_figure
 from zoofusion.steps.generate import GANS, KERNELS, OUT, run as generate_variant
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, setup_mlflow, stage_run
 
 
 def run(variant: str, params: Params, kernels: Path = KERNELS, gans: Path = GANS, out: Path = OUT) -> int:
@@ -19,7 +19,7 @@ def run(variant: str, params: Params, kernels: Path = KERNELS, gans: Path = GANS
     made = generate_variant(variant, v, params.generate, kernels, gans, out)
     g, ks, inputs = made["generated"], made["kernels"], made["inputs"]
     mlflow = setup_mlflow("cyclegan")
-    with mlflow.start_run(run_name=f"generate-{variant}", tags=run_tags(f"generate@{variant}", inputs)) as run:
+    with stage_run(mlflow, f"generate-{variant}", f"generate@{variant}", inputs) as run:
         mlflow.MlflowClient().log_inputs(run.info.run_id, datasets=dataset_inputs({f: "train" for f in inputs}))
         mlflow.log_params({"variant": variant, "n_generated": len(g["ids"]), "bias": params.generate.bias,
                            "max_per_domain": params.generate.max_per_domain, **v.model_dump()})

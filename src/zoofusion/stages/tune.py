@@ -55,8 +55,8 @@ def study_logger(tp: TuneParams, seed: int, tags: dict[str, str]):
                   **{f"best.{k}": v for k, v in r["best_params"].items()}}
         parent = logger.child(r["study"], params, metrics, tags={
             "method": r["method"], "candidate": r["candidate"], "kind": r["kind"], "optuna_study": r["study"],
-            "optuna_storage": display_url(tp.storage)}, start_ms=first["start_ms"], end_ms=last["end_ms"])
-        logger.client.log_inputs(parent, datasets=datasets)
+            "optuna_storage": display_url(tp.storage)}, start_ms=first["start_ms"], end_ms=last["end_ms"],
+            datasets=datasets)  # a rerun of the same study returns the run logged before: nothing new
         prefix = metric_prefix(r["method"])
         for t in r["trials"]:
             logger.child(f"trial-{t['number']}", t["params"], [("objective", t["value"], 0), *[

@@ -19,7 +19,7 @@ from zoofusion.executor import check_backend
 from zoofusion.io import write_json
 from zoofusion.render.kernel_grid import kernel_grid_figure
 from zoofusion.steps.zoo import train_zoo
-from zoofusion.tracking import BatchLogger, dataset_inputs, log_cnns, run_tags, setup_mlflow
+from zoofusion.tracking import BatchLogger, dataset_inputs, log_cnns, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 PREPARED = Path("data/prepared")
@@ -46,7 +46,7 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
     mlflow = setup_mlflow("zoo")
     tags = run_tags(f"zoo@{domain}", [data])
     logged = 0
-    with mlflow.start_run(run_name=f"zoo-{domain}", tags=tags) as parent:
+    with stage_run(mlflow, f"zoo-{domain}", f"zoo@{domain}", [data]) as parent:
         mlflow.log_params({"domain": domain, "n_models": n_models,
                            **{k: v for k, v in z.model_dump().items() if k != "n_models"},
                            "seed": params.seed, "device": device})
