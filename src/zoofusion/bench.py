@@ -286,8 +286,48 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
+    """Wall seconds of each DVC stage's latest finished top-level MLflow run (its end minus its start time), in the
+    order the stages ran: a stage's time is read from the run it logged, never from a DVC output. `runs`: MLflow
+    Run objects; `dvc_exp`: only runs tagged with that DVC experiment name (tracking's `dvc_exp` tag)."""
+    latest: dict[str, object] = {}
+    for r in runs:
+        t = r.data.tags
+        if ("dvc_stage" not in t or "mlflow.parentRunId" in t or r.info.status != "FINISHED" or not r.info.end_time
+                or (dvc_exp is not None and t.get("dvc_exp") != dvc_exp)):
+            continue
+        if t["dvc_stage"] not in latest or r.info.start_time > latest[t["dvc_stage"]].info.start_time:
+            latest[t["dvc_stage"]] = r
+    ordered = sorted(latest.items(), key=lambda kv: kv[1].info.start_time)
+    return {stage: (r.info.end_time - r.info.start_time) / 1000 for stage, r in ordered}
+
+
+def run_stages(args: argparse.Namespace) -> list[str]:
+    """Each stage's wall seconds from the MLflow store (MLFLOW_TRACKING_URI, else the project's mlflow.db)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    from zoofusion.tracking import tracking_uri
+
+    client = mlflow.MlflowClient(tracking_uri())
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while exp_ids:  # top-level runs carry no parent tag; MLflow cannot filter on a missing tag, so page through
+        page = client.search_runs(exp_ids, "attributes.status = 'FINISHED'", max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            break
+    seconds = stage_seconds(runs, args.dvc_exp)
+    if not seconds:
+        raise SystemExit(f"bench stages: no finished stage runs{f' tagged dvc_exp={args.dvc_exp}' if args.dvc_exp else ''}"
+                         f" in {tracking_uri()}; run the pipeline (`make run`, `make study`) first")
+    lines = [f"stage_seconds_{stage}: {s:.1f}" for stage, s in seconds.items()]
+    return lines + [f"stage_seconds_total: {sum(seconds.values()):.1f}"]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """CLI: the ``zoo`` and ``mlflow`` subcommands."""
+    """CLI: the ``zoo``, ``mlflow`` and ``stages`` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m zoofusion.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     z = sub.add_parser("zoo", help="zoo training throughput of every training path, and the one calibration picks")
@@ -318,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs logged one call each first, to project the one-by-one time (0: skip)")
     m.add_argument("--chunk", type=_positive_int, default=1000, help="runs per transaction of the bulk path")
     m.add_argument("--no-server", action="store_true", help="skip the mlflow server and the UI's calls")
+    st = sub.add_parser("stages", help="each stage's wall seconds, read from its MLflow run (timings are not DVC outputs)")
+    st.add_argument("--dvc-exp", default=None, help="only the runs of this DVC experiment (e.g. study; workspace = "
+                    "`dvc repro`); default: the latest run of each stage")
     return parser
 
 
@@ -433,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "mlflow":
         for line in run_mlflow(args):
             print(line, flush=True)
+    elif args.command == "stages":
+        for line in run_stages(args):
+            print(line)
     return 0
 
 
