@@ -77,8 +77,18 @@ def covered(path: str, deps: list[str]) -> bool:
 
 
 def own_code(files: set[Path]) -> set[Path]:
-    """The stage-specific, non-core modules: where data paths and params reads live."""
-    return {f for f in files if "core" not in f.parts and "render" not in f.parts}
+    """The stage-specific, non-core modules: where data paths and params reads live (layout.py defines every path;
+    a stage names the ones it uses as `layout.<NAME>`)."""
+    return {f for f in files if "core" not in f.parts and "render" not in f.parts and f.name != "layout.py"}
+
+
+def layout_paths(tree: ast.AST) -> set[str]:
+    """The paths a module uses from zoofusion.layout (`layout.<NAME>`), as strings."""
+    import zoofusion.layout as layout
+
+    names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+             and n.value.id == "layout"}
+    return {str(getattr(layout, a)) for a in names if isinstance(getattr(layout, a), Path)}
 
 
 @pytest.mark.parametrize("name", list(stages()))
@@ -102,6 +112,7 @@ def test_data_paths_named_in_code_are_declared(name):
     named, prefixes = set(), set()
     for f in own_code(closure(stage_module(st))):
         tree = ast.parse(f.read_text())
+        named |= layout_paths(tree)
         in_fstring = {id(c) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr) for c in n.values}
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(DATA_PREFIXES) \
@@ -187,3 +198,22 @@ def test_core_writes_no_files():
                 "save", "load", "savez", "savez_compressed", "dump"))
             assert not file_io, f"{f.relative_to(PKG)}:{node.lineno} calls {base + '.' if base else ''}{name}(): " \
                                 "core writes (and reads) no files"
+
+
+def test_dvc_yaml_paths_are_the_layouts():
+    """Every data, metrics and reports path dvc.yaml declares is one of zoofusion.layout's (or inside one), and
+    every path layout declares is used by some stage: the paths are defined in one module."""
+    import zoofusion.layout as layout
+
+    ours = [str(p) for p in layout.DECLARED]
+    declared = set()
+    for st in stages().values():
+        for key in ("deps", "outs", "metrics", "plots"):
+            for o in st.get(key, []):
+                d = o if isinstance(o, str) else next(iter(o))
+                if d.startswith(DATA_PREFIXES) and not d.startswith("data/source"):  # params data.path / labels
+                    declared.add(d)
+    strays = sorted(d for d in declared if not covered(d, ours))
+    assert not strays, f"dvc.yaml declares paths zoofusion/layout.py does not define: {strays}"
+    unused = sorted(p for p in ours if not any(covered(d, [p]) for d in declared))
+    assert not unused, f"zoofusion/layout.py defines paths no stage declares: {unused}"

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import zoofusion.layout as layout
 from zoofusion.core import train
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ __all__ = ["CANDIDATES_VERSION", "Candidate", "Plan", "RealTimer", "Work", "cali
 CANDIDATES_VERSION = 1
 CPU_GROUP_SIZES = (4, 8, 16)
 CUDA_GROUP_SIZES = (16, 64)
-DEFAULT_CACHE_DIR = Path("data/cache/calibrate")
+DEFAULT_CACHE_DIR = layout.CALIBRATE_CACHE
 PRUNE_BELOW = 0.6  # after two rounds, a candidate below this fraction of the leader is not timed again (half after one)
 BUDGET_S = 30.0  # no new round of timings starts after this many seconds (a loaded machine)
 TIE_MARGIN = 0.03  # candidates this close to the fastest count as ties; more processes win (see pick)

@@ -14,13 +14,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.config import DOMAINS, VARIANTS, ConfigError, Params, load_params
 from zoofusion.io import code_fingerprint, file_md5
 from zoofusion.steps import cyclegan as gan_step
 from zoofusion.steps import zoo as zoo_step
 
-ZOO_CACHE = Path("data/cache/zoo")
-GAN_CACHE = Path("data/cache/cyclegan")
+ZOO_CACHE = layout.ZOO_CACHE
+GAN_CACHE = layout.GAN_CACHE
 
 
 def live_entries(params: Params, root: Path) -> set[Path]:

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import VARIANTS, Params
 from zoofusion.console import progress
@@ -39,10 +40,10 @@ from zoofusion.steps.cyclegan import UnitRun, UnitTask, plan_units, summarize, t
 from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
-KERNELS = Path("data/kernels")
-OUT = Path("data/cyclegan")
-CACHE = Path("data/cache/cyclegan")
-METRICS = Path("metrics")
+KERNELS = layout.KERNELS
+OUT = layout.CYCLEGAN
+CACHE = layout.GAN_CACHE
+METRICS = layout.METRICS
 
 
 def flat_distances(dist: dict[str, dict[str, float]], unit: str) -> dict[str, float]:

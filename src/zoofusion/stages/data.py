@@ -3,14 +3,14 @@ MLflow (experiment `pipeline`: the sizes, the contact sheets)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.images import ImageSourceError
 from zoofusion.steps.data import run
 from zoofusion.tracking import log_stage_run
 
-OUT = Path("data/prepared")
+OUT = layout.PREPARED
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.core.candidates import CONV_KEYS, Candidate, generated_kind, is_generated, kinds_of
@@ -34,13 +35,13 @@ from zoofusion.steps.scores import score
 from zoofusion.tracking import content_hash, dataset_inputs, register_version, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
-GENERATED = Path("data/generated")
-KERNELS = Path("data/kernels")
-VAL = Path("data/prepared/val.npz")
-TEST = Path("data/testset/test.npz")
-OUT = Path("data/evaluate")
-TABLES, FIGURES = Path("reports/tables"), Path("reports/figures")
-METRICS_FILE = Path("metrics/evaluate.json")
+GENERATED = layout.GENERATED
+KERNELS = layout.KERNELS
+VAL = layout.VAL
+TEST = layout.TEST
+OUT = layout.EVALUATE
+TABLES, FIGURES = layout.TABLES, layout.FIGURES
+METRICS_FILE = layout.METRICS / "evaluate.json"
 KINDS = kinds_of(VARIANTS)
 REGISTERED_MODEL = "zoofusion-generated"
 

@@ -3,15 +3,15 @@ logged to MLflow (experiment `pipeline`: kept and dropped models, alignment simi
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.steps.kernels import run
 from zoofusion.tracking import log_stage_run
 
-ZOO = Path("data/zoo")
-OUT = Path("data/kernels")
-METRICS = Path("metrics/kernels.json")
+ZOO = layout.ZOO
+OUT = layout.KERNELS
+METRICS = layout.METRICS / "kernels.json"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,15 +3,15 @@ split, or a user's manifest checked for held-out images), logged to MLflow (expe
 
 from __future__ import annotations
 
-from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.images import ImageSourceError
 from zoofusion.steps.testset import run
 from zoofusion.tracking import log_stage_run
 
-PREPARED = Path("data/prepared")
-OUT = Path("data/testset")
+PREPARED = layout.PREPARED
+OUT = layout.TESTSET
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import Params, TuneParams
 from zoofusion.steps.tune import tune
@@ -28,10 +28,10 @@ from zoofusion.tuning import Study, TuneError, check_storage, display_url, metri
 
 log = logging.getLogger(__name__)
 
-EVALUATED = Path("data/evaluate")
-VAL = Path("data/prepared/val.npz")
-OUT = Path("data/tune/best_params.json")
-METRICS_FILE = Path("metrics/tune.json")
+EVALUATED = layout.EVALUATE
+VAL = layout.VAL
+OUT = layout.BEST_PARAMS
+METRICS_FILE = layout.METRICS / "tune.json"
 EXPERIMENT = "tuning"
 
 

@@ -13,17 +13,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import Params
 from zoofusion.steps.tune import tuned
 from zoofusion.tuning import TuneError
 
 log = logging.getLogger(__name__)
-BEST = Path("data/tune/best_params.json")
-EVALUATED = Path("data/evaluate")
-VAL = Path("data/prepared/val.npz")
-TEST = Path("data/testset/test.npz")
-OUT = Path("data/tuned/tuned.csv")
+BEST = layout.BEST_PARAMS
+EVALUATED = layout.EVALUATE
+VAL = layout.VAL
+TEST = layout.TEST
+OUT = layout.TUNED_CSV
 
 
 def run(params: Params, root: Path = Path(".")) -> Path:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import Params
 from zoofusion.io import atomic_path
 
 log = logging.getLogger(__name__)
-OUT = Path("data/validated.txt")
+OUT = layout.VALIDATED
 
 
 def run(params: Params, out: Path = OUT) -> None:

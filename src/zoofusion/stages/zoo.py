@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS
 from zoofusion.console import progress
@@ -22,10 +23,10 @@ from zoofusion.steps.zoo import train_zoo
 from zoofusion.tracking import BatchLogger, dataset_inputs, log_cnns, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
-PREPARED = Path("data/prepared")
-OUT = Path("data/zoo")
-CACHE = Path("data/cache/zoo")
-METRICS = Path("metrics")
+PREPARED = layout.PREPARED
+OUT = layout.ZOO
+CACHE = layout.ZOO_CACHE
+METRICS = layout.METRICS
 REPRODUCIBLE = ("count", "val_acc_mean", "val_acc_min", "val_acc_max", "train_acc_mean", "path")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+import zoofusion.layout as layout
 from zoofusion.config import DataParams
 from zoofusion.images import (ImageSet, ImageSourceError, load_cifar10, load_split, missing_source_message,
                               near_copies, perceptual_hashes)
@@ -27,7 +28,7 @@ from zoofusion.render.sheets import save_sheet
 from zoofusion.io import atomic_dir, save_npz
 
 log = logging.getLogger(__name__)
-OUT = Path("data/prepared")
+OUT = layout.PREPARED
 DATASETS = ("black", "cat", "val", "test_split")
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+import zoofusion.layout as layout
 from zoofusion.config import DOMAINS
 from zoofusion.core.cnn import CONV_KEYS, CONV_LAYERS, ConvFeatures
 from zoofusion.core.cyclegan import translate
@@ -32,9 +33,9 @@ if TYPE_CHECKING:
     from zoofusion.config import GenerateParams, VariantParams
 
 log = logging.getLogger(__name__)
-KERNELS = Path("data/kernels")
-GANS = Path("data/cyclegan")
-OUT = Path("data/generated")
+KERNELS = layout.KERNELS
+GANS = layout.CYCLEGAN
+OUT = layout.GENERATED
 DOMAIN_LETTER = dict(zip(DOMAINS, "AB"))  # the study's names: A = black zoo, B = cat zoo
 
 

@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import zoofusion.layout as layout
 from zoofusion.config import DOMAINS
 from zoofusion.core.align import align_many, similarity
 from zoofusion.core.cnn import CONV_KEYS
 from zoofusion.io import atomic_dir, load_npz, save_torch, write_json
 
 log = logging.getLogger(__name__)
-ZOO = Path("data/zoo")
-OUT = Path("data/kernels")
-METRICS = Path("metrics/kernels.json")
+ZOO = layout.ZOO
+OUT = layout.KERNELS
+METRICS = layout.METRICS / "kernels.json"
 
 
 def load_zoo(zoo: Path, domain: str) -> tuple[dict[str, torch.Tensor], np.ndarray]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+import zoofusion.layout as layout
 from zoofusion.config import DOMAINS, VARIANTS, Params
 from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.io import atomic_dir, atomic_path, file_md5, load_npz
@@ -26,9 +27,9 @@ from zoofusion.render.report import cyclegan_figure, md_table, md_to_html, zoo_f
 from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe
 
 log = logging.getLogger(__name__)
-REPORTS = Path("reports")
+REPORTS = layout.REPORTS
 OUT = REPORTS / "report"
-TUNED = Path("data/tuned/tuned.csv")
+TUNED = layout.TUNED_CSV
 # Files whose md5 the report prints: every file it reads (its declared DVC deps)
 READS = ("metrics/evaluate.json", "metrics/kernels.json", "metrics/zoo_black.json", "metrics/zoo_cat.json",
          "metrics/cyclegan_study.json", "metrics/cyclegan_aligned.json", "data/testset/test.npz",

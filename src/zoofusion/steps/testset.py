@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
+import zoofusion.layout as layout
 from zoofusion.config import Params
 from zoofusion.images import ImageSourceError, near_copies, perceptual_hashes, pixel_hashes, read_images
 from zoofusion.io import atomic_dir, load_npz, save_npz
 from zoofusion.render.sheets import save_sheet
 
 log = logging.getLogger(__name__)
-PREPARED = Path("data/prepared")
-OUT = Path("data/testset")
-MANIFESTS = Path("data/manifests")
+PREPARED = layout.PREPARED
+OUT = layout.TESTSET
+MANIFESTS = layout.MANIFESTS
 
 
 def read_manifest(path: str | Path) -> tuple[list[str], np.ndarray]:
