@@ -169,7 +169,7 @@ def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored,
         assert 0 < c["p"] <= c["p_holm"] <= 1 and c["adjusted_outcome"] in ("generated", "baseline", "none")
         assert c["mean_p_holm"] is None  # the family: best-on-val comparisons only
     assert j.summary["secondary_family"]["hypotheses"] == len(j.summary["comparisons"])
-    from zoofusion.stages.evaluate import primary_metrics  # what the stage logs to the MLflow evaluate run
+    from zoofusion.registry import primary_metrics  # what the stage logs to the MLflow evaluate run
 
     m = primary_metrics(pr)
     assert m["primary/difference"] == pr["difference"] and m["primary/mdd"] == pr["mdd"]

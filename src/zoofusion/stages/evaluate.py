@@ -18,21 +18,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import DOMAINS, VARIANTS, Params
-from zoofusion.core.candidates import CONV_KEYS, Candidate, generated_kind, is_generated, kinds_of
-from zoofusion.core.cnn import preprocess
+from zoofusion.core.candidates import generated_kind, is_generated, kinds_of
 from zoofusion.core.verdict import Comparison
 from zoofusion.executor import check_backend
 from zoofusion.io import load_npz
-from zoofusion.render.tables import safe
 from zoofusion.steps.candidates import build_pool
 from zoofusion.steps.evaluate import judge, render
 from zoofusion.steps.scores import score
-from zoofusion.tracking import content_hash, dataset_inputs, register_version, run_tags, setup_mlflow, stage_run
+from zoofusion.registry import log_pyfunc, primary_metrics, register_champion
+from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 GENERATED = layout.GENERATED
@@ -43,43 +41,6 @@ OUT = layout.EVALUATE
 TABLES, FIGURES = layout.TABLES, layout.FIGURES
 METRICS_FILE = layout.METRICS / "evaluate.json"
 KINDS = kinds_of(VARIANTS)
-REGISTERED_MODEL = "zoofusion-generated"
-
-
-def log_pyfunc(mlflow, cand: Candidate, example: np.ndarray, tmpdir: Path):
-    """The candidate as a pyfunc model from code (zoofusion/serving.py), with a signature, registered as a new
-    version only when its weights or serving code differ from the latest version of its kind's
-    (`tracking.register_version`); returns that version."""
-    from mlflow.models import infer_signature
-
-    import zoofusion.serving as serving
-    from zoofusion.core.cnn import ConvFeatures
-
-    f = tmpdir / f"{safe(cand.id)}.pt"
-    torch.save({k: v.clone() for k, v in cand.weights.items()}, f)
-    with torch.no_grad():
-        out = ConvFeatures(*(cand.weights[k] for k in CONV_KEYS))(preprocess(example)).numpy()
-    info = mlflow.pyfunc.log_model(name="feature_extractor", python_model=serving.__file__, artifacts={"weights": str(f)},
-                                   signature=infer_signature(example, out), input_example=example,
-                                   pip_requirements=["torch==2.14.1", "numpy", "zoofusion"])
-    content = content_hash({k: cand.weights[k] for k in CONV_KEYS}, Path(serving.__file__).read_bytes())
-    return register_version(mlflow, REGISTERED_MODEL, info.model_uri, content, cand.kind)
-
-
-def register_champion(client, versions: dict[str, str], champion: str, ev_verdict: dict) -> None:
-    """Alias `champion` = the best-on-val generated model; every version tagged with the verdict it came with:
-    the sentence, and the outcome of each comparison of its own variant's kind (`vs_<other kind>_<method>`)."""
-    for cid, version in versions.items():
-        client.set_model_version_tag(REGISTERED_MODEL, version, "model_id", cid)
-        client.set_model_version_tag(REGISTERED_MODEL, version, "verdict", ev_verdict["sentence"][:5000])
-        kind = generated_kind(cid.split("/", 1)[0])  # ids are <variant>/<source>
-        for c in ev_verdict["comparisons"]:
-            if c["generated_kind"] == kind:
-                client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}", c["outcome"])
-                if c.get("adjusted_outcome"):
-                    client.set_model_version_tag(REGISTERED_MODEL, version, f"vs_{c['kind']}_{c['method']}_holm",
-                                                 c["adjusted_outcome"])
-    client.set_registered_model_alias(REGISTERED_MODEL, "champion", versions[champion])
 
 
 def run(params: Params) -> dict:
@@ -110,14 +71,6 @@ def run(params: Params) -> dict:
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), time.perf_counter() - t0,
              ", ".join(sorted(r["id"] for r in j.selected)))
     return summary
-
-
-def primary_metrics(pr: dict) -> dict[str, float]:
-    """The primary endpoint's numbers as MLflow metrics: primary/{difference,low,high,se,p,mdd} and the width of
-    each source's interval alone, primary/breakdown/<source>/width."""
-    out = {f"primary/{k}": pr[k] for k in ("difference", "low", "high", "se", "p", "mdd")}
-    out.update({f"primary/breakdown/{src}/width": b["width"] for src, b in pr["breakdown"].items()})
-    return out
 
 
 def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str], figs: dict, example: np.ndarray,
