@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-fast test-repro test-ray test-services test-ui ui ui-check plots-template study
+.PHONY: setup source run replicate test test-fast test-repro test-ray test-services test-ui ui ui-check plots-template study
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-run: setup
+# The image source and the labels (data/source/*.dvc): from the DVC remote, else imported again from ../shared/data
+source: setup
+	scripts/source.sh
+
+run: setup source
 	$(BIN)/dvc repro
 
 # Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once.

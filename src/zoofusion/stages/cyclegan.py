@@ -31,7 +31,7 @@ from zoofusion.console import progress
 from zoofusion.core.cyclegan import TrainingDiverged
 from zoofusion.io import atomic_dir, write_json
 from zoofusion.steps.cyclegan import Unit, distances, grid, kernel_files, load_kernels, make_config, train_unit, units
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import dataset_inputs, project_root, run_tags, setup_mlflow
 
 log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2")
@@ -119,7 +119,9 @@ def run(variant: str, params: Params, kernels: Path = KERNELS, out: Path = OUT, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("cyclegan@{variant}", lambda args, params: run(args.variant, params), argv,
+    # the checkpoints in the project root, also from a queued experiment's temporary copy (tracking.project_root)
+    stage_main("cyclegan@{variant}", lambda args, params: run(args.variant, params, cache=project_root() / CACHE),
+               argv,
                description="Train the kernel CycleGAN(s) of one translation variant.",
                errors=(ValueError, TrainingDiverged),
                add_arguments=lambda ap: ap.add_argument("--variant", required=True, choices=VARIANTS),
