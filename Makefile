@@ -24,6 +24,12 @@ source: setup
 run: setup source
 	$(BIN)/dvc repro
 
+# Replication across pipeline seeds (params.yaml `replicate`): a queued DVC experiment per seed on the reduced
+# profile, run one at a time, then reports/replication.md and .json from `dvc exp show --json`. About 4 minutes
+# a seed on 2 cores; a rerun queues only the seeds this commit lacks.
+replicate: setup source
+	$(BIN)/python -m zoofusion.replicate all
+
 # Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once.
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
