@@ -179,7 +179,8 @@ def endpoints(ev: dict) -> dict[str, dict]:
     where a run predates it, the best-on-val KMeans AUROC difference of each generated kind vs each baseline kind."""
     if ev.get("primary"):
         p = ev["primary"]
-        return {"primary": {k: p.get(k) for k in ("difference", "low", "high", "se", "mdd", "outcome")}
+        return {"primary": {k: p.get(k) for k in ("metric", "method", "difference", "low", "high", "se", "mdd",
+                                                  "outcome")}
                 | {"generated": (p.get("generated") or {}).get("kind"),
                    "comparator": (p.get("comparator") or {}).get("kind")}}
     out = {}
@@ -262,8 +263,9 @@ def render(result: dict) -> str:
               f"; seeds {', '.join(map(str, result['seeds']))}. Each seed is one queued DVC experiment "
               f"(`dvc exp run --queue`), the whole pipeline.", ""]
     if pe:
+        metric = next((r["endpoints"]["primary"].get("metric") for r in result["per_seed"]), None) or "auroc"
         lines += [f"**What one run can detect**: with the spread between seeds (sd {pe['sd']:.3f}), one run detects a "
-                  f"difference of {pe['mdd_one_run']:.3f} AUROC at power {result['power']:.0%} and level "
+                  f"difference of {pe['mdd_one_run']:.3f} {metric.upper()} at power {result['power']:.0%} and level "
                   f"{result['alpha']:g}; the mean of {pe['k']} seeds, {pe['mdd_pooled_mean']:.3f}. A single run's "
                   f"own bootstrap interval is {pe['mean_within_seed_width'] or float('nan'):.3f} wide on average.", ""]
     lines += ["## Per seed", "", "| seed | experiment | endpoint | difference | interval | outcome |", "|---|---|---|---|---|---|"]
