@@ -531,13 +531,13 @@ def parse_params(raw: dict) -> Params:
     replicate profile's overrides must make valid params too (checked here, before any replicate is queued)."""
     if raw is None:
         raw = {}
-    params = _validate(raw)
+    checked = _validate(raw)  # (not `params`: no stage reads the replicate section, tests/test_dvc_yaml.py)
     try:
-        over = apply_overrides(raw, params.replicate.profile)
+        over = apply_overrides(raw, checked.replicate.profile)
     except ConfigError as e:
         raise ConfigError(f"replicate.profile.{e}") from None
     _validate(over, "replicate.profile makes invalid params: ")
-    return params
+    return checked
 
 
 def _first_duplicate(node: yaml.Node, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
