@@ -187,7 +187,7 @@ def test_one_queued_experiment_runs_in_its_temp_copy_and_its_results_resolve(tmp
     assert "Success" in status, status + _sh(["dvc", "queue", "logs", name], work, env)[-3000:]
     shown_ = json.loads(_sh(["dvc", "exp", "show", "--json", "--no-pager"], work, env))
     result = rep.write_report(shown_, yaml.safe_load((work / "params.yaml").read_text()), "c" * 40,
-                              tmp_path / "r.md", tmp_path / "r.json")
+                              tmp_path / "r.md", tmp_path / "r.json", root=work)
     assert result["seeds"] == [5] and result["left_out"] == []
     primary = result["per_seed"][0]["endpoints"]["primary"]
     assert primary["low"] <= primary["difference"] <= primary["high"]

@@ -133,6 +133,22 @@ def experiments(shown: list) -> list[dict]:
     return out
 
 
+def complete(e: dict, root: Path = Path(".")) -> dict:
+    """The experiment with its whole metrics/evaluate.json: `dvc exp show --json` leaves out lists (the verdict's
+    comparisons), so the file is read from the experiment's commit through DVC (`dvc.api.read`, from the cache)."""
+    ev = e["evaluate"] or {}
+    if "comparisons" in (ev.get("verdict") or {}) or not e.get("rev"):
+        return e
+    try:
+        import dvc.api
+
+        return {**e, "evaluate": json.loads(dvc.api.read(EVALUATE, repo=str(root), rev=e["rev"]))}
+    except Exception as err:  # noqa: BLE001 - any failure leaves the secondary comparisons out, said in one line
+        log.warning("%s: %s unreadable at %s (%s); its secondary comparisons are left out", e["name"], EVALUATE,
+                    e["rev"][:7], " ".join(str(err).split())[:200])
+        return e
+
+
 def select(exps: list[dict], raw: dict) -> tuple[dict[int, dict], list[dict]]:
     """The replicates of this params file: per seed, the latest finished experiment whose params are `raw` with
     that seed and the replicate profile applied. Returns ({seed: experiment}, the experiments left out, why)."""
@@ -247,7 +263,7 @@ def render(result: dict) -> str:
     """reports/replication.md: short paragraphs, the answer first."""
     prof = result["profile"]
     k = len(result["seeds"])
-    lines = [f"# Replication across {k} pipeline seeds", ""]
+    lines = [f"# Replication across {k} pipeline seed{'s' if k != 1 else ''}", ""]
     pe = result["pooled"].get("primary")
     level = f"{100 * (1 - result['alpha']):.0f}%"
     if pe:
@@ -255,7 +271,9 @@ def render(result: dict) -> str:
                   f"range {_f(pe['min'])} to {_f(pe['max'])}; {level} t-interval of the mean "
                   f"[{_f(pe['low'])}, {_f(pe['high'])}]): {WORDS[pe['pooled_outcome']]}. Per seed, its own interval "
                   f"says {', '.join(f'{WORDS[o]} in {n}' for o, n in sorted(pe['outcomes'].items()))}.", ""]
-    elif k:
+    elif k < 2:
+        lines += [f"Fewer than 2 seeds finished ({k}): nothing is pooled yet.", ""]
+    elif not any("primary" in s["endpoints"] for s in result["per_seed"]):
         lines += ["The experiments' metrics/evaluate.json have no `primary` endpoint: the KMeans AUROC differences of "
                   "each generated kind against each baseline kind stand in for it below.", ""]
     lines += [f"**Profile** (reduced; these numbers are for it, not for the quick profile): params.yaml at "
@@ -300,12 +318,14 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(shown: list, raw: dict, commit: str, out_md: Path = OUT_MD, out_json: Path = OUT_JSON) -> dict:
+def write_report(shown: list, raw: dict, commit: str, out_md: Path = OUT_MD, out_json: Path = OUT_JSON,
+                 root: Path = Path(".")) -> dict:
     """Aggregate `dvc exp show --json` output into the two report files; returns what replication.json holds."""
     from zoofusion.io import write_json
 
     params = parse_params(raw)
     chosen, left = select(experiments(shown), raw)
+    chosen = {seed: complete(e, root) for seed, e in chosen.items()}
     result = aggregate(chosen, params.verdict.alpha, params.verdict.power)
     result.update(profile=params.replicate.profile, wanted_seeds=params.replicate.seeds, commit=commit,
                   left_out=left)
@@ -343,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         if rc:
             log.warning("dvc exp run --run-all ended with %d; aggregating what finished", rc)
     if args.command in ("aggregate", "all"):
-        result = write_report(exp_show(root, args.rev), raw, _commit(root, args.rev))
+        result = write_report(exp_show(root, args.rev), raw, _commit(root, args.rev), root=root)
         pe = result["pooled"].get("primary")
         log.info("%d of %d seeds finished; %s; wrote %s and %s", len(result["seeds"]), len(result["wanted_seeds"]),
                  f"primary endpoint pooled {pe['mean']:+.3f} [{pe['low']:+.3f}, {pe['high']:+.3f}] (sd {pe['sd']:.3f})"
