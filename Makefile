@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup run test test-fast test-repro test-ray test-services test-ui ui ui-check plots-template study
+.PHONY: setup source run replicate test test-fast test-repro test-replicate test-ray test-services test-ui ui ui-check plots-template study
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,8 +17,18 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-run: setup
+# The image source and the labels (data/source/*.dvc): from the DVC remote, else imported again from ../shared/data
+source: setup
+	scripts/source.sh
+
+run: setup source
 	$(BIN)/dvc repro
+
+# Replication across pipeline seeds (params.yaml `replicate`): a queued DVC experiment per seed on the reduced
+# profile, run one at a time, then reports/replication.md and .json from `dvc exp show --json`. About 4 minutes
+# a seed on 2 cores; a rerun queues only the seeds this commit lacks.
+replicate: setup source
+	$(BIN)/python -m zoofusion.replicate all
 
 # Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once.
 test: setup
@@ -31,6 +41,11 @@ test-fast: setup
 # The `repro` tier: two scratch clones run the tiny pipeline at once; every DVC output must be the same bytes.
 test-repro: setup
 	$(BIN)/python -m pytest -q -m repro
+
+# The `replicate` tier: one tiny pipeline as a queued DVC experiment in a scratch git clone (its temp copy finds
+# data/source, the MLflow store and the caches). CI runs it after `make test`.
+test-replicate: setup
+	$(BIN)/python -m pytest -q -m replicate
 
 # The `ray` tier: zoo shards through Ray equal local ones; the tiny pipeline on a two-node cluster spreads its work
 # over both nodes. CI runs it after `make test`.

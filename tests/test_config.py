@@ -46,10 +46,14 @@ def test_config_has_no_defaults_of_its_own():
         MethodParams()  # type: ignore[call-arg]
 
 
+FREE_MAPPINGS = {("replicate", "profile")}  # mappings of the user's own keys (dotted params -> values): one field
+
+
 def _leaves(d: dict, prefix: tuple = ()) -> list[tuple]:
     out = []
     for k, v in d.items():
-        out += _leaves(v, (*prefix, k)) if isinstance(v, dict) and v else [(*prefix, k)]
+        nested = isinstance(v, dict) and v and (*prefix, k) not in FREE_MAPPINGS
+        out += _leaves(v, (*prefix, k)) if nested else [(*prefix, k)]
     return out
 
 
@@ -281,3 +285,23 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
             make_params({"verdict": over})
         assert str(e.value) == line
     assert make_params({"verdict": {"primary": {"metric": "ari", "method": "dbscan"}}}).verdict.primary.method == "dbscan"
+
+
+def test_the_replicate_profile_is_checked_as_the_params_it_makes():
+    from zoofusion.config import apply_overrides
+
+    p = make_params()
+    assert len(p.replicate.seeds) >= 5 and len(set(p.replicate.seeds)) == len(p.replicate.seeds)
+    raw = params_dict()
+    assert apply_overrides(raw, {"zoo.n_models.black": 3})["zoo"]["n_models"]["black"] == 3
+    assert raw["zoo"]["n_models"]["black"] == 96  # a copy: the mapping given is not changed
+    with pytest.raises(ConfigError, match=r"^replicate\.profile\.zoo\.epochz: no such key in params\.yaml \(zoo has "):
+        make_params({"replicate": {"profile": {"zoo.epochz": 3}}})
+    with pytest.raises(ConfigError, match=r"^replicate\.profile makes invalid params: zoo\.epochs: must be > 0"):
+        make_params({"replicate": {"profile": {"zoo.epochs": 0}}})
+    with pytest.raises(ConfigError, match=r"^replicate\.profile\.seed: not an override"):
+        make_params({"replicate": {"profile": {"seed": 3}}})
+    with pytest.raises(ConfigError, match=r"^replicate\.seeds: must all differ"):
+        make_params({"replicate": {"seeds": [1, 1, 2]}})
+    with pytest.raises(ConfigError, match=r"^replicate\.seeds"):
+        make_params({"replicate": {"seeds": [1]}})

@@ -250,3 +250,47 @@ def test_bulk_children_read_back_as_runs_logged_one_by_one(tmp_path, monkeypatch
 
     with sqlite3.connect(tmp_path / "m.db") as db:  # planner statistics: the UI's metric-sorted list stays fast
         assert db.execute("select count(*) from sqlite_stat1 where tbl = 'latest_metrics'").fetchone()[0] > 0
+def test_project_root_is_the_queueing_checkout_in_a_queued_experiment(tmp_path, monkeypatch):
+    """A queued experiment runs in <root>/.dvc/tmp/exps/<tmp>/ (deleted after): DVC names <root> in DVC_ROOT, and
+    the MLflow store and the private caches stay there; DVC_ROOT naming anything else is not followed."""
+    root = tmp_path / "repo"
+    temp = root / ".dvc" / "tmp" / "exps" / "tmpabc"
+    temp.mkdir(parents=True)
+    for d in (root, temp):
+        (d / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(temp)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert tracking.project_root() == temp.resolve()  # no DVC: the copy itself
+    monkeypatch.setenv("DVC_ROOT", str(root))
+    assert tracking.project_root() == root.resolve()
+    assert tracking.tracking_uri() == f"sqlite:///{root.resolve() / 'mlflow.db'}"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(other)  # a DVC_ROOT left in the environment does not send another project's runs there
+    assert tracking.project_root() == other.resolve()
+
+
+def test_every_run_is_tagged_with_its_dvc_experiment_and_params_hash(tmp_path, monkeypatch):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    params = tmp_path / "params.yaml"
+    params.write_text("seed: 1\nzoo: {epochs: 2}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    first = tracking.replication_tags()
+    assert first["dvc_exp"] == "workspace" and len(first["params_hash"]) == 16
+    monkeypatch.setenv("DVC_EXP_NAME", "rep-7-abc")
+    params.write_text("# a comment and another layout: same values, same hash\nzoo:\n  epochs: 2\nseed: 1\n")
+    assert tracking.replication_tags() == {"dvc_exp": "rep-7-abc", "params_hash": first["params_hash"]}
+    params.write_text("seed: 7\nzoo: {epochs: 2}\n")
+    os.utime(params, ns=(1, 1))  # another mtime than the last read, whatever the clock's resolution
+    assert tracking.params_hash() != first["params_hash"]
+    # run_tags (top-level runs) and BatchLogger.child (runs made in bulk) both carry them
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    tags = tracking.run_tags("zoo@cat", [])
+    assert tags["dvc_exp"] == "rep-7-abc" and tags["params_hash"] == tracking.params_hash()
+    mlflow = tracking.setup_mlflow("t")
+    with mlflow.start_run() as parent:
+        child = tracking.BatchLogger(mlflow, parent.info.run_id).child("c", {}, [])
+    assert mlflow.get_run(child).data.tags["dvc_exp"] == "rep-7-abc"

@@ -396,6 +396,33 @@ class ExecutorParams(Section):
     time_limit_s: NonNeg  # seconds a stage may train before it stops cleanly (work done is kept); 0 = no limit
 
 
+class ReplicateParams(Section):
+    """`make replicate` (`python -m zoofusion.replicate`): the whole pipeline once per seed, each a queued DVC
+    experiment (`dvc exp run --queue -S seed=<s> -S <key>=<value> ...`), aggregated into reports/replication.md.
+
+    seeds: the pipeline seeds (at least 2, all different); profile: the `-S` overrides every replicate runs with,
+    dotted keys of this file mapped to values (a reduced profile that fits the machine; {} = this file's own),
+    checked here as the params they make. No stage reads this section."""
+
+    seeds: Annotated[list[NonNeg], Field(min_length=2)]
+    profile: dict[str, Any]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"must all differ, got {v}")
+        return v
+
+    @field_validator("profile")
+    @classmethod
+    def _keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for k in v:
+            if k == "seed" or k.split(".")[0] == "replicate":
+                raise ValueError(f"{k}: not an override (the seed comes from replicate.seeds)")
+        return v
+
+
 class Params(Section):
     seed: NonNeg
     device: Literal["auto", "cpu", "cuda"]
@@ -410,6 +437,7 @@ class Params(Section):
     tune: TuneParams
     verdict: VerdictParams
     executor: ExecutorParams
+    replicate: ReplicateParams
 
     @model_validator(mode="after")
     def _cross_sections(self):
@@ -467,17 +495,46 @@ def _one_line(err: dict, raw: dict) -> str:
     return f"{key + '.' if key else ''}{msg}" if ":" in msg.split(" ")[0] else f"{key}: {msg}"
 
 
-def parse_params(raw: dict) -> Params:
-    """Build and validate `Params` from an already-parsed params.yaml mapping; every key must be there."""
-    if raw is None:
-        raw = {}
+def _validate(raw: dict, where: str = "") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
         errors = e.errors(include_url=False)
         # a misspelt key is also a missing one: name the misspelling, whose message lists the keys allowed there
         first = next((err for err in errors if err["type"] == "extra_forbidden"), errors[0])
-        raise ConfigError(_one_line(first, raw)) from None
+        raise ConfigError(where + _one_line(first, raw)) from None
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any]) -> dict:
+    """A copy of a params mapping with dotted keys replaced (`dvc exp run -S key=value`); every key must exist."""
+    import copy
+
+    out = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        node, parts = out, key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{key}: no such key in params.yaml ({'.'.join(parts[:i]) or 'top level'} has "
+                                  f"{', '.join(node) if isinstance(node, dict) else 'no keys'})")
+            if i == len(parts) - 1:
+                node[part] = copy.deepcopy(value)
+            else:
+                node = node[part]
+    return out
+
+
+def parse_params(raw: dict) -> Params:
+    """Build and validate `Params` from an already-parsed params.yaml mapping; every key must be there. The
+    replicate profile's overrides must make valid params too (checked here, before any replicate is queued)."""
+    if raw is None:
+        raw = {}
+    checked = _validate(raw)  # (not `params`: no stage reads the replicate section, tests/test_dvc_yaml.py)
+    try:
+        over = apply_overrides(raw, checked.replicate.profile)
+    except ConfigError as e:
+        raise ConfigError(f"replicate.profile.{e}") from None
+    _validate(over, "replicate.profile makes invalid params: ")
+    return checked
 
 
 def _first_duplicate(node: yaml.Node, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:

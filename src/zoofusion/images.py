@@ -85,7 +85,7 @@ def load_split(path: str | Path, split: str = "train") -> ImageSet:
                 found[name] = decode(f.read_bytes(), str(f))
     if not found:
         raise ImageSourceError(f"{path}: no images under {split}/<class>/ — expected the layout "
-                               f"{split}/<class>/<file>.jpg (see ../shared/data/README.md)")
+                               f"{split}/<class>/<file>.jpg (see data/source/README.md)")
     ids = np.array(sorted(found))
     classes = np.array([i.split("/")[1] for i in ids])
     return ImageSet(np.stack([found[i] for i in ids]), ids, classes)

@@ -1,15 +1,22 @@
 """MLflow set-up shared by every stage: one tracking URI, and tags that trace a run to code and data.
 
 Every run gets `git_commit` (with `git_dirty`), `dvc_stage`, and `data.<path>.md5` for each declared input,
-read from dvc.lock (the md5 DVC recorded for the upstream stage's output) or hashed directly for raw inputs.
+read from dvc.lock (the md5 DVC recorded for the upstream stage's output) or hashed directly for raw inputs, and
+`dvc_exp` (the DVC experiment it ran in, "workspace" outside one) with `params_hash` (what params it ran with):
+replicated experiments share one git commit, so these tell them apart.
 Runs are keyed by their inputs (`stage_run`, `BatchLogger`): a rerun that recomputes nothing leaves no run behind,
 and `register_version` adds a registry version only for a model whose content is new.
+
+The MLflow store and the private caches live in the project's root (`project_root`), also when DVC runs a queued
+experiment in a temporary copy of the repository (.dvc/tmp/exps/...), whose files vanish when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -26,9 +33,52 @@ from zoofusion.io import file_md5, repo_root
 log = logging.getLogger(__name__)
 
 
+def project_root() -> Path:
+    """Where the project's lasting state lives (mlflow.db, data/cache/): the repository root, or, in a DVC
+    experiment run in a temporary copy (`dvc exp run --queue`: <root>/.dvc/tmp/exps/<tmp>/), the checkout that
+    queued it, which DVC names in DVC_ROOT. DVC_ROOT counts only there or where it names the root itself, so a
+    value left in the environment never sends another project's runs elsewhere."""
+    here = repo_root()
+    named = os.environ.get("DVC_ROOT")
+    if named:
+        parent = Path(named).resolve()
+        if (parent / "dvc.yaml").is_file() and (here == parent or here.is_relative_to(parent / ".dvc" / "tmp")):
+            return parent
+    return here
+
+
 def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else a sqlite store in the repository root (not the cwd)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI if set, else a sqlite store in the project root (not the cwd, nor a queued experiment's
+    temporary copy: `project_root`)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def dvc_experiment() -> str:
+    """The DVC experiment this process runs in (DVC sets DVC_EXP_NAME for `dvc exp run`), else "workspace"."""
+    return os.environ.get("DVC_EXP_NAME") or "workspace"
+
+
+@functools.lru_cache(maxsize=8)
+def _params_hash(path: str, mtime_ns: int) -> str:
+    from zoofusion.config import read_yaml
+
+    raw = read_yaml(path) or {}
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def params_hash(root: Path | None = None) -> str:
+    """A short hash of the params this run resolved (params.yaml in the root, canonical JSON of its values; key
+    order, comments and layout do not count): runs of one commit with different `-S` overrides differ here."""
+    path = (root or repo_root()) / "params.yaml"
+    try:
+        return _params_hash(str(path), path.stat().st_mtime_ns)
+    except (OSError, ValueError):
+        return "unknown"
+
+
+def replication_tags(root: Path | None = None) -> dict[str, str]:
+    """`dvc_exp` and `params_hash`: on every run (run_tags, BatchLogger.child)."""
+    return {"dvc_exp": dvc_experiment(), "params_hash": params_hash(root)}
 
 
 def check_tracking_uri() -> None:
@@ -194,7 +244,7 @@ def run_tags(stage: str, inputs: list[str | Path]) -> dict[str, str]:
     root = repo_root()
     sha, dirty = git_commit(root)
     tags = {"git_commit": sha, "git_dirty": str(dirty).lower(), "dvc_stage": stage, **data_tags(inputs, root),
-            "zoofusion.host": socket.gethostname(), "zoofusion.pid": str(os.getpid())}
+            **replication_tags(root), "zoofusion.host": socket.gethostname(), "zoofusion.pid": str(os.getpid())}
     if os.environ.get("ZOOFUSION_LAUNCHER_RUN_ID"):
         tags["mlflow_project_run_id"] = os.environ["ZOOFUSION_LAUNCHER_RUN_ID"]
     return tags
@@ -209,8 +259,9 @@ DUPLICATE_TAG = "zoofusion.duplicate_of"
 CONTENT_TAG = "zoofusion.content"
 LINEAGE_TAG = "zoofusion.lineage"
 # tags saying where and when a run happened, not what went into it: never part of a key
+# (the DVC experiment's name and the whole params file's hash too: a stage's own params are logged, and key it)
 _NOT_INPUTS = ("git_commit", "git_dirty", "zoofusion.host", "zoofusion.pid", "mlflow_project_run_id", "mlflow.",
-               KEY_TAG, DUPLICATE_TAG)
+               "dvc_exp", "params_hash", KEY_TAG, DUPLICATE_TAG)
 
 
 @functools.lru_cache(maxsize=None)
@@ -406,7 +457,7 @@ class BatchLogger:
                 return same[0].info.run_id
         now = int(time.time() * 1000)
         run_id = self.client.create_run(self.exp_id, run_name=name, start_time=start_ms or now, tags={
-            **all_tags, KEY_TAG: key,
+            **replication_tags(), **all_tags, KEY_TAG: key,
             **({"mlflow.parentRunId": parent} if parent else {})}).info.run_id
         ms = [Metric(k, v, end_ms or now, step) for k, v, step in metrics]
         ps = [Param(k, str(v)) for k, v in params.items()]

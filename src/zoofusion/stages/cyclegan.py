@@ -37,7 +37,7 @@ from zoofusion.executor import check_backend
 from zoofusion.io import write_json
 from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.steps.cyclegan import UnitRun, UnitTask, plan_units, summarize, train_units
-from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow, stage_run
+from zoofusion.tracking import BatchLogger, dataset_inputs, project_root, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 KERNELS = layout.KERNELS
@@ -119,7 +119,8 @@ def run(params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("cyclegan", lambda args, params: run(params), argv,
+    # the checkpoints in the project root, also from a queued experiment's temporary copy (tracking.project_root)
+    stage_main("cyclegan", lambda args, params: run(params, cache=project_root() / CACHE), argv,
                description="Train every translation variant's kernel CycleGANs, side by side.",
                errors=(ValueError, TrainingDiverged),
                on_interrupt=f"the checkpoints in {CACHE} resume the next run")

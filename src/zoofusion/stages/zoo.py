@@ -20,7 +20,7 @@ from zoofusion.executor import check_backend
 from zoofusion.io import write_json
 from zoofusion.render.kernel_grid import kernel_grid_figure
 from zoofusion.steps.zoo import train_zoo
-from zoofusion.tracking import BatchLogger, dataset_inputs, log_cnns, run_tags, setup_mlflow, stage_run
+from zoofusion.tracking import BatchLogger, dataset_inputs, log_cnns, project_root, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 PREPARED = layout.PREPARED
@@ -88,7 +88,9 @@ def run(domain: str, params, prepared: Path = PREPARED, out_root: Path = OUT, ca
 
 
 def main(argv: list[str] | None = None) -> None:
-    stage_main("zoo@{domain}", lambda args, params: run(args.domain, params), argv,
+    # the cache in the project root, also from a queued experiment's temporary copy (tracking.project_root)
+    stage_main("zoo@{domain}", lambda args, params: run(args.domain, params, cache_root=project_root() / CACHE),
+               argv,
                description="Train one domain's zoo of small CNNs.",
                add_arguments=lambda ap: ap.add_argument("--domain", required=True, choices=DOMAINS),
                on_interrupt=f"finished shards are kept in {CACHE} and reused on the next run")

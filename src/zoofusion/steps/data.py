@@ -36,8 +36,8 @@ def read_labels(path: str | Path, cat_class: str = "cat") -> dict[str, int | Non
     """Manual black-cat labels: id `train/<cat_class>/<file>.jpg` -> 1, 0, or None for '?' (undecidable)."""
     path = Path(path)
     if not path.is_file():
-        raise ImageSourceError(f"black-cat labels not found: tried {path.resolve()} — fix: set data.labels in "
-                               f"params.yaml (the file is ../shared/data/blackcat_labels_train.csv)")
+        raise ImageSourceError(f"black-cat labels not found: tried {path.resolve()} — fix: `make source` (or `dvc "
+                               f"pull`) fetches data/source/blackcat_labels_train.csv, or set data.labels in params.yaml")
     out: dict[str, int | None] = {}
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
