@@ -497,11 +497,12 @@ class BatchLogger:
         root = self.client.get_experiment(self.exp_id).artifact_location
         rows: dict[str, list[dict]] = {"runs": [], "tags": [], "params": [], "metrics": [], "latest": []}
         ids = []
+        where = replication_tags()  # as `child` tags them (never part of a key)
         for name, params, metrics, tags in runs:
             run_id = uuid.uuid4().hex
             ids.append(run_id)
             metrics = [(k, float(v), int(step)) for k, v, step in metrics]
-            all_tags = {**self.tags, **tags}
+            all_tags = {**where, **self.tags, **tags}
             all_tags = {**all_tags, KEY_TAG: run_key(all_tags.get("dvc_stage", ""), name, params, all_tags,
                                                      metrics=sorted(metrics)), "mlflow.runName": name}
             if self.parent_id:
