@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"primary endpoint pooled {pe['mean']:+.3f} [{pe['low']:+.3f}, {pe['high']:+.3f}] (sd {pe['sd']:.3f})"
                  if pe else "no pooled primary endpoint", OUT_MD, OUT_JSON)
         if len(result["seeds"]) < len(result["wanted_seeds"]):
+            if not result["seeds"]:
+                log.warning("no replicate of %s found; experiments made from another commit: `dvc exp list "
+                            "--all-commits`, then `python -m zoofusion.replicate aggregate --rev <commit>`",
+                            args.rev or "HEAD")
             return 1
     return 0
 
