@@ -302,8 +302,7 @@ class BatchLogger:
         now = int(time.time() * 1000)
         parent = parent_id or self.parent_id
         run_id = self.client.create_run(self.exp_id, run_name=name, start_time=start_ms or now, tags={
-            **replication_tags(), **self.tags, **(tags or {}),
-            **({"mlflow.parentRunId": parent} if parent else {})}).info.run_id
+            **replication_tags(), **self.tags, **(tags or {}), **({"mlflow.parentRunId": parent} if parent else {})}).info.run_id
         ms = [Metric(k, float(v), end_ms or now, int(step)) for k, v, step in metrics]
         ps = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, max(len(ms), len(ps), 1), 1000):  # log_batch takes at most 1000 metrics, 100 params
