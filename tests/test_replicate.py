@@ -42,7 +42,7 @@ def evaluate_json(seed_index: int, primary: bool = True) -> dict:
     comps = [comparison("random", d, "baseline" if seed_index < 3 else "none"),
              comparison("pixels", 0.15, "generated"),
              comparison("random", 0.1 * seed_index, "generated" if seed_index % 2 else "none", "dbscan")]
-    ev = {"n_generated": 4, "verdict": {"comparisons": comps}}
+    ev = {"n_generated": 4, "verdict": {"comparisons": comps, "n_boot": 500, "secondary_family": {"hypotheses": 51}}}
     if primary:
         ev["primary"] = {"metric": "auroc", "method": "kmeans", "difference": d, "low": d - 0.04, "high": d + 0.02,
                          "se": 0.015, "mdd": 0.042, "outcome": "none",
@@ -109,6 +109,7 @@ def test_aggregate_pools_the_primary_endpoint_across_seeds(tmp_path):
     sec = result["secondary"]
     r = sec["kmeans auroc: generated-aligned vs random"]
     assert r["counts"] == {"baseline": 3, "none": 2} and (r["conclusion"], r["holds_in"], r["k"]) == ("baseline", 3, 5)
+    assert r["unadjusted_counts"] == {"none": 5}  # each seed's own interval, before Holm
     assert sec["kmeans auroc: generated-aligned vs pixels"]["holds_in"] == 5
     d = sec["dbscan ari: generated-aligned vs random"]  # 2 generated, 3 none: the tie-free majority
     assert d["counts"] == {"none": 3, "generated": 2} and d["conclusion"] == "none"
@@ -117,7 +118,9 @@ def test_aggregate_pools_the_primary_endpoint_across_seeds(tmp_path):
     md = (tmp_path / "r.md").read_text()
     assert md.startswith("# Replication across 5 pipeline seeds\n\n**Primary endpoint, pooled over 5 seeds**: -0.010")
     assert "[-0.030, +0.010]" in md and "zoo.epochs=3" in md and "| kmeans auroc: generated-aligned vs random |" in md
-    assert "3/5" in md and "rep-7-old (an older run of the same seed)" in md
+    assert result["holm_floor"] == {"n_boot": 500, "hypotheses": 51, "min_p_holm": pytest.approx(102 / 501)}
+    assert "smallest Holm-adjusted p is 0.204 >= 0.05; at least 2040 resamples are needed" in md
+    assert "| baseline better | 3/5 | 0 / 5 / 0 |" in md and "rep-7-old (an older run of the same seed)" in md
 
 
 def test_aggregate_falls_back_to_kmeans_differences_and_names_missing_seeds(tmp_path):

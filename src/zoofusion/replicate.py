@@ -237,18 +237,27 @@ def aggregate(chosen: dict[int, dict], alpha: float, power: float) -> dict:
             out = c.get("adjusted_outcome") or c.get("outcome") or _outcome(c.get("best_low"), c.get("best_high"))
             row = secondary.setdefault(key, {"method": c["method"], "metric": c["metric"],
                                              "generated_kind": c.get("generated_kind"), "kind": c["kind"],
-                                             "diffs": [], "outcomes": []})
+                                             "diffs": [], "outcomes": [], "unadjusted": []})
             row["diffs"].append(float(c["best_diff"]))
             row["outcomes"].append(out)
+            row["unadjusted"].append(c.get("outcome") or _outcome(c.get("best_low"), c.get("best_high")))
     for row in secondary.values():
         counts = Counter(row["outcomes"])
         top, n_top = max(sorted(counts.items()), key=lambda kv: (kv[1], kv[0] != "none"))
         k = len(row["diffs"])
         mean = sum(row["diffs"]) / k
-        row.update(k=k, mean_diff=mean, sd_diff=math.sqrt(sum((d - mean) ** 2 for d in row["diffs"]) / (k - 1))
-                   if k > 1 else None, counts=dict(counts), conclusion=top, holds_in=n_top,
-                   outcome_kind="adjusted_outcome (Holm)")
-    return {"seeds": [s["seed"] for s in per_seed], "per_seed": per_seed, "pooled": pooled_ep,
+        sd = math.sqrt(sum((d - mean) ** 2 for d in row["diffs"]) / (k - 1)) if k > 1 else None
+        row.update(k=k, mean_diff=mean, sd_diff=sd, counts=dict(counts), conclusion=top, holds_in=n_top,
+                   unadjusted_counts=dict(Counter(row["unadjusted"])), outcome_kind="adjusted_outcome (Holm)")
+    # a bootstrap p-value is at least 2 / (n_boot + 1): Holm over H hypotheses can reject nothing where H times that
+    # reaches alpha (the verdict's n_boot and family size, as the experiments wrote them)
+    verdicts = [chosen[s["seed"]]["evaluate"].get("verdict") or {} for s in per_seed]
+    floor = None
+    if verdicts and all("n_boot" in v and "secondary_family" in v for v in verdicts):
+        n_boot = min(int(v["n_boot"]) for v in verdicts)
+        hyp = max(int(v["secondary_family"].get("hypotheses", 0)) for v in verdicts)
+        floor = {"n_boot": n_boot, "hypotheses": hyp, "min_p_holm": min(1.0, hyp * 2 / (n_boot + 1))}
+    return {"seeds": [s["seed"] for s in per_seed], "per_seed": per_seed, "pooled": pooled_ep, "holm_floor": floor,
             "secondary": dict(sorted(secondary.items())), "alpha": alpha, "power": power}
 
 
@@ -286,7 +295,8 @@ def render(result: dict) -> str:
                   f"difference of {pe['mdd_one_run']:.3f} {metric.upper()} at power {result['power']:.0%} and level "
                   f"{result['alpha']:g}; the mean of {pe['k']} seeds, {pe['mdd_pooled_mean']:.3f}. A single run's "
                   f"own bootstrap interval is {pe['mean_within_seed_width'] or float('nan'):.3f} wide on average.", ""]
-    lines += ["## Per seed", "", "| seed | experiment | endpoint | difference | interval | outcome |", "|---|---|---|---|---|---|"]
+    lines += ["## Per seed", "", "| seed | experiment | endpoint | difference | interval | outcome |",
+              "|---|---|---|---|---|---|"]
     for s in result["per_seed"]:
         for n, r in s["endpoints"].items():
             what = f"{n} ({r.get('generated')} vs {r.get('comparator')})" if n == "primary" else n
@@ -301,14 +311,23 @@ def render(result: dict) -> str:
     if result["secondary"]:
         lines += ["", "## Secondary comparisons across seeds", "",
                   "Each seed's conclusion is its Holm-adjusted outcome (best-on-val, per method); *holds in* counts "
-                  "the seeds that share the most frequent conclusion.", "",
+                  "the seeds that share the most frequent conclusion. *Unadjusted* counts the seeds whose own 95% "
+                  "interval excludes 0 on each side (generated / none / baseline), before Holm.", ""]
+        fl = result.get("holm_floor")
+        if fl and fl["min_p_holm"] >= result["alpha"]:
+            lines += [f"**Holm can reject nothing here**: with {fl['n_boot']} bootstrap resamples a p-value is at "
+                      f"least 2/{fl['n_boot'] + 1}, so over {fl['hypotheses']} hypotheses the smallest Holm-adjusted "
+                      f"p is {fl['min_p_holm']:.3f} >= {result['alpha']:g}; at least "
+                      f"{math.ceil(2 * fl['hypotheses'] / result['alpha'])} resamples are needed.", ""]
+        lines += [
                   "| comparison | mean difference (sd) | generated better | no difference | baseline better | "
-                  "conclusion | holds in |", "|---|---|---|---|---|---|---|"]
+                  "conclusion | holds in | unadjusted |", "|---|---|---|---|---|---|---|---|"]
         for key, r in result["secondary"].items():
-            c = r["counts"]
+            c, u = r["counts"], r["unadjusted_counts"]
             sd = "n/a" if r["sd_diff"] is None else f"{r['sd_diff']:.3f}"
             lines.append(f"| {key} | {_f(r['mean_diff'])} ({sd}) | {c.get('generated', 0)} | {c.get('none', 0)} | "
-                         f"{c.get('baseline', 0)} | {WORDS[r['conclusion']]} | {r['holds_in']}/{r['k']} |")
+                         f"{c.get('baseline', 0)} | {WORDS[r['conclusion']]} | {r['holds_in']}/{r['k']} | "
+                         f"{u.get('generated', 0)} / {u.get('none', 0)} / {u.get('baseline', 0)} |")
     if result["left_out"]:
         gone = ", ".join(f"{x['name']} ({x['why']})" for x in result["left_out"])
         lines += ["", f"Left out: {gone}."]
@@ -369,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"primary endpoint pooled {pe['mean']:+.3f} [{pe['low']:+.3f}, {pe['high']:+.3f}] (sd {pe['sd']:.3f})"
                  if pe else "no pooled primary endpoint", OUT_MD, OUT_JSON)
         if len(result["seeds"]) < len(result["wanted_seeds"]):
+            if not result["seeds"]:
+                log.warning("no replicate of %s found; experiments made from another commit: `dvc exp list "
+                            "--all-commits`, then `python -m zoofusion.replicate aggregate --rev <commit>`",
+                            args.rev or "HEAD")
             return 1
     return 0
 
