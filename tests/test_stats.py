@@ -205,7 +205,7 @@ def test_selection_bootstrap_worked_example_by_hand() -> None:
                               "val_images": "not requested", "test_images": "not requested"}
     # nothing resampled that can vary: a fixed selection on the full sets gives the estimate every time
     fixed = stats.selection_bootstrap("roc_auc", _hand_set(), 50, seed=0, resample=())
-    assert (fixed.boot == 0.4).all() and fixed.p == pytest.approx(2 / 51)
+    assert (fixed.boot == 0.4).all() and fixed.p == 0.0  # no spread at all: the difference is certain
 
 
 def test_pipeline_seeds_level_by_hand() -> None:
@@ -252,11 +252,14 @@ def test_reselection_on_val_widens_the_interval_over_a_fixed_selection() -> None
 
 
 def test_bootstrap_p_formula() -> None:
-    # B = 4: #{d <= 0} = 1, #{d >= 0} = 3 -> 2 * min(2/5, 4/5) = 0.8
-    assert stats.bootstrap_p([-1.0, 1.0, 2.0, 3.0]) == pytest.approx(0.8)
-    assert stats.bootstrap_p(np.ones(99)) == pytest.approx(2 / 100)  # all on one side: 2 (0 + 1) / (B + 1)
-    assert stats.bootstrap_p(np.zeros(9)) == 1.0
-
+    # estimate 0.1, resamples with standard deviation 0.05: z = 2, p = erfc(2 / sqrt 2) = 0.0455
+    boot = 0.1 + 0.05 * np.array([-1.0, 1.0]) / np.std([-1.0, 1.0], ddof=1)
+    assert stats.bootstrap_p(0.1, boot) == pytest.approx(0.0455, abs=1e-4)
+    assert stats.bootstrap_p(0.0, boot) == 1.0 and stats.bootstrap_p(0.2, [0.2, 0.2]) == 0.0
+    # not limited by the resample count: far below 2 / (B + 1), so Holm over 51 hypotheses can still reject
+    far = 0.3 + 0.05 * np.random.default_rng(0).standard_normal(100)
+    assert stats.bootstrap_p(0.3, far) < 1e-6 < 2 / 101
+    assert stats.holm([stats.bootstrap_p(0.3, far)] + [0.5] * 50)[0] < 0.05
 
 def test_holm_worked_example() -> None:
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06

@@ -219,7 +219,7 @@ METRICS_WHY = (
     "balance, so ARIs compare candidates on this test set only. Balanced accuracy, average precision (read beside "
     "the prevalence) and NMI are in the tables and in MLflow.",
     "Intervals are percentile intervals of a paired bootstrap over test images (stratified by label, the same "
-    "resamples for both sides); p-values are two-sided bootstrap p-values, Holm-adjusted within the secondary "
+    "resamples for both sides); p-values are two-sided, the difference over its bootstrap standard error, Holm-adjusted within the secondary "
     "family. The primary endpoint's interval also resamples the candidates within each kind and the val images, "
     "redoing the best-on-val choice on every resample.")
 
