@@ -179,6 +179,7 @@ def test_the_report_opens_with_the_primary_endpoint_and_no_paragraph_runs_over_1
     assert len(paragraphs(md)) > 10  # the walk found the prose
     assert "ARI is 0 at chance whatever the share of black cats, but it is not prevalence-free" in md
     assert not re.search(r"adjusted Rand index[^.]*prevalence-free metric", md)
+    assert "this report is ONE run" in md and "`make replicate` runs 5 seeds" in md  # one seed of how many
 
 
 def test_the_forest_plot_is_drawn(tmp_path):

@@ -276,7 +276,10 @@ def build(params: Params, root: Path = Path(".")) -> str:
         "",
         "## What was run",
         "",
-        f"- seed `{params.seed}`; code versions: dvc.lock holds the md5 of each stage's code, and every MLflow "
+        f"- seed `{params.seed}`: this report is ONE run, one draw of every random choice; `make replicate` runs "
+        f"{len(params.replicate.seeds)} seeds (`replicate.seeds`) on a reduced profile and pools them in "
+        "`reports/replication.md`",
+        "- code versions: dvc.lock holds the md5 of each stage's code, and every MLflow "
         "run its git commit",
         f"- zoos: {z.n_models.black} black-domain and {z.n_models.cat} cat-domain CNNs, {z.epochs} epochs, "
         f"batch {z.batch_size}, Adam lr {z.lr}",
