@@ -187,34 +187,32 @@ def test_rerun_reproduces_the_same_trials_and_replaces_the_study(studied, val_da
 
 
 def test_ocsvm_is_cross_validated_without_scoring_training_points(monkeypatch):
+    """Tune scores the One-class SVM on val exactly as evaluate does (protocol.ocsvm_crossfit, ocsvm_val_folds
+    stratified folds): each SVM is fitted on the black cats outside the fold it scores."""
     r = np.random.default_rng(0)
     emb = r.normal(size=(N_VAL, 2))
     y = np.r_[np.ones(N_POS, np.int64), np.zeros(N_NEG, np.int64)]
-    calls = []
-    real = cluster._fit
+    fits = []
+    real = cluster._ocsvm
 
-    def spy(e, method, p, seed, train):
-        calls.append((e.copy(), train.copy()))
-        return real(e, method, p, seed, train)
+    def spy(train, p):
+        fits.append(train.copy())
+        return real(train, p)
 
-    monkeypatch.setattr(cluster, "_fit", spy)
+    monkeypatch.setattr(cluster, "_ocsvm", spy)
     s = tuning.ocsvm_cv_scores(emb, y, BASE, seed=5)
     assert set(s) == {*METRIC_KEYS, "balanced_accuracy", "auroc", "average_precision"}
-    assert len(calls) == tuning.OCSVM_FOLDS
+    k = BASE.ocsvm_val_folds
+    assert len(fits) == k
+    folds = cluster.stratified_folds(y, k, 5)
+    for f, train in enumerate(fits):  # fitted on the black cats of the other folds, never on the fold it scores
+        assert {tuple(row) for row in train} == {tuple(row) for row in emb[(y == 1) & (folds != f)]}
+    _, score = cluster.ocsvm_crossfit(emb, y, BASE.method_params(), 5)
+    from zoofusion.core.scores import roc_auc
 
-    def key(a):
-        return {tuple(row) for row in a}
-
-    predicted = [key(e) for e, _ in calls]
-    assert sum(len(p) for p in predicted) == N_VAL and set().union(*predicted) == key(emb)
-    for (e, train), pred in zip(calls, predicted):
-        assert not key(train) & pred  # no SVM predicts a point it was fitted on
-        assert key(train) <= key(emb[y == 1])  # fitted on black cats only
-        assert len(train) >= N_POS * 2 // 3 - 1
-    folds = tuning.ocsvm_folds(y, 3, 5)
-    np.testing.assert_array_equal(folds, tuning.ocsvm_folds(y, 3, 5))
-    for f in range(3):
-        assert abs((folds[y == 1] == f).sum() - N_POS / 3) < 1 and abs((folds[y == 0] == f).sum() - N_NEG / 3) < 1
+    assert s["auroc"] == roc_auc(y, score)  # evaluate's val AUROC, the same number
+    for f in range(k):
+        assert abs((folds[y == 1] == f).sum() - N_POS / k) < 1 and abs((folds[y == 0] == f).sum() - N_NEG / k) < 1
 
 
 # --- errors before work ----------------------------------------------------------------------------------------
@@ -248,8 +246,9 @@ def test_bad_inputs_fail_before_any_umap(val_data, monkeypatch, tmp_path):
         run([Study("kmeans", "other", "random")])
     with pytest.raises(TuneError, match="NaN"):
         run([Study("kmeans", "blob", "generated")], {"blob": np.where(np.eye(N_VAL, x.shape[1]) > 0, np.nan, x)})
-    with pytest.raises(TuneError, match="at least 3 black cats"):
-        run([Study("kmeans", "blob", "generated")], yy=np.r_[np.ones(2, np.int64), np.zeros(N_VAL - 2, np.int64)])
+    k = BASE.ocsvm_val_folds  # the SVM's val score is cross-fitted over that many folds, as in evaluate
+    with pytest.raises(TuneError, match=f"at least {k} black cats .*ocsvm_val_folds={k}"):
+        run([Study("kmeans", "blob", "generated")], yy=np.r_[np.ones(k - 1, np.int64), np.zeros(N_VAL - k + 1, np.int64)])
     assert spy.fits == []
     with pytest.raises(ConfigError, match="tune.methods"):
         make_params({"tune": {"methods": ["kmeans", "kmedoids"]}})

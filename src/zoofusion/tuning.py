@@ -22,7 +22,7 @@ import numpy as np
 
 from zoofusion.config import METHODS, ClusteringParams, ConfigError, TuneParams
 from zoofusion.console import progress
-from zoofusion.core.seeds import derive_seed, rng
+from zoofusion.core.seeds import derive_seed
 from zoofusion.executor import run_tasks
 
 
@@ -44,7 +44,6 @@ DBSCAN_EPS = (0.1, 5.0)  # log scale
 DBSCAN_MIN_SAMPLES = (2, 15)
 OCSVM_NU = (0.01, 0.5)  # log scale
 OCSVM_GAMMA = (1e-3, 10.0)  # log scale; or "scale"
-OCSVM_FOLDS = 3
 
 UMAP_KEYS = ("standardize", "n_neighbors", "min_dist", "n_components")
 METHOD_KEYS = {"kmeans": ("kmeans_k",), "dbscan": ("dbscan_eps", "dbscan_min_samples"),
@@ -177,31 +176,15 @@ def embed_val(feats_val: np.ndarray, c: ClusteringParams, seed: int) -> np.ndarr
     return embed(feats_val, None, **c.umap_kwargs(), seed=seed)[0]
 
 
-def ocsvm_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold id (0..k-1) of each point: a seeded permutation within each class, dealt round-robin (stratified)."""
-    r = rng(seed, "tune", "ocsvm-folds")
-    fold = np.empty(len(y), dtype=np.int64)
-    for cls in (0, 1):
-        idx = r.permutation(np.flatnonzero(y == cls))
-        fold[idx] = np.arange(idx.size) % k
-    return fold
-
-
-def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: int,
-                    k: int = OCSVM_FOLDS) -> dict[str, float]:
-    """One-class SVM scored out-of-fold on val (see the module docstring): the calls' metrics and the AUROC /
-    average precision of the out-of-fold decision function."""
-    from zoofusion.core.protocol import _fit  # the protocol's SVM (same kernel/gamma handling, one thread)
+def ocsvm_cv_scores(emb: np.ndarray, y: np.ndarray, c: ClusteringParams, seed: int) -> dict[str, float]:
+    """One-class SVM scored out-of-fold on val, exactly as evaluate scores it (`protocol.ocsvm_crossfit`, over
+    `evaluate.clustering.ocsvm_val_folds` folds): the calls' metrics and the AUROC / average precision of the
+    out-of-fold decision function."""
     from zoofusion.core.metrics import score_predictions
+    from zoofusion.core.protocol import ocsvm_crossfit
     from zoofusion.core.scores import average_precision, balanced_accuracy, roc_auc
 
-    mp = c.method_params()
-    fold = ocsvm_folds(y, k, seed)
-    pred = np.empty(len(y), dtype=np.int64)
-    score = np.empty(len(y), dtype=np.float64)
-    for f in range(k):
-        held = fold == f
-        pred[held], score[held] = _fit(emb[held], "ocsvm", mp, seed, emb[(y == 1) & ~held])
+    pred, score = ocsvm_crossfit(emb, y, c.method_params(), seed)
     return {**score_predictions(y, pred), "balanced_accuracy": balanced_accuracy(y, pred),
             "auroc": roc_auc(y, score), "average_precision": average_precision(y, score)}
 
@@ -339,15 +322,16 @@ def run_study(task: tuple, shared: None = None) -> dict:
             "untuned_value": trials[0]["value"] if trials[0]["untuned"] else None, "seconds": time.perf_counter() - t0, "trials": trials}
 
 
-def validate_val(feats: dict[str, np.ndarray], y_val: np.ndarray) -> np.ndarray:
+def validate_val(feats: dict[str, np.ndarray], y_val: np.ndarray, folds: int) -> np.ndarray:
     y = np.asarray(y_val)
     if y.ndim != 1 or not np.isin(y, (0, 1)).all():
         raise TuneError("y_val must be a 1-d array of 0/1 labels (1 = black cat)")
     space_limits(len(y))
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    if n_pos < OCSVM_FOLDS or n_neg < 1:
+    if n_pos < folds or n_neg < 1:
         raise TuneError(f"val has {n_pos} black cats and {n_neg} others; tuning needs both classes and at least "
-                        f"{OCSVM_FOLDS} black cats (the One-class SVM is cross-validated over {OCSVM_FOLDS} folds)")
+                        f"{folds} black cats (the One-class SVM is cross-fitted over evaluate.clustering."
+                        f"ocsvm_val_folds={folds} folds)")
     for cid, f in feats.items():
         f = np.asarray(f)
         if f.ndim != 2 or f.shape[0] != len(y):
@@ -375,7 +359,7 @@ def tune_all(studies: Sequence[Study], feats: dict[str, np.ndarray], y_val: np.n
     names = [s.name for s in studies]
     if len(set(names)) != len(names):
         raise TuneError(f"duplicate studies: {sorted({n for n in names if names.count(n) > 1})}")
-    y = validate_val({s.candidate: feats[s.candidate] for s in studies}, y_val)
+    y = validate_val({s.candidate: feats[s.candidate] for s in studies}, y_val, base.ocsvm_val_folds)
     url = storage_url(tp.storage)
     check_storage(url)
     tasks = [(s, np.asarray(feats[s.candidate]), y, tp, base, seed, url) for s in studies]

@@ -142,7 +142,7 @@ def tune(pool: Path, candidates_csv: Path, selected_json: Path, val: Path, out_b
         raise TuneError(f"{selected_json} has no by_method (written by an older evaluate); rerun `dvc repro evaluate`")
     studies = choose_studies(rows, selected["by_method"], tp, seed)
     v = load_npz(val)  # the test split is never loaded here
-    validate_val({}, v["labels"])
+    validate_val({}, v["labels"], c.ocsvm_val_folds)
     feats = _features(pool, [s.candidate for s in studies], v["images"], feature_batch, dark_luminance)
     if on_start is not None:
         on_start(studies)
