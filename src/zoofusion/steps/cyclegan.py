@@ -12,8 +12,9 @@ this module writes it atomically to `<cache>/<variant>-<unit>-<key>.ckpt` (key: 
 data and the code) and resumes from it only when `core.cyclegan.resume_mismatch` allows, which is exactly when
 resuming gives the bytes of a fresh run: otherwise (another `epochs` under lr decay, a checkpoint past the
 requested epochs, an unreadable file) it trains afresh and overwrites the checkpoint. The worker training a unit
-reads and writes its checkpoint itself (the only file a worker touches): on a Ray cluster, resuming needs
-`data/cache/` on a filesystem the nodes share; without one a killed run trains afresh.
+reads its kernel files and reads and writes its checkpoint itself, under the driver's project folder
+(`UnitTask.root`): on a Ray cluster the CycleGAN stage needs the project on a filesystem every node sees at the
+same path (zoo shards and evaluate's candidates do not: their data travels through Ray's object store).
 """
 
 from __future__ import annotations
@@ -310,6 +311,7 @@ class UnitTask:
     files: tuple[Path, ...]
     cache: Path
     grid_every: int
+    root: Path  # the driver's project folder: a worker (a Ray task starts elsewhere) reads files and cache under it
 
 
 def unit_names(v: VariantParams) -> tuple[str, ...]:
@@ -320,18 +322,20 @@ def unit_names(v: VariantParams) -> tuple[str, ...]:
 def plan_units(variants: dict[str, VariantParams], cyclegan: CycleGANParams, seed: int, device: str,
                kernels: Path, cache: Path) -> list[UnitTask]:
     """A task per (variant, unit), in variant then unit order; each unit seeded by the one seed and its name."""
+    root = Path.cwd().resolve()
     return [UnitTask(name, v, unit, make_config(cyclegan, v, seed, device, unit), tuple(kernel_files(kernels, v)),
-                     cache, cyclegan.grid_every) for name, v in variants.items() for unit in unit_names(v)]
+                     cache, cyclegan.grid_every, root) for name, v in variants.items() for unit in unit_names(v)]
 
 
 def train_task(task: UnitTask, shared: Any = None) -> UnitRun:
     """Worker: train one unit in one thread (threads change float rounding: one, wherever the unit runs)."""
-    black, cat = load_kernels(list(task.files))
+    files = [task.root / f for f in task.files]  # absolute paths stay as they are
+    black, cat = load_kernels(files)
     unit = next(u for u in units(task.v, black, cat) if u.name == task.unit)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train_unit(unit, task.variant, task.cfg, list(task.files), task.cache, grid_every=task.grid_every)
+        return train_unit(unit, task.variant, task.cfg, files, task.root / task.cache, grid_every=task.grid_every)
     finally:
         torch.set_num_threads(threads)
 
