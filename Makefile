@@ -36,7 +36,7 @@ test: setup
 
 # The fast tier: every unit test, no end-to-end pipeline (under 2 minutes on 2 cores).
 test-fast: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not ray and not repro and not e2e"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not ray and not repro and not replicate and not e2e"
 
 # The `repro` tier: two scratch clones run the tiny pipeline at once; every DVC output must be the same bytes.
 test-repro: setup
