@@ -30,11 +30,14 @@ def test_latest_finished_top_level_run_of_each_stage_in_run_order(tmp_path, monk
     _run(client, "zoo", "zoo@black", t + 101_000, 99.0, parent=parent)  # a CNN: not a stage
     _run(client, "zoo", "zoo@cat", t + 200_000, 7.0, status="FAILED")  # never counted
     _run(client, "zoo", "zoo@cat", t + 300_000, 4.0, dvc_exp="study")
+    timed = _run(client, "pipeline", "report", t + 400_000, 1.0)
+    client.log_metric(timed, "stage_seconds", 9.5)  # the stage process's age (tracking.stage_run) wins over the run's
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert bench.stage_seconds(runs) == {"data": 20.0, "zoo@black": 12.5, "zoo@cat": 4.0}
+    assert bench.stage_seconds(runs) == {"data": 20.0, "zoo@black": 12.5, "zoo@cat": 4.0, "report": 9.5}
     assert bench.stage_seconds(runs, "study") == {"zoo@cat": 4.0}
     assert bench.main(["stages"]) == 0
     assert capsys.readouterr().out.splitlines() == ["stage_seconds_data: 20.0", "stage_seconds_zoo@black: 12.5",
-                                                    "stage_seconds_zoo@cat: 4.0", "stage_seconds_total: 36.5"]
+                                                    "stage_seconds_zoo@cat: 4.0", "stage_seconds_report: 9.5",
+                                                    "stage_seconds_total: 46.0"]
     with pytest.raises(SystemExit, match="no finished stage runs tagged dvc_exp=nope"):
         bench.main(["stages", "--dvc-exp", "nope"])

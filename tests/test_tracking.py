@@ -294,3 +294,10 @@ def test_every_run_is_tagged_with_its_dvc_experiment_and_params_hash(tmp_path, m
     with mlflow.start_run() as parent:
         child = tracking.BatchLogger(mlflow, parent.info.run_id).child("c", {}, [])
     assert mlflow.get_run(child).data.tags["dvc_exp"] == "rep-7-abc"
+
+
+def test_process_start_is_this_process_start():
+    import time
+
+    t0 = tracking.process_start()
+    assert t0 <= time.time() and time.time() - t0 < 3600  # a test process, started within the hour

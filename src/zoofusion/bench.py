@@ -287,9 +287,10 @@ def _positive_int(text: str) -> int:
 
 
 def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
-    """Wall seconds of each DVC stage's latest finished top-level MLflow run (its end minus its start time), in the
-    order the stages ran: a stage's time is read from the run it logged, never from a DVC output. `runs`: MLflow
-    Run objects; `dvc_exp`: only runs tagged with that DVC experiment name (tracking's `dvc_exp` tag)."""
+    """Wall seconds of each DVC stage, from its latest finished top-level MLflow run, in the order the stages ran:
+    the run's metric `stage_seconds` (the stage process's age when its run ended, `tracking.stage_run`), else the
+    run's end minus its start. Read from MLflow, never from a DVC output. `runs`: MLflow Run objects; `dvc_exp`:
+    only runs tagged with that DVC experiment name (tracking's `dvc_exp` tag)."""
     latest: dict[str, object] = {}
     for r in runs:
         t = r.data.tags
@@ -299,7 +300,8 @@ def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
         if t["dvc_stage"] not in latest or r.info.start_time > latest[t["dvc_stage"]].info.start_time:
             latest[t["dvc_stage"]] = r
     ordered = sorted(latest.items(), key=lambda kv: kv[1].info.start_time)
-    return {stage: (r.info.end_time - r.info.start_time) / 1000 for stage, r in ordered}
+    return {stage: float(r.data.metrics.get("stage_seconds", (r.info.end_time - r.info.start_time) / 1000))
+            for stage, r in ordered}
 
 
 def run_stages(args: argparse.Namespace) -> list[str]:

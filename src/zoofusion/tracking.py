@@ -347,6 +347,21 @@ def analyze_store(client) -> None:
         log.debug("ANALYZE of the MLflow store failed: %s", e)
 
 
+def process_start() -> float:
+    """When this process started (epoch seconds; Linux /proc, else when this module was imported): a stage's
+    `stage_seconds` counts its imports and its work, not only the time its MLflow run was open."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
 @contextlib.contextmanager
 def stage_run(mlflow, run_name: str, stage: str, inputs: list[str | Path], tags: dict[str, str] | None = None,
               params: dict | None = None) -> Iterator:
@@ -363,6 +378,8 @@ def stage_run(mlflow, run_name: str, stage: str, inputs: list[str | Path], tags:
         for i in range(0, len(ps), 100):  # log_batch takes at most 100 params
             client.log_batch(run_id, params=ps[i:i + 100])
         yield run
+        # the stage's wall seconds so far (`python -m zoofusion.bench stages` reads them): a timing, never a DVC output
+        client.log_metric(run_id, "stage_seconds", round(time.time() - process_start(), 2))
         logged = client.get_run(run_id).data
         key = run_key(stage, run_name, logged.params, logged.tags)
         client.set_tag(run_id, KEY_TAG, key)
