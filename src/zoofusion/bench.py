@@ -297,7 +297,10 @@ def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
         if ("dvc_stage" not in t or "mlflow.parentRunId" in t or r.info.status != "FINISHED" or not r.info.end_time
                 or (dvc_exp is not None and t.get("dvc_exp") != dvc_exp)):
             continue
-        if t["dvc_stage"] not in latest or r.info.start_time > latest[t["dvc_stage"]].info.start_time:
+        # a stage's own run (it logs stage_seconds) beats any other top-level run of the stage (e.g. tune's studies)
+        rank = ("stage_seconds" in r.data.metrics, r.info.start_time)
+        old = latest.get(t["dvc_stage"])
+        if old is None or rank > ("stage_seconds" in old.data.metrics, old.info.start_time):
             latest[t["dvc_stage"]] = r
     ordered = sorted(latest.items(), key=lambda kv: kv[1].info.start_time)
     return {stage: float(r.data.metrics.get("stage_seconds", (r.info.end_time - r.info.start_time) / 1000))
@@ -324,7 +327,9 @@ def run_stages(args: argparse.Namespace) -> list[str]:
     if not seconds:
         raise SystemExit(f"bench stages: no finished stage runs{f' tagged dvc_exp={args.dvc_exp}' if args.dvc_exp else ''}"
                          f" in {tracking_uri()}; run the pipeline (`make run`, `make study`) first")
-    lines = [f"stage_seconds_{stage}: {s:.1f}" for stage, s in seconds.items()]
+    own = {r.data.tags.get("dvc_stage") for r in runs if "stage_seconds" in r.data.metrics}
+    lines = [f"stage_seconds_{stage}: {s:.1f}" + ("" if stage in own else "  (a run's open time only: the stage logs "
+                                                 "no stage_seconds of its own)") for stage, s in seconds.items()]
     return lines + [f"stage_seconds_total: {sum(seconds.values()):.1f}"]
 
 
