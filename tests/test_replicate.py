@@ -206,3 +206,12 @@ print(json.dumps(sorted({{(r.data.tags.get("dvc_exp"), len(r.data.tags.get("para
     tags = json.loads(_sh([sys.executable, "-c", code], work, env).strip().splitlines()[-1])
     assert tags == [[name, 16]], tags
     assert list((work / "data/cache/zoo").glob("black-*")) and list((work / "data/cache/cyclegan").glob("*.ckpt"))
+
+
+def test_no_replicate_of_the_commit_leaves_the_last_report_intact(tmp_path):
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    md.write_text("the last run\n")
+    raw = raw_params()
+    with pytest.raises(LookupError, match="no replicate of bbbbbbbbbbbb found, so .* are left as they are"):
+        rep.write_report([], raw, "b" * 40, md, js)
+    assert md.read_text() == "the last run\n" and not js.exists()

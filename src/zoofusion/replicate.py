@@ -344,6 +344,10 @@ def write_report(shown: list, raw: dict, commit: str, out_md: Path = OUT_MD, out
 
     params = parse_params(raw)
     chosen, left = select(experiments(shown), raw)
+    if not chosen:  # keep the last report: a report of nothing would overwrite the record
+        raise LookupError(f"no replicate of {commit[:12]} found, so {out_md} and {out_json} are left as they are; "
+                          "experiments made from another commit: `dvc exp list --all-commits`, then "
+                          "`python -m zoofusion.replicate aggregate --rev <commit>`")
     chosen = {seed: complete(e, root) for seed, e in chosen.items()}
     result = aggregate(chosen, params.verdict.alpha, params.verdict.power)
     result.update(profile=params.replicate.profile, wanted_seeds=params.replicate.seeds, commit=commit,
@@ -382,16 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         if rc:
             log.warning("dvc exp run --run-all ended with %d; aggregating what finished", rc)
     if args.command in ("aggregate", "all"):
-        result = write_report(exp_show(root, args.rev), raw, _commit(root, args.rev), root=root)
+        try:
+            result = write_report(exp_show(root, args.rev), raw, _commit(root, args.rev), root=root)
+        except LookupError as e:
+            print(f"replicate: {e}", file=sys.stderr)
+            return 1
         pe = result["pooled"].get("primary")
         log.info("%d of %d seeds finished; %s; wrote %s and %s", len(result["seeds"]), len(result["wanted_seeds"]),
                  f"primary endpoint pooled {pe['mean']:+.3f} [{pe['low']:+.3f}, {pe['high']:+.3f}] (sd {pe['sd']:.3f})"
                  if pe else "no pooled primary endpoint", OUT_MD, OUT_JSON)
         if len(result["seeds"]) < len(result["wanted_seeds"]):
-            if not result["seeds"]:
-                log.warning("no replicate of %s found; experiments made from another commit: `dvc exp list "
-                            "--all-commits`, then `python -m zoofusion.replicate aggregate --rev <commit>`",
-                            args.rev or "HEAD")
             return 1
     return 0
 
