@@ -84,6 +84,24 @@ def synthetic_source(tmp_path: Path) -> tuple[Path, Path]:
     return src, make_labels(tmp_path / "labels.csv")
 
 
+PROJECT_FILES = ("dvc.yaml", "src", "data/manifests", "reports/replication.json")
+
+
+def copy_project(work: Path, *extra: str) -> Path:
+    """The files a scratch project needs to run the pipeline (PROJECT_FILES, then `extra`, where they exist),
+    copied from this checkout into `work`."""
+    import shutil
+
+    for name in (*PROJECT_FILES, *extra):
+        src, dst = ROOT / name, work / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    return work
+
+
 def small_data_params(source: Path, labels: Path, **over) -> dict:
     d = dict(path=str(source), labels=str(labels), black_positive=8, black_negative=8, cat_positive=8,
              cat_negative=8, negatives_per_positive=1.0, darkness_threshold=0.6,

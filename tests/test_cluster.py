@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 
 from zoofusion.core.protocol import (
     ALL_METHODS,
-    METHODS,
     Evaluation,
     black_cat_calls,
     cluster_split,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, make_labels, make_source, small_data_params
+from conftest import ROOT
 
 BIN = Path(sys.executable).parent
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
@@ -149,54 +149,3 @@ def test_entry_point_commands_refuse_what_dvc_would_ignore(fake_dvc):
     assert p.returncode == 127 and "activate" in p.stderr
     p, calls = fake_dvc("kernels", rc=3)  # a failing stage fails the entry point (set -e)
     assert p.returncode == 3 and calls == ["repro kernels"]
-
-
-@pytest.mark.e2e
-def test_mlflow_run_testset_end_to_end(tmp_path):
-    """`mlflow run -e testset` in a scratch project: DVC runs data + testset, the launcher run is FINISHED."""
-    work = tmp_path / "project"
-    work.mkdir()
-    for name in ("MLproject", "conda.yaml", "dvc.yaml", "src", "data/manifests", "scripts"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, work / name)
-    images = make_source(tmp_path / "images")
-    labels = make_labels(tmp_path / "labels.csv")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(small_data_params(images, labels))
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = clean_env(PATH=f"{BIN}:{os.environ['PATH']}", MLFLOW_TRACKING_URI=store)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=work, env=env, check=True)
-
-    def mlflow_run(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["mlflow", "run", ".", "-e", "testset", "--env-manager", "local",
-                               "--experiment-name", "launches", *extra],
-                              cwd=work, env=env, capture_output=True, text=True, timeout=300)
-
-    p = mlflow_run()
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert (work / "data/prepared/test_split.npz").is_file() and (work / "data/testset/test.npz").is_file()
-    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
-    assert {"data", "testset"} <= set(lock)
-    lock_text = (work / "dvc.lock").read_text()
-
-    refused = mlflow_run("-P", "params_file=conda.yaml")
-    assert refused.returncode != 0 and "DVC reads params.yaml only" in refused.stderr
-    assert (work / "dvc.lock").read_text() == lock_text
-
-    import mlflow
-
-    client = mlflow.MlflowClient(store)
-    exp = client.get_experiment_by_name("launches")
-    runs = {r.data.params["params_file"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"params.yaml", "conda.yaml"}
-    ok, bad = runs["params.yaml"], runs["conda.yaml"]
-    assert ok.info.status == "FINISHED" and bad.info.status == "FAILED"
-    assert ok.data.tags["mlflow.project.entryPoint"] == "testset"
-    logged = {a.path for a in client.list_artifacts(ok.info.run_id, "dvc")}
-    assert logged == {"dvc/dvc.lock", "dvc/params.yaml"}
-    local = Path(client.download_artifacts(ok.info.run_id, "dvc/dvc.lock", str(tmp_path)))
-    assert local.read_text() == lock_text

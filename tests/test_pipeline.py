@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LABELS, ROOT, TARBALL
+from conftest import LABELS, ROOT, TARBALL, copy_project
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data beside the repo"), pytest.mark.e2e]
@@ -50,10 +50,7 @@ def sh(args: list[str], cwd: Path, env: dict) -> str:
 def project(tmp_path_factory):
     """A scratch copy of the project (no git), run once through `dvc repro` on the tiny profile."""
     work = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "src", "data/manifests"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name, **(
-            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    copy_project(work, "MLproject", "conda.yaml", "scripts")  # the MLflow project too (`mlflow run` below)
     params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # PYTHONPATH: the stages run the scratch copy's code, so a test may edit it
@@ -111,6 +108,40 @@ def test_second_repro_does_nothing(project):
     out = sh(["dvc", "repro"], work, env)
     assert "Running stage" not in out, out
     assert "up to date" in sh(["dvc", "status"], work, env)
+
+
+def test_mlflow_run_reruns_a_stage_through_dvc_and_fails_a_refused_launch(project):
+    """`mlflow run -e testset -P force=true` reruns testset through DVC (same bytes: dvc.lock unchanged), the
+    launcher run is FINISHED with dvc.lock and params.yaml attached; a refused params_file ends FAILED."""
+    work, env, _ = project
+    lock_text = (work / "dvc.lock").read_text()
+
+    def mlflow_run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["mlflow", "run", ".", "-e", "testset", "--env-manager", "local",
+                               "--experiment-name", "launches", *extra],
+                              cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    p = mlflow_run("-P", "force=true")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "Running stage 'testset'" in p.stdout + p.stderr
+    assert (work / "dvc.lock").read_text() == lock_text
+    refused = mlflow_run("-P", "params_file=conda.yaml")
+    assert refused.returncode != 0 and "DVC reads params.yaml only" in refused.stderr
+    assert (work / "dvc.lock").read_text() == lock_text
+
+    import mlflow
+
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("launches")
+    runs = {r.data.params["params_file"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"params.yaml", "conda.yaml"}
+    ok, bad = runs["params.yaml"], runs["conda.yaml"]
+    assert ok.info.status == "FINISHED" and bad.info.status == "FAILED"
+    assert ok.data.tags["mlflow.project.entryPoint"] == "testset"
+    assert {a.path for a in client.list_artifacts(ok.info.run_id, "dvc")} == {"dvc/dvc.lock", "dvc/params.yaml"}
+    (dst := work.parent / f"{work.name}-launch-artifacts").mkdir(exist_ok=True)
+    local = Path(client.download_artifacts(ok.info.run_id, "dvc/dvc.lock", str(dst)))
+    assert local.read_text() == lock_text
 
 
 def test_changed_data_param_makes_data_stale(project):

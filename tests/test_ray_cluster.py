@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TARBALL
+from conftest import ROOT, TARBALL, copy_project
 from test_pipeline import TINY, deep_update, sh
 
 BIN = Path(sys.executable).parent
@@ -51,10 +50,7 @@ def test_tiny_pipeline_spreads_its_work_over_two_nodes(tmp_path, monkeypatch):
 
     work = tmp_path / "project"
     work.mkdir()
-    for name in ("dvc.yaml", "src", "data/manifests"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name, **(
-            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    copy_project(work)
     # the nodes' workers import the scratch copy's code, as the stages do
     monkeypatch.setenv("PYTHONPATH", str(work / "src"))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})

@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from conftest import make_params
+from conftest import ROOT, make_params
 from zoofusion.config import VARIANTS
 from zoofusion.io import save_npz
 from zoofusion.render.report import md_to_html
@@ -142,6 +141,7 @@ def synthetic_project(root: Path) -> None:
         _csv(root / f"reports/tables/{name}.csv", [{"Method": "random", "Mean": 0.5}])
     _csv(root / "reports/tables/dbscan_arms.csv", [{"Arm": "val", "Kind": "random", "Degenerate on test": 1}])
     _csv(root / "data/tuned/tuned.csv", [{"Model": "aligned/3/A", "Test accuracy tuned": 0.9}])
+    _json(root / "reports/replication.json", json.loads((ROOT / "reports/replication.json").read_text()))
 
 
 def paragraphs(md: str) -> list[str]:
@@ -180,6 +180,24 @@ def test_the_report_opens_with_the_primary_endpoint_and_no_paragraph_runs_over_1
     assert "ARI is 0 at chance whatever the share of black cats, but it is not prevalence-free" in md
     assert not re.search(r"adjusted Rand index[^.]*prevalence-free metric", md)
     assert "this report is ONE run" in md and "`make replicate` runs 5 seeds" in md  # one seed of how many
+
+
+def test_the_replicated_section_names_its_profile_and_quotes_the_file(tmp_path):
+    synthetic_project(tmp_path)
+    rep = json.loads((tmp_path / "reports/replication.json").read_text())
+    md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
+    section = md[md.index("## Replicated across pipeline seeds"):md.index("## What was run")]
+    pe = rep["pooled"]["primary"]
+    assert f"commit `{rep['commit'][:7]}`" in section and "The reduced profile, not this run's" in section
+    assert all(f"`{k}={json.dumps(v)}`" in section for k, v in rep["profile"].items())
+    for s in rep["per_seed"]:  # one row per seed, its difference as the file has it
+        assert f"| {s['seed']} | {s['experiment']} |" in section
+        assert f"{s['endpoints']['primary']['difference']:+.3f}" in section
+    assert f"**{pe['mean']:+.3f}** (sd {pe['sd']:.3f}" in section and f"[{pe['low']:+.3f}, {pe['high']:+.3f}]" in section
+    assert f"detects a difference of {pe['mdd_one_run']:.3f} AUROC" in section  # the MDD from the seeds' spread
+    _json(tmp_path / "reports/replication.json", {**rep, "pooled": {}})
+    md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
+    assert "holds no pooled primary endpoint yet: run `make replicate`" in md
 
 
 def test_the_forest_plot_is_drawn(tmp_path):

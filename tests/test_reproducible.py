@@ -7,7 +7,6 @@ A tier of its own (`-m repro`, `make test-repro`), which CI runs after `make tes
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LABELS, ROOT, TARBALL
+from conftest import LABELS, ROOT, TARBALL, copy_project
 from test_pipeline import TINY, deep_update
 
 BIN = Path(sys.executable).parent
@@ -25,10 +24,7 @@ pytestmark = [pytest.mark.repro, pytest.mark.skipif(not TARBALL.is_file(), reaso
 
 def scratch(work: Path) -> dict:
     work.mkdir(parents=True)
-    for name in ("dvc.yaml", "src", "data/manifests"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name, **(
-            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    copy_project(work)
     params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params["data"].update(path=str(TARBALL), labels=str(LABELS))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

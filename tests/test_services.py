@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LABELS, ROOT, TARBALL
+from conftest import LABELS, ROOT, TARBALL, copy_project
 
 BIN = Path(sys.executable).parent
 SCRIPT = ROOT / "scripts" / "services.sh"
@@ -190,10 +190,7 @@ def pipeline(services, tmp_path_factory):
     if not TARBALL.is_file():
         pytest.skip("needs ../shared/data beside the repo")
     work = tmp_path_factory.mktemp("services-project")
-    for name in ("dvc.yaml", "src", "data/manifests"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name, **(
-            {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
+    copy_project(work)
     params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params["tune"]["storage"] = "env:OPTUNA_STORAGE"  # the URL (with its password) stays in the environment
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -52,7 +52,7 @@ def test_manifest_of_source_members_and_disk_files(prepared, tmp_path, manifests
     disk = manifests / "dog-0001.jpg"
     disk.write_bytes((src / "test" / "dog" / "0001.jpg").read_bytes())
     m = manifests / "m.csv"
-    m.write_text(f"path,label\ntest/cat/0000.jpg,1\ntest/ship/0002.jpg,0\ndata/manifests/dog-0001.jpg,0\n")
+    m.write_text("path,label\ntest/cat/0000.jpg,1\ntest/ship/0002.jpg,0\ndata/manifests/dog-0001.jpg,0\n")
     run(_params(src, labels, "data/manifests/m.csv"), prepared=prep, out=tmp_path / "t")
     t = load_npz(tmp_path / "t" / "test.npz")
     assert list(t["labels"]) == [1, 0, 0] and t["images"].shape == (3, 32, 32, 3)

@@ -29,6 +29,9 @@ METRICS = Path("metrics")  # <stage>.json, zoo_<domain>.json, cyclegan_<variant>
 TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
 REPORTS = Path("reports")
+# `make replicate` writes these (committed in git, not DVC outputs); the report stage reads the .json
+REPLICATION_MD = REPORTS / "replication.md"
+REPLICATION_JSON = REPORTS / "replication.json"
 # private caches, keyed by the code that computes them: never DVC outputs (`python -m zoofusion.prune` prunes them)
 CACHE = Path("data/cache")
 ZOO_CACHE = CACHE / "zoo"

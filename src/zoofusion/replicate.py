@@ -28,12 +28,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import zoofusion.layout as layout
 from zoofusion.config import ConfigError, apply_overrides, parse_params, read_yaml
 
 log = logging.getLogger(__name__)
 PREFIX = "rep"
-OUT_MD = Path("reports/replication.md")
-OUT_JSON = Path("reports/replication.json")
+OUT_MD = layout.REPLICATION_MD
+OUT_JSON = layout.REPLICATION_JSON
 EVALUATE = "metrics/evaluate.json"
 
 
@@ -249,15 +250,7 @@ def aggregate(chosen: dict[int, dict], alpha: float, power: float) -> dict:
         sd = math.sqrt(sum((d - mean) ** 2 for d in row["diffs"]) / (k - 1)) if k > 1 else None
         row.update(k=k, mean_diff=mean, sd_diff=sd, counts=dict(counts), conclusion=top, holds_in=n_top,
                    unadjusted_counts=dict(Counter(row["unadjusted"])), outcome_kind="adjusted_outcome (Holm)")
-    # a bootstrap p-value is at least 2 / (n_boot + 1): Holm over H hypotheses can reject nothing where H times that
-    # reaches alpha (the verdict's n_boot and family size, as the experiments wrote them)
-    verdicts = [chosen[s["seed"]]["evaluate"].get("verdict") or {} for s in per_seed]
-    floor = None
-    if verdicts and all("n_boot" in v and "secondary_family" in v for v in verdicts):
-        n_boot = min(int(v["n_boot"]) for v in verdicts)
-        hyp = max(int(v["secondary_family"].get("hypotheses", 0)) for v in verdicts)
-        floor = {"n_boot": n_boot, "hypotheses": hyp, "min_p_holm": min(1.0, hyp * 2 / (n_boot + 1))}
-    return {"seeds": [s["seed"] for s in per_seed], "per_seed": per_seed, "pooled": pooled_ep, "holm_floor": floor,
+    return {"seeds": [s["seed"] for s in per_seed], "per_seed": per_seed, "pooled": pooled_ep,
             "secondary": dict(sorted(secondary.items())), "alpha": alpha, "power": power}
 
 
@@ -313,12 +306,6 @@ def render(result: dict) -> str:
                   "Each seed's conclusion is its Holm-adjusted outcome (best-on-val, per method); *holds in* counts "
                   "the seeds that share the most frequent conclusion. *Unadjusted* counts the seeds whose own 95% "
                   "interval excludes 0 on each side (generated / none / baseline), before Holm.", ""]
-        fl = result.get("holm_floor")
-        if fl and fl["min_p_holm"] >= result["alpha"]:
-            lines += [f"**Holm can reject nothing here**: with {fl['n_boot']} bootstrap resamples a p-value is at "
-                      f"least 2/{fl['n_boot'] + 1}, so over {fl['hypotheses']} hypotheses the smallest Holm-adjusted "
-                      f"p is {fl['min_p_holm']:.3f} >= {result['alpha']:g}; at least "
-                      f"{math.ceil(2 * fl['hypotheses'] / result['alpha'])} resamples are needed.", ""]
         lines += [
                   "| comparison | mean difference (sd) | generated better | no difference | baseline better | "
                   "conclusion | holds in | unadjusted |", "|---|---|---|---|---|---|---|---|"]
