@@ -20,7 +20,7 @@ from zoofusion.core.seeds import derive_seed
 from zoofusion.io import file_md5, load_npz, save_npz
 from zoofusion.steps import candidates as steps_candidates
 from zoofusion.steps.candidates import build_pool, features, load_pool
-from zoofusion.steps.evaluate import headline, judge, verdict
+from zoofusion.steps.evaluate import headline, judge, replicate_arrays, verdict
 from zoofusion.steps.scores import _compact_scores, best_on_val_ids, load_scores, load_seed_runs, score, umap_seed
 
 VARIANTS = ("study", "aligned")
@@ -159,8 +159,11 @@ def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored,
     assert (pr["metric"], pr["method"], pr["declared_in"]) == ("auroc", "kmeans", "abc1234")
     assert pr["generated"]["kind"].startswith("generated-") and pr["comparator"]["kind"] in pr["comparator"]["kinds"]
     assert set(pr["comparator"]["kinds"]) == set(kinds_of(VARIANTS)) - {"generated-study", "generated-aligned"}
-    assert pr["sources"] == ["val_images", "test_images"] and set(pr["breakdown"]) == set(pr["sources"])
-    assert set(pr["not_included"]) == {"pipeline_seeds", "candidates", "umap_replicates"}
+    # the stored UMAP seed runs (UMAP_SEEDS more of each kind's best-on-val candidates) enter the interval
+    assert pr["sources"] == ["umap_replicates", "val_images", "test_images"] and set(pr["breakdown"]) == set(pr["sources"])
+    assert set(pr["not_included"]) == {"pipeline_seeds", "candidates"}
+    runs = load_seed_runs(root / "data/evaluate/scores.npz")
+    assert pr["umap_runs"] == {"seeds": UMAP_SEEDS, "candidates_with_runs": len(runs["ids"]), "candidates": len(rows)}
     # the synthetic black cats are dark: most candidates separate them perfectly (test AUROC 1), so 0 can be exact
     assert pr["low"] <= pr["difference"] <= pr["high"] and pr["mdd"] >= 0
     assert pr["difference"] == round(pr["generated"]["test_value"] - pr["comparator"]["test_value"], 4) or \
@@ -245,6 +248,23 @@ def test_extra_umap_seed_runs_of_the_best_on_val_candidates_are_stored(scored):
     np.testing.assert_array_equal(runs["score_test_kmeans"][0, 1], ev.scores[("test", "kmeans")])
     np.testing.assert_array_equal(runs["clusters_test_dbscan"][0, 1], ev.clusters[("test", "dbscan")])
     assert dict(zip(runs["metric_keys"], runs["metrics"][0, 1])) == ev.metrics
+
+
+def test_the_primary_bootstrap_draws_stored_umap_runs_only_where_a_candidate_has_them(scored):
+    root, paths, pool, rows = scored
+    runs = load_seed_runs(root / "data/evaluate/scores.npz")
+    for split in ("val", "test"):
+        for method, name in (("kmeans", "score"), ("dbscan", "clusters")):
+            a = replicate_arrays(rows, runs, split, method)
+            assert a.shape == (1 + UMAP_SEEDS, len(rows), len(rows[0]["clusters"][f"{split}/kmeans"]))
+            for c, r in enumerate(rows):
+                main = r["scores" if name == "score" else "clusters"][f"{split}/{method}"]
+                np.testing.assert_array_equal(a[0, c], main)  # run 0: the main run
+                if r["id"] in runs["ids"]:  # runs 1..S: the stored seed runs
+                    np.testing.assert_array_equal(a[1:, c], runs[f"{name}_{split}_{method}"][runs["ids"].index(r["id"])])
+                else:  # no stored run: drawing a run leaves the candidate as it is
+                    assert all(np.array_equal(a[s, c], main) for s in range(1 + UMAP_SEEDS))
+    assert replicate_arrays(rows, {"ids": [], "seeds": []}, "val", "kmeans") is None
 
 
 def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored, tmp_path):

@@ -29,7 +29,7 @@ from zoofusion.render.figures import kinds_boxplot
 from zoofusion.render.kernel_grid import save_figure
 from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe, write_table
 from zoofusion.steps.candidates import features
-from zoofusion.steps.scores import load_scores
+from zoofusion.steps.scores import load_scores, load_seed_runs
 
 STUDY_COLUMNS = ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
 
@@ -147,18 +147,44 @@ def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int, *, fam
     return holm_adjust(out, family, alpha)
 
 
+def replicate_arrays(rows: list[dict], runs: dict, split: str, method: str) -> np.ndarray | None:
+    """[1 + S, n_candidates, n_images] of one split: run 0 the main arrays (`_arrays`), runs 1..S the stored UMAP/
+    clustering seed runs (steps.scores.seed_runs) where a candidate has them; a candidate without stored runs
+    repeats its run 0, so drawing a run leaves it as it is. None when no seed run is stored."""
+    ids, seeds = runs.get("ids") or [], runs.get("seeds") or []
+    source = "score" if VERDICT_METRIC[method] == "auroc" else "clusters"
+    stored = runs.get(f"{source}_{split}_{method}")
+    if not ids or not seeds or stored is None:
+        return None
+    main = _arrays(rows, split, method)
+    out = np.repeat(main[None], 1 + len(seeds), axis=0)
+    pos = {i: j for j, i in enumerate(ids)}
+    for c, r in enumerate(rows):
+        if r["id"] in pos:
+            out[1:, c] = np.asarray(stored[pos[r["id"]]], dtype=float)
+    return out
+
+
 def primary_endpoint(rows: list[dict], y_val: np.ndarray, y_test: np.ndarray, vp: VerdictParams, n_boot: int,
-                     seed: int, kinds: Sequence[str]) -> dict:
+                     seed: int, kinds: Sequence[str], seed_runs: dict | None = None) -> dict:
     """params.yaml `verdict.primary` on this evaluation (core.verdict.primary): the selection-aware interval over
-    the sources the stored scores hold (one pipeline seed, one UMAP run per candidate here: both listed as not
-    included), and the commit the declaration names (`verdict.declared_in`; the report checks it against git)."""
+    the sources the stored scores hold — candidates, val and test images and, from the stored UMAP/clustering seed
+    runs (`evaluate.umap_seeds`), the UMAP seed of the candidates that have them (the best-on-val candidate of each
+    kind and method; the others hold one run); one pipeline seed here (`make replicate` pools seeds) — and the
+    commit the declaration names (`verdict.declared_in`; the report checks it against git)."""
     pp = vp.primary
     present = [k for k in kinds if any(r["kind"] == k for r in rows)]
+    runs = seed_runs or {}
+    rv, rt = (replicate_arrays(rows, runs, "val", pp.method), replicate_arrays(rows, runs, "test", pp.method))
     out = primary(pp.method, pp.metric, [r["kind"] for r in rows], [r["id"] for r in rows], y_val, y_test,
                   _arrays(rows, "val", pp.method), _arrays(rows, "test", pp.method), pp.generated_kinds(present),
-                  pp.comparator_kinds(present), n_boot, derive_seed(seed, "primary"), vp.alpha, vp.power)
+                  pp.comparator_kinds(present), n_boot, derive_seed(seed, "primary"), vp.alpha, vp.power,
+                  replicates_val=rv, replicates_test=rt)
+    with_runs = sum(r["id"] in set(runs.get("ids") or []) for r in rows) if rv is not None else 0
     return {**out, "declaration": pp.model_dump(), "declared_in": vp.declared_in,
-            "secondary_family": vp.secondary_family}
+            "secondary_family": vp.secondary_family,
+            "umap_runs": {"seeds": len(runs.get("seeds") or []) if rv is not None else 0,
+                          "candidates_with_runs": with_runs, "candidates": len(rows)}}
 
 
 def nobody_finds_black_cats(rows: list[dict]) -> bool:
@@ -256,7 +282,8 @@ def judge(scores: Path, test: Path, out_verdict: Path, out_selected: Path, e: Ev
     t0 = time.perf_counter()
     y_test = load_npz(test)["labels"]
     comparisons = verdict(rows, y_test, e.n_boot, seed, family=vp.secondary_family, alpha=vp.alpha)
-    prim = _rounded(primary_endpoint(rows, load_npz(val)["labels"], y_test, vp, e.n_boot, seed, kinds))
+    prim = _rounded(primary_endpoint(rows, load_npz(val)["labels"], y_test, vp, e.n_boot, seed, kinds,
+                                     load_seed_runs(scores)))
     summary = {**verdict_summary(rows, by_kind, comparisons, e.n_boot, vp.alpha), "primary": prim}
     j = Judged(rows, by_kind, comparisons, summary, time.perf_counter() - t0, prim, by_method, best["id"])
     with atomic_path(out_selected) as tmp:

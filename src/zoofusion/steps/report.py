@@ -89,12 +89,20 @@ def primary_sentence(ev: dict, declared: str) -> str:
                "baseline": "the best baseline is better",
                "none": "the interval includes 0, so this run shows no difference"}[p["outcome"]]
     left_out = ", ".join(SOURCE_NAMES[s] for s in p["not_included"])
+    runs = p.get("umap_runs") or {}
+
+    def source(s: str) -> str:
+        if s == "umap_replicates" and runs.get("candidates_with_runs", 0) < runs.get("candidates", 0):
+            return (f"UMAP seeds ({runs['seeds']} more runs of the {runs['candidates_with_runs']} candidates that are "
+                    "best on val in their kind; the others one run)")
+        return SOURCE_NAMES[s]
+
     return (f"**Primary endpoint** (params.yaml `verdict.primary`, {declared}): with {METHOD_TITLES[p['method']]}, "
             f"the test {metric} of the best-on-val generated model over {_kinds(p['generated']['kinds'])} "
             f"(`{p['generated']['id']}`) minus that of the best-on-val baseline over "
             f"{_kinds(p['comparator']['kinds'])} (`{p['comparator']['id']}`) is **{p['difference']:+.3f}** "
             f"[{p['level']:.0%} interval {p['low']:+.3f}, {p['high']:+.3f}], resampling "
-            f"{', '.join(SOURCE_NAMES[s] for s in p['sources'])}" + (f" (not included: {left_out})" if left_out else "")
+            f"{', '.join(source(s) for s in p['sources'])}" + (f" (not included: {left_out})" if left_out else "")
             + f"; {meaning}, and this test set can detect only differences of at least {p['mdd']:.3f} "
             f"({p['power']:.0%} power).")
 

@@ -192,6 +192,8 @@ def load_seed_runs(path: Path) -> dict:
     (``score_<split>_<method>``, ``clusters_<split>_<method>``) the [R, S, n] array; ``metrics`` [R, S, k] with
     ``metric_keys``. Empty arrays (R = 0 or S = 0) when `evaluate.umap_seeds` is 0."""
     z = load_npz(path)
+    if "seed_ids" not in z:  # scores written without seed runs
+        return {"ids": [], "seeds": [], "best": {}}
     best = {}
     for b in z["seed_best"]:
         k, m, i = str(b).split("|")
