@@ -11,11 +11,13 @@ saves FAILED_<check>.png); the exit status is 1 if any failed.
 
 - experiments.png             the experiment list
 - generated_models_runs.png   `generated-models`: the child runs of one `evaluate` run (generated models and
-                              baselines), with columns kind, selected_on_val, val/kmeans/accuracy and
-                              test/kmeans/{accuracy,precision,recall}, sorted by val/kmeans/accuracy; where those
+                              baselines), with columns kind, selected_on_val, best_on_val_kmeans, the verdict's
+                              metric val/kmeans/auroc and test/kmeans/{auroc,average_precision,balanced_accuracy}
+                              (prevalence-free: accuracy on a 1-in-3 test set reads 0.67 for "all other"), sorted
+                              by val/kmeans/auroc; where those
                               runs log inputs (mlflow.log_input), also the Dataset column, which must show them
 - compare_runs.png            the compare view of the generated models selected on val and the best baseline of
-                              each kind: parallel coordinates of kind and model_id against val and test accuracy
+                              each kind: parallel coordinates of kind and model_id against val and test AUROC
 - compare_runs_metrics.png    the same compare view scrolled to its Parameters and Metrics tables (test/kmeans)
 - zoo_runs.png                `zoo`: the trained CNNs, i.e. the child runs of the latest finished `zoo-<domain>`
                               run of each domain (of one domain where no filter selects exactly all of them), with
@@ -61,8 +63,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "generated-models"
-SELECT = "val/kmeans/accuracy"
-SHOW_METRICS = ["val/kmeans/accuracy", "test/kmeans/accuracy", "test/kmeans/precision", "test/kmeans/recall"]
+SELECT = "val/kmeans/auroc"  # the verdict's metric for KMeans (core.selection.VERDICT_METRIC), chosen on val
+SHOW_METRICS = ["val/kmeans/auroc", "test/kmeans/auroc", "test/kmeans/average_precision", "test/kmeans/balanced_accuracy"]
+SHOW_TAGS = ["selected_on_val", "best_on_val_kmeans"]  # the stage's selection tags (stages/evaluate.py)
 ZOO_METRICS = ["final_train_acc", "final_val_acc"]  # logged on every zoo child run (one trained CNN each)
 CYCLEGAN_RUN = "cyclegan-study-conv1"
 LOSS_CHARTS = "^loss_"  # the Model metrics tab's chart search takes a regular expression: the per-epoch losses
@@ -440,7 +443,7 @@ def shoot_runs_table(page, base: str, picked, out: Path) -> list[Path]:
         print("note: the child runs of evaluate log no inputs (mlflow.log_input): Dataset column not checked")
     off = [c for c in UNINFORMATIVE if not (datasets and c == "Dataset")]
     toggle_columns(page, {"Attributes": off, "Parameters": ["kind"], "Metrics": SHOW_METRICS,
-                          "Tags": ["selected_on_val"]})
+                          "Tags": SHOW_TAGS})
     if datasets:
         cells = page.get_by_role("grid").get_by_role("gridcell")
         pattern = re.compile("|".join(re.escape(d) for d in sorted(datasets)))
@@ -456,7 +459,7 @@ def shoot_compare(page, base: str, picked, out: Path) -> list[Path]:
     visible(page.get_by_role("heading", name=re.compile(rf"^Comparing {len(chosen)} Runs")), "the compare view")
     for r in chosen:
         visible(page.get_by_role("cell", name=r.info.run_name, exact=True), f"run {r.info.run_name} compared")
-    # Parallel coordinates: add test/kmeans/accuracy next to the val metric the UI picks.
+    # Parallel coordinates: add test/kmeans/auroc next to the val metric the UI picks.
     plot = page.get_by_role("tabpanel", name="Parallel Coordinates Plot")
     metrics = plot.get_by_role("combobox").nth(1)  # the Metrics selector (the first one is Parameters)
     metrics.click()
@@ -471,7 +474,7 @@ def shoot_compare(page, base: str, picked, out: Path) -> list[Path]:
     # The Parameters and Metrics tables; the metrics grid scrolled to the test/kmeans rows.
     page.get_by_role("button", name="Parameters", exact=True).evaluate("e => e.scrollIntoView({block: 'start'})")
     # The metrics table is two grids (names, values); scroll the values with the mouse wheel, as a user would:
-    # the UI keeps the names column in step only for real scroll input. Stop when test/kmeans/accuracy is the
+    # the UI keeps the names column in step only for real scroll input. Stop when test/kmeans/auroc is the
     # top row, and check both columns agree.
     grids = page.get_by_role("grid", name="grid")
     names, values = grids.first, grids.last

@@ -68,3 +68,30 @@ def test_code_layout_table_names_every_module():
         folder = str(Path(m).parent)
         matches = [e for e in entries if covered(e, m) and not (e.endswith("/") and folder in by_file)]
         assert matches, f"README code layout does not name {m}"
+
+
+def section(heading: str) -> str:
+    """The README's text from `heading` to the next heading of the same or a higher level."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n{heading}\n")
+    level = heading.split()[0]
+    ends = [m.start() for m in re.finditer(r"\n#{1,%d} " % len(level), text) if m.start() > start]
+    return text[start:ends[0] if ends else len(text)]
+
+
+def test_the_replication_numbers_quoted_are_those_of_reports_replication_json():
+    """README numbers are produced, not typed: every number the replication section quotes is the committed
+    reports/replication.json's (the file `make replicate` writes), in the format the section uses."""
+    import json
+
+    rep = json.loads((ROOT / "reports/replication.json").read_text())
+    text = " ".join(section("## Replication across seeds").split())  # line breaks as spaces
+    pe = rep["pooled"]["primary"]
+    per = [s for s in rep["per_seed"] if "primary" in s["endpoints"]]
+    quoted = [f"commit {rep['commit'][:7]}",
+              f"per seed ({', '.join(str(s['seed']) for s in per)}): "
+              + ", ".join(f"{s['endpoints']['primary']['difference']:+.3f}" for s in per),
+              f"pooled {pe['mean']:+.3f}, sd {pe['sd']:.3f}, 95% t-interval [{pe['low']:+.3f}, {pe['high']:+.3f}]",
+              f"one run detects {pe['mdd_one_run']:.3f}", f"the mean of {pe['k']} seeds {pe['mdd_pooled_mean']:.3f}"]
+    missing = [q for q in quoted if q not in text]
+    assert not missing, f"README's replication section does not quote reports/replication.json: {missing}"

@@ -85,9 +85,11 @@ def build_store(root: Path) -> tuple[str, str]:
     for i, (model_id, kind) in enumerate(models):
         score = 0.5 + 0.4 * i / len(models) if kind == "generated" else 0.45 + 0.01 * i / len(models)
         metrics = {f"{split}/{m}/{what}": score for split in ("val", "test") for m in METHODS
-                   for what in ("accuracy", "precision", "recall")}
+                   for what in ("accuracy", "precision", "recall", "auroc", "average_precision", "balanced_accuracy")}
+        best = i == N_GENERATED - 1 or i == len(models) - 1  # the best on val of its kind (generated, pixels)
         rid = run(exp, model_id, {"model_id": model_id, "kind": kind}, metrics, parent=parent,
-                  tags={"selected_on_val": str(i == N_GENERATED - 1).lower()})
+                  tags={"selected_on_val": str(i == N_GENERATED - 1).lower(),
+                        **{f"best_on_val_{m}": str(best).lower() for m in METHODS}})
         if N_GENERATED - 10 <= i < N_GENERATED:
             client.log_inputs(rid, [DatasetInput(dataset, [RunTag("mlflow.data.context", "validation")])])
     client.create_registered_model(ui.REGISTERED_MODEL)

@@ -21,14 +21,14 @@ import numpy as np
 
 import zoofusion.layout as layout
 from zoofusion.cli import stage_main
-from zoofusion.config import DOMAINS, VARIANTS, Params
+from zoofusion.config import DOMAINS, METHODS, VARIANTS, Params
 from zoofusion.core.candidates import generated_kind, is_generated, kinds_of
 from zoofusion.core.verdict import Comparison
 from zoofusion.executor import check_backend
 from zoofusion.io import load_npz
 from zoofusion.steps.candidates import build_pool
 from zoofusion.steps.evaluate import judge, render
-from zoofusion.steps.scores import score
+from zoofusion.steps.scores import best_on_val_ids, score
 from zoofusion.registry import log_pyfunc, primary_metrics, register_champion
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow, stage_run
 
@@ -87,6 +87,7 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
     datasets = dataset_inputs(inputs)
     client = mlflow.MlflowClient()
     sel_ids = set(selected)
+    best = {(k, m): i for k, m, i in best_on_val_ids(rows, params.seed)}  # each kind's pick on val, per method
     versions: dict[str, str] = {}
     with stage_run(mlflow, "evaluate", "evaluate", list(inputs)) as parent:
         client.log_inputs(parent.info.run_id, datasets=datasets)
@@ -119,7 +120,9 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
             for r in rows:
                 cand = by_id[r["id"]]
                 with mlflow.start_run(run_name=r["id"], nested=True, tags={**tags, "kind": r["kind"],
-                                      "selected_on_val": str(r["id"] in sel_ids).lower()}) as child:
+                                      "selected_on_val": str(r["id"] in sel_ids).lower(),
+                                      **{f"best_on_val_{m}": str(r["id"] == best[(r["kind"], m)]).lower()
+                                         for m in METHODS}}) as child:
                     now = int(time.time() * 1000)
                     client.log_batch(child.info.run_id,
                                      metrics=[Metric(k, float(v), now, 0) for k, v in r["metrics"].items()],
