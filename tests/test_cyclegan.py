@@ -489,3 +489,23 @@ def test_set_generator_starts_as_identity_and_is_equivariant_along_d(tmp_path: P
     g_ab, _, scaler, meta = load_generators(tmp_path / "g.pt")
     assert isinstance(g_ab, SetGenerator) and meta["arch"] == "set"
     assert torch.equal(translate(g_ab, scaler, x), translate(res.G_A2B, res.scaler, x))
+
+
+def test_a_time_limit_stops_every_unit_at_a_checkpoint_and_a_rerun_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    from conftest import make_params
+    from zoofusion.executor import TimeLimitReached
+
+    p = make_params({"cyclegan": {"epochs": 2, "batch_size": 4, "hidden": 4, "checkpoint_every": 1,
+                                  "grid_every": 1}})
+    variants = {name: p.translation.variant(name) for name in VARIANTS}
+    kernels = _harvest(tmp_path / "kernels")
+    fresh = train_units(plan_units(variants, p.cyclegan, p.seed, "cpu", kernels, tmp_path / "fresh-cache"),
+                        tmp_path / "fresh", 1)
+    tasks = plan_units(variants, p.cyclegan, p.seed, "cpu", kernels, tmp_path / "cache", time_limit_s=1e-9)
+    assert all(t.deadline > 0 for t in tasks)
+    with pytest.raises(TimeLimitReached, match=r"study/conv1 at epoch 1 of 2.*aligned/pair at epoch 1 of 2"):
+        train_units(tasks, tmp_path / "out", 1)
+    assert list((tmp_path / "out").iterdir()) == []  # no variant folder: nothing half-written is swapped in
+    again = train_units(plan_units(variants, p.cyclegan, p.seed, "cpu", kernels, tmp_path / "cache"), tmp_path / "out", 1)
+    assert {r.resumed_at for rs in again.values() for r in rs} == {1}  # every unit went on from its checkpoint
+    assert _tree(tmp_path / "out") == _tree(tmp_path / "fresh") and set(again) == set(fresh)

@@ -80,7 +80,7 @@ def run(params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = 
     device = params.torch_device()  # cuda without a GPU: refused before anything is created
     check_backend(params.executor.backend, params.executor.address)  # a Ray cluster that answers, before any work
     variants = {name: params.translation.variant(name) for name in VARIANTS}
-    tasks = plan_units(variants, params.cyclegan, params.seed, device, kernels, cache)
+    tasks = plan_units(variants, params.cyclegan, params.seed, device, kernels, cache, params.executor.time_limit_s)
     files = sorted({f for t in tasks for f in t.files})
     workers = params.cyclegan.workers if device == "cpu" else 1  # a GPU trains one unit at a time
     mlflow = setup_mlflow("cyclegan")

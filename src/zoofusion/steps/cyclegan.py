@@ -40,7 +40,7 @@ from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.core.pair import fit_scales, pack, unpack
 from zoofusion.core.seeds import derive_seed
-from zoofusion.executor import run_tasks
+from zoofusion.executor import TimeLimitReached, run_tasks
 from zoofusion.io import atomic_dir, code_fingerprint, file_md5, save_torch
 from zoofusion.render.kernel_grid import figure_png, kernel_grid_figure
 
@@ -251,11 +251,21 @@ class UnitRun:
     seconds: float
 
 
+class UnitStopped(Exception):
+    """A unit stopped at its deadline (`executor.time_limit_s`) right after writing a checkpoint."""
+
+    def __init__(self, variant: str, unit: str, epoch: int, epochs: int):
+        super().__init__(variant, unit, epoch, epochs)
+        self.variant, self.unit, self.epoch, self.epochs = variant, unit, epoch, epochs
+
+
 def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path], cache: Path, *,
-               grid_every: int = 0, on_epoch: OnEpoch | None = None) -> UnitRun:
+               grid_every: int = 0, on_epoch: OnEpoch | None = None, deadline: float = 0.0) -> UnitRun:
     """Train `unit` (resuming a matching checkpoint in `cache`, writing checkpoints there) and return it, with its
     distances and kernel grids (every `grid_every` epochs and the last; 0: the final grid only). `files` are the
-    kernel files `unit` came from (their md5s key the checkpoint)."""
+    kernel files `unit` came from (their md5s key the checkpoint). deadline: a wall-clock time (time.time()); past
+    it, the first checkpoint before the last epoch is written and UnitStopped raised (a rerun resumes there, to the
+    bytes of an uninterrupted run); 0 = none."""
     code = code_fingerprint(CODE)
     ckpt = checkpoint_path(cache, f"{variant}-{unit.name}", cfg, "".join(file_md5(f) for f in files), code)
     resume, why = resume_state(ckpt, cfg, unit.A, unit.B, code)
@@ -272,9 +282,13 @@ def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path],
         if on_epoch is not None:
             on_epoch(epoch, losses, state)
 
+    def checkpoint(state: dict[str, Any]) -> None:
+        save_checkpoint(ckpt, state, code)
+        if deadline and time.time() >= deadline and int(state["epoch"]) < cfg.epochs:
+            raise UnitStopped(variant, unit.name, int(state["epoch"]), cfg.epochs)
+
     t0 = time.perf_counter()
-    result = train_cyclegan(unit.A, unit.B, cfg, resume=resume, on_epoch=each_epoch,
-                            on_checkpoint=lambda state: save_checkpoint(ckpt, state, code))
+    result = train_cyclegan(unit.A, unit.B, cfg, resume=resume, on_epoch=each_epoch, on_checkpoint=checkpoint)
     return UnitRun(variant, unit.name, generators_payload(result, meta={**unit.meta, "variant": variant}),
                    {k: list(v) for k, v in result.history.items()}, distances(result, unit),
                    figure_png(grid(result, unit, title, cfg.epochs)), grids, grid_distances, len(unit.A), len(unit.B),
@@ -312,6 +326,7 @@ class UnitTask:
     cache: Path
     grid_every: int
     root: Path  # the driver's project folder: a worker (a Ray task starts elsewhere) reads files and cache under it
+    deadline: float = 0.0  # wall-clock time (time.time()) after which the unit stops at its next checkpoint; 0 = none
 
 
 def unit_names(v: VariantParams) -> tuple[str, ...]:
@@ -320,22 +335,30 @@ def unit_names(v: VariantParams) -> tuple[str, ...]:
 
 
 def plan_units(variants: dict[str, VariantParams], cyclegan: CycleGANParams, seed: int, device: str,
-               kernels: Path, cache: Path) -> list[UnitTask]:
-    """A task per (variant, unit), in variant then unit order; each unit seeded by the one seed and its name."""
+               kernels: Path, cache: Path, time_limit_s: float = 0.0) -> list[UnitTask]:
+    """A task per (variant, unit), in variant then unit order; each unit seeded by the one seed and its name.
+    time_limit_s (executor.time_limit_s, 0 = none): every unit stops at its first checkpoint past that many
+    seconds from now."""
     root = Path.cwd().resolve()
+    deadline = time.time() + time_limit_s if time_limit_s else 0.0
     return [UnitTask(name, v, unit, make_config(cyclegan, v, seed, device, unit), tuple(kernel_files(kernels, v)),
-                     cache, cyclegan.grid_every, root) for name, v in variants.items() for unit in unit_names(v)]
+                     cache, cyclegan.grid_every, root, deadline)
+            for name, v in variants.items() for unit in unit_names(v)]
 
 
-def train_task(task: UnitTask, shared: Any = None) -> UnitRun:
-    """Worker: train one unit in one thread (threads change float rounding: one, wherever the unit runs)."""
+def train_task(task: UnitTask, shared: Any = None) -> UnitRun | UnitStopped:
+    """Worker: train one unit in one thread (threads change float rounding: one, wherever the unit runs); a unit
+    stopped at its deadline comes back as its UnitStopped, so the other units still finish their own."""
     files = [task.root / f for f in task.files]  # absolute paths stay as they are
     black, cat = load_kernels(files)
     unit = next(u for u in units(task.v, black, cat) if u.name == task.unit)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return train_unit(unit, task.variant, task.cfg, files, task.root / task.cache, grid_every=task.grid_every)
+        return train_unit(unit, task.variant, task.cfg, files, task.root / task.cache, grid_every=task.grid_every,
+                          deadline=task.deadline)
+    except UnitStopped as stopped:
+        return stopped
     finally:
         torch.set_num_threads(threads)
 
@@ -353,14 +376,22 @@ def train_units(tasks: list[UnitTask], out: Path, workers: int, backend: str = "
     with contextlib.ExitStack() as stack:
         tmp = {v: stack.enter_context(atomic_dir(out / v)) for v in runs}
         results = run_tasks(train_task, tasks, workers, backend=backend, address=address)
+        stopped: list[UnitStopped] = []
         try:  # Ctrl-C or a failed unit stops the queue and the workers; their checkpoints stay in the cache
             for task, run in zip(tasks, results):
+                if isinstance(run, UnitStopped):
+                    stopped.append(run)
+                    continue
                 write_unit(tmp[task.variant] / task.unit, run)
                 runs[task.variant].append(run)
                 if on_unit is not None:
                     on_unit(task, run, tmp[task.variant] / task.unit)
         finally:
             results.close()
+        if stopped:  # nothing is swapped in: the rerun resumes every unit from its checkpoint
+            where = ", ".join(f"{s.variant}/{s.unit} at epoch {s.epoch} of {s.epochs}" for s in stopped)
+            raise TimeLimitReached(f"time limit of executor.time_limit_s reached: {where}; checkpoints kept in "
+                                   f"{tasks[0].cache}; run the stage again to go on")
     return runs
 
 
