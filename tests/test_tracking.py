@@ -325,7 +325,6 @@ def test_a_bulk_logged_cnn_reads_back_as_one_logged_call_by_call(tmp_path, monke
     """log_cnns (one transaction for a shard, artifacts copied, dataset inputs written as rows) makes the run that
     `child` (create_run, log_batch, log_inputs, log_artifact, set_terminated) makes: params, tags, metric histories,
     dataset inputs with their context, and model.pt to the byte."""
-    import mlflow
     import torch
 
     from zoofusion.core.cnn import unstack
