@@ -301,3 +301,112 @@ def test_process_start_is_this_process_start():
 
     t0 = tracking.process_start()
     assert t0 <= time.time() and time.time() - t0 < 3600  # a test process, started within the hour
+
+
+def _shard(n: int = 3, epochs: int = 2, seed: int = 0) -> dict:
+    """A zoo shard as steps.zoo makes one: stacked weights, seeds, per-epoch curves."""
+    import numpy as np
+    import torch
+
+    from zoofusion.core.cnn import init_weights, stack
+
+    rng = np.random.default_rng(seed)
+    return {"weights": stack([init_weights(seed + i) for i in range(n)]),
+            "seeds": torch.tensor([seed + i for i in range(n)], dtype=torch.int64),
+            "history": {c: torch.from_numpy(rng.uniform(0, 1, (n, epochs))) for c in tracking.CNN_CURVES}}
+
+
+def _inputs(run) -> list:
+    return sorted((d.dataset.name, d.dataset.digest, d.dataset.source_type, d.dataset.source,
+                   sorted((t.key, t.value) for t in d.tags)) for d in run.inputs.dataset_inputs)
+
+
+def test_a_bulk_logged_cnn_reads_back_as_one_logged_call_by_call(tmp_path, monkeypatch):
+    """log_cnns (one transaction for a shard, artifacts copied, dataset inputs written as rows) makes the run that
+    `child` (create_run, log_batch, log_inputs, log_artifact, set_terminated) makes: params, tags, metric histories,
+    dataset inputs with their context, and model.pt to the byte."""
+    import torch
+
+    from zoofusion.core.cnn import unstack
+
+    _store(tmp_path, monkeypatch)
+    (tmp_path / "val.csv").write_text("y\n")
+    mlflow = tracking.setup_mlflow("zoo")
+    c = mlflow.MlflowClient()
+    shard = _shard()
+    with mlflow.start_run(run_name="zoo-black") as parent:
+        train = tracking.dataset_inputs({"in.csv": "train"})
+        c.log_inputs(parent.info.run_id, datasets=train)  # as the zoo stage: the parent logs the datasets first
+        # val.csv is no parent's input: the bulk path inserts its dataset row as log_inputs would
+        datasets = train + tracking.dataset_inputs({"val.csv": "val"})
+        bl = tracking.BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "zoo@black"}, datasets)
+        assert tracking.log_cnns(bl, "black", 10, shard, {"epochs": 2, "lr": 0.1}) == 3
+        bulk = {r.data.params["model_index"]: r for r in c.search_runs(
+            [parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+        # the same CNN logged call by call, as log_cnns did before the bulk path
+        weights, hist = unstack(shard["weights"])[1], {k: v.numpy() for k, v in shard["history"].items()}
+        metrics = [(n, hist[n][1, e], e) for n in tracking.CNN_CURVES for e in range(2)]
+        metrics += [(f"final_{n}", hist[n][1, -1], 0) for n in tracking.CNN_CURVES]
+        content = tracking.cnn_content(weights, [hist[n][1] for n in tracking.CNN_CURVES])
+        one = c.get_run(bl.child("black-00011", {"domain": "black", "model_index": 11, "seed": 1, "epochs": 2,
+                                                 "lr": 0.1, "architecture": "conv6-conv16-fc2"}, metrics,
+                                 tags={"domain": "black", tracking.CONTENT_TAG: content},
+                                 artifacts=[("model.pt", tracking.weights_bytes(weights), None)]))
+    b = bulk["11"]
+    assert sorted(bulk) == ["10", "11", "12"] and b.info.run_name == one.info.run_name == "black-00011"
+    assert b.info.status == one.info.status == "FINISHED" and b.info.lifecycle_stage == "active"
+    assert b.data.params == one.data.params and b.data.tags == one.data.tags
+    assert b.data.metrics == one.data.metrics and len(b.data.metrics) == 8
+    for key in b.data.metrics:
+        assert [(m.step, m.value) for m in c.get_metric_history(b.info.run_id, key)] == \
+               [(m.step, m.value) for m in c.get_metric_history(one.info.run_id, key)]
+    assert _inputs(b) == _inputs(one) and [x[0] for x in _inputs(b)] == ["in.csv", "val.csv"]
+    assert [x[4] for x in _inputs(b)] == [[("mlflow.data.context", "train")], [("mlflow.data.context", "val")]]
+    assert [a.path for a in c.list_artifacts(b.info.run_id)] == [a.path for a in c.list_artifacts(one.info.run_id)] \
+        == ["model.pt"]
+    got = [Path(c.download_artifacts(r.info.run_id, "model.pt", str(tmp_path / r.info.run_id))).read_bytes()
+           for r in (b, one)]
+    assert got[0] == got[1]
+    back = torch.load(tmp_path / b.info.run_id / "model.pt", weights_only=True)
+    assert back.keys() == weights.keys() and all(torch.equal(back[k], weights[k]) for k in weights)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "m.db") as db:  # one dataset row per file, shared by every run that used it
+        assert db.execute("select name, count(*) from datasets group by name order by name").fetchall() == \
+               [("in.csv", 1), ("val.csv", 1)]
+
+
+@pytest.mark.parametrize("sql", [True, False])
+def test_a_rerun_over_the_same_shard_logs_no_cnn_again_with_one_lookup_a_stage(tmp_path, monkeypatch, sql):
+    """Content dedupe reads the domain's hashes once per logger (one query, not a search per CNN), and a rerun over
+    the same shards logs nothing; another store than SQL gets the same runs call by call."""
+    from zoofusion import tracking_bulk
+
+    _store(tmp_path, monkeypatch)
+    if not sql:
+        monkeypatch.setattr(tracking_bulk, "sql_store", lambda client: None)
+    calls = []
+    for name in ("tag_values", "search_tag_values"):
+        real = getattr(tracking_bulk, name)
+        monkeypatch.setattr(tracking_bulk, name, lambda *a, _real=real, **k: calls.append(a[2]) or _real(*a, **k))
+    mlflow = tracking.setup_mlflow("zoo")
+    c = mlflow.MlflowClient()
+
+    def stage(shards) -> int:
+        with mlflow.start_run(run_name="zoo-black") as parent:
+            bl = tracking.BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "zoo@black"},
+                                      tracking.dataset_inputs({"in.csv": "train"}))
+            return sum(tracking.log_cnns(bl, "black", first, s, {"epochs": 2}) for first, s in shards)
+
+    a, b = _shard(3, seed=0), _shard(2, seed=7)
+    assert stage([(0, a), (3, b), (0, a)]) == 5  # a shard seen twice in one stage: its CNNs once
+    assert calls == [tracking.CONTENT_TAG]  # one lookup for the stage's three shards
+    exp = c.get_experiment_by_name("zoo").experiment_id
+    cnns = c.search_runs([exp], "tags.domain = 'black'")
+    assert len(cnns) == 5 and all(len(r.inputs.dataset_inputs) == 1 for r in cnns)
+    assert all([x.path for x in c.list_artifacts(r.info.run_id)] == ["model.pt"] for r in cnns)
+    assert stage([(0, a), (3, b)]) == 0  # the rerun: nothing new
+    assert len(c.search_runs([exp], "tags.domain = 'black'")) == 5 and len(calls) == 2
+    # the hashes are the domain's: a cat CNN with a black one's content is a run of its own
+    with mlflow.start_run(run_name="zoo-cat") as parent:
+        assert tracking.log_cnns(tracking.BatchLogger(mlflow, parent.info.run_id), "cat", 0, a, {}) == 3

@@ -5,8 +5,9 @@ path by timing, since paths differ in float rounding. The study's whole chain is
 runs, through DVC and MLflow (`make study`): every stage logs its own seconds to MLflow.
 
 ``python -m zoofusion.bench mlflow --runs 4498`` logs the study's zoos (2749 + 1749 CNNs) as synthetic child runs
-into a fresh sqlite store with the project's logger, one call per run (a sample, projected) and in bulk, then serves
-the store with ``mlflow server`` on 127.0.0.1 and times the REST calls the UI's runs list and compare view make.
+into a fresh sqlite store through the zoo stage's own code path (`tracking.log_cnns` per shard: content dedupe,
+weights as model.pt, dataset inputs), after a sample logged one call per run as before (projected), then serves the
+store with ``mlflow server`` on 127.0.0.1 and times the REST calls the UI's runs list and compare view make.
 
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
 """
@@ -216,45 +217,126 @@ def time_ui_calls(url: str, experiment_id: str, metric: str = "final_val_acc", c
     return lines
 
 
+def study_shards(specs: list[tuple[str, dict, list, dict]], shard_size: int) -> dict[str, list[tuple[int, dict]]]:
+    """The synthetic runs of `study_runs` as the zoo stage's shards, per domain: (index of the shard's first CNN,
+    {"weights": stacked SmallCNN weights (each CNN its own seeded init), "seeds", "history": per-epoch curves}) each,
+    what `tracking.log_cnns` receives from `steps.zoo`."""
+    from zoofusion.core.cnn import init_weights, stack
+
+    out: dict[str, list[tuple[int, dict]]] = {}
+    for domain in dict.fromkeys(s[1]["domain"] for s in specs):
+        mine = [s for s in specs if s[1]["domain"] == domain]
+        for first in range(0, len(mine), shard_size):
+            part = mine[first:first + shard_size]
+            curves = {c: [[v for k, v, _ in s[2] if k == c] for s in part] for c in CURVES}
+            out.setdefault(domain, []).append((first, {
+                "weights": stack([init_weights(s[1]["seed"]) for s in part]),
+                "seeds": torch.tensor([s[1]["seed"] for s in part], dtype=torch.int64),
+                "history": {c: torch.tensor(v, dtype=torch.float64) for c, v in curves.items()}}))
+    return out
+
+
+def _log_zoo_stage(mlflow, domain: str, shards: list[tuple[int, dict]], datasets: list,
+                   epochs: int) -> tuple[str, int]:
+    """One zoo stage's MLflow logging: a parent run with the domain's dataset inputs, then `tracking.log_cnns` per
+    shard, as `stages.zoo` calls it; returns the parent's id and the CNN runs logged."""
+    from zoofusion.tracking import BatchLogger, log_cnns
+
+    with mlflow.start_run(run_name=f"zoo-{domain}") as parent:
+        mlflow.MlflowClient().log_inputs(parent.info.run_id, datasets=datasets)
+        bl = BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": f"zoo@{domain}"}, datasets)
+        return parent.info.run_id, sum(log_cnns(bl, domain, first, shard, {"epochs": epochs, "batch_size": 128,
+                                                                            "lr": 0.01}) for first, shard in shards)
+
+
+def _log_one_by_one(mlflow, shards: list[tuple[int, dict]], datasets: list, epochs: int) -> float:
+    """Seconds a run of the call-by-call path the zoo used before the bulk path: a content search (`find`), the
+    weights saved, `child` (create_run, log_batch, log_inputs, log_artifact, set_terminated), for every CNN of
+    `shards`; the runs it made are deleted after."""
+    import tempfile
+    from pathlib import Path
+
+    from zoofusion.core.cnn import unstack
+    from zoofusion.tracking import CNN_CURVES, CONTENT_TAG, BatchLogger, cnn_content
+
+    client = mlflow.MlflowClient()
+    n = 0
+    with mlflow.start_run(run_name="one-by-one") as parent, tempfile.TemporaryDirectory() as tmp:
+        bl = BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "zoo@black"}, datasets)
+        t0 = time.perf_counter()
+        for first, shard in shards:
+            hist = {k: v.numpy() for k, v in shard["history"].items()}
+            for j, (seed, w) in enumerate(zip(shard["seeds"].tolist(), unstack(shard["weights"]))):
+                content = cnn_content(w, [hist[c][j] for c in CNN_CURVES])
+                if bl.find(CONTENT_TAG, content):
+                    continue
+                metrics = [(c, hist[c][j, e], e) for c in CNN_CURVES for e in range(epochs)]
+                metrics += [(f"final_{c}", hist[c][j, -1], 0) for c in CNN_CURVES]
+                path = Path(tmp) / f"{first + j}" / "model.pt"
+                path.parent.mkdir()
+                torch.save({k: t.clone() for k, t in w.items()}, path)
+                bl.child(f"black-{first + j:05d}", {"domain": "black", "model_index": first + j, "seed": seed,
+                                                     "epochs": epochs}, metrics,
+                         tags={"domain": "black", CONTENT_TAG: content}, artifacts=[(path, None)])
+                n += 1
+        seconds = time.perf_counter() - t0
+    for r in client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                                max_results=50000):
+        client.delete_run(r.info.run_id)
+    client.delete_run(parent.info.run_id)
+    return seconds / max(n, 1)
+
+
 def run_mlflow(args: argparse.Namespace) -> list[str]:
-    """Log `--runs` synthetic CNN runs under one parent run into a fresh sqlite store (a sample one call per run
-    first, projected to all), then serve the store and time the UI's calls. Targets: logging < 60 s, each call < 5 s."""
-    from zoofusion.tracking import BatchLogger
+    """Log `--runs` synthetic CNNs into a fresh sqlite store through the zoo stage's own code path (a parent run per
+    domain with its dataset inputs, `tracking.log_cnns` per shard: content dedupe, weights as model.pt, dataset
+    inputs), after a sample logged call by call as the zoo did before (projected to all); then the same stages
+    again (a rerun: nothing new), then serve the store and time the UI's calls. Targets: logging < 60 s, each call
+    < 5 s."""
+    from pathlib import Path
+
+    from zoofusion.tracking import dataset_inputs
 
     specs = study_runs(args.runs, args.epochs)
     n_metrics = len(specs[0][2])
     lines = [f"runs: {args.runs} (black {sum(s[1]['domain'] == 'black' for s in specs)}, "
              f"cat {sum(s[1]['domain'] == 'cat' for s in specs)})",
              f"per_run: {len(specs[0][1])} params, {n_metrics} metric values ({len(CURVES)} curves x {args.epochs} "
-             f"epochs + {len(CURVES)} final), tags"]
+             f"epochs + {len(CURVES)} final), tags, dataset input, weights model.pt"]
+    shards = study_shards(specs, args.shard_size)
     with _scratch_mlflow() as mlflow:
         store = os.environ["MLFLOW_TRACKING_URI"]
         exp = mlflow.get_experiment_by_name("bench-zoo").experiment_id
-        if args.sample:  # the logger's one-run-at-a-time path (four tracking calls a run), on a sample
-            sample = specs[:min(args.sample, len(specs))]
-            with mlflow.start_run(run_name="one-by-one") as parent:
-                bl = BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "bench"})
-                for name, params, metrics, tags in sample:
-                    bl.child(name, params, metrics, tags=tags)
-            per_run = bl.seconds / len(sample)
-            lines += [f"before_seconds_per_run: {per_run:.4f} (BatchLogger.child, {len(sample)} runs timed)",
+        datasets = {}
+        for domain in shards:  # the stage's input file, as dataset input of the parent and of every CNN
+            Path(f"{domain}.npz").write_bytes(domain.encode() * 1000)
+            datasets[domain] = dataset_inputs({f"{domain}.npz": "train"}, root=Path.cwd())
+        if args.sample:  # the first `--sample` CNNs (black ones), as shards
+            n = min(args.sample, len(specs))
+            per_run = _log_one_by_one(mlflow, study_shards(specs[:n], args.shard_size)["black"], datasets["black"],
+                                      args.epochs)
+            lines += [f"before_seconds_per_run: {per_run:.4f} (find + BatchLogger.child with model.pt and dataset "
+                      f"inputs, {n} runs timed)",
                       f"before_seconds_projected: {per_run * args.runs:.1f} ({args.runs} runs one call each; "
                       f"target < 60)"]
-            mlflow.delete_run(parent.info.run_id)
-            for r in mlflow.MlflowClient().search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                                       max_results=50000):
-                mlflow.MlflowClient().delete_run(r.info.run_id)
         t0 = time.perf_counter()
-        with mlflow.start_run(run_name="zoo-study") as parent:
-            bl = BatchLogger(mlflow, parent.info.run_id, {"dvc_stage": "bench"})
-            for i in range(0, len(specs), args.chunk):
-                bl.children(specs[i:i + args.chunk])
+        logged = [_log_zoo_stage(mlflow, d, s, datasets[d], args.epochs) for d, s in shards.items()]
         seconds = time.perf_counter() - t0
-        n = len(mlflow.MlflowClient().search_runs([exp], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                                                  max_results=50000))
-        lines += [f"after_seconds: {seconds:.1f} ({n} child runs + 1 parent, BatchLogger.children in chunks of "
-                  f"{args.chunk}; target < 60: {'pass' if seconds < 60 else 'FAIL'})",
+        n = sum(k for _, k in logged)
+        client = mlflow.MlflowClient()
+        kids = sum(len(client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{p}'", max_results=50000))
+                   for p, _ in logged)
+        lines += [f"after_seconds: {seconds:.1f} ({kids} child runs + {len(shards)} parents, tracking.log_cnns as the "
+                  f"zoo stage calls it, shards of {args.shard_size}: content dedupe, model.pt, dataset inputs; "
+                  f"target < 60: {'pass' if seconds < 60 else 'FAIL'})",
+                  f"after_seconds_per_cnn: {seconds / max(n, 1):.4f}",
                   f"after_runs_per_second: {n / seconds:.0f}"]
+        t0 = time.perf_counter()
+        again = [_log_zoo_stage(mlflow, d, s, datasets[d], args.epochs) for d, s in shards.items()]
+        lines.append(f"rerun_seconds: {time.perf_counter() - t0:.1f} ({sum(k for _, k in again)} new runs: the same "
+                     f"shards again, one content lookup per stage)")
+        for p, _ in again:
+            client.delete_run(p)  # the rerun's empty parents (the stage deletes them as duplicates)
         if args.no_server:
             return lines
         with tempfile.TemporaryDirectory(prefix="zoofusion-bench-art-") as art, mlflow_server(store, art) as (url, up, pgid):
@@ -363,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--epochs", type=_positive_int, default=5, help="per-epoch values of each of the 4 curves")
     m.add_argument("--sample", type=int, default=200,
                    help="runs logged one call each first, to project the one-by-one time (0: skip)")
-    m.add_argument("--chunk", type=_positive_int, default=1000, help="runs per transaction of the bulk path")
+    m.add_argument("--shard-size", type=_positive_int, default=64,
+                   help="CNNs per zoo shard, each logged in one transaction (study: zoo.shard_size=64)")
     m.add_argument("--no-server", action="store_true", help="skip the mlflow server and the UI's calls")
     st = sub.add_parser("stages", help="each stage's wall seconds, read from its MLflow run (timings are not DVC outputs)")
     st.add_argument("--dvc-exp", default=None, help="only the runs of this DVC experiment (e.g. study; workspace = "

@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -264,14 +265,19 @@ _NOT_INPUTS = ("git_commit", "git_dirty", "zoofusion.host", "zoofusion.pid", "ml
                "dvc_exp", "params_hash", KEY_TAG, DUPLICATE_TAG)
 
 
-@functools.lru_cache(maxsize=None)
 def stage_code(stage: str) -> str:
     """Fingerprint of the code a stage runs (`zoofusion.stages.<name>` and its import closure, the tracking and
-    rendering included: they decide what a run holds); "" for a name that is no stage module."""
+    rendering included: they decide what a run holds); "" for a name that is no stage module. Computed once per
+    module: `zoo@black` and `zoo@cat` share it."""
+    return _module_code(stage.split("@")[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _module_code(name: str) -> str:
     from zoofusion.io import code_fingerprint
 
     try:
-        return code_fingerprint(f"zoofusion.stages.{stage.split('@')[0]}", exclude=("zoofusion.console",))
+        return code_fingerprint(f"zoofusion.stages.{name}", exclude=("zoofusion.console",))
     except FileNotFoundError:
         return ""
 
@@ -443,6 +449,8 @@ class BatchLogger:
         self.tags = dict(tags or {})
         self.seconds = 0.0
         self.reused: set[str] = set()  # earlier runs this logger found instead of logging again
+        self._known: dict[tuple, set[str]] = {}  # tag values already in the experiment (`known`)
+        self._unanalyzed: int | None = None  # runs `children` inserted since its last ANALYZE (None: none yet)
 
     def find(self, tag: str, value: str) -> str | None:
         """The id of a finished run in this experiment tagged `tag=value` (e.g. a content hash), else None."""
@@ -451,11 +459,12 @@ class BatchLogger:
         return runs[0].info.run_id if runs else None
 
     def child(self, name: str, params: dict[str, Any], metrics: Iterable[tuple[str, float, int]],
-              tags: dict[str, str] | None = None, artifacts: Iterable[tuple[Path, str | None]] = (),
+              tags: dict[str, str] | None = None, artifacts: Iterable[tuple] = (),
               start_ms: int | None = None, end_ms: int | None = None, parent_id: str | None = None,
               datasets: list | None = None) -> str:
         """One finished run under `parent_id` (default: the logger's parent; none: a top-level run): params,
-        metrics as (key, value, step), tags, artifacts as (path, folder), dataset inputs beside the logger's.
+        metrics as (key, value, step), tags, artifacts as (path, folder) or (file name, bytes, folder), dataset inputs
+        beside the logger's.
 
         Keyed by its content (`run_key` of name, params, tags and metrics): a top-level run, or a child of a run
         reused so, that an earlier finished run already holds is not logged again; its id is returned instead."""
@@ -484,70 +493,74 @@ class BatchLogger:
             self.client.log_batch(run_id, params=ps[i:i + 100])
         if self.datasets or datasets:
             self.client.log_inputs(run_id, datasets=[*self.datasets, *(datasets or [])])
-        for path, folder in artifacts:
-            self.client.log_artifact(run_id, str(path), folder)
+        for art in artifacts:
+            if len(art) == 2:
+                self.client.log_artifact(run_id, str(art[0]), art[1])
+                continue
+            with tempfile.TemporaryDirectory() as tmp:  # bytes: a file of that name
+                (Path(tmp) / art[0]).write_bytes(art[1])
+                self.client.log_artifact(run_id, str(Path(tmp) / art[0]), art[2])
         self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
         self.seconds += time.perf_counter() - t0
         return run_id
 
 
-    def children(self, runs: Iterable[tuple[str, dict[str, Any], Iterable[tuple[str, float, int]], dict[str, str]]],
-                 start_ms: int | None = None, end_ms: int | None = None) -> list[str]:
-        """Many finished child runs of the logger's (fresh) parent at once: (name, params, metrics as (key, value,
-        step), tags) each, keyed as `child` keys them; no artifacts or datasets. On a SQL store (sqlite, PostgreSQL,
-        MySQL) all of them in one transaction, through the store's own tables: about 1 ms a run where `child` costs
-        ~50-90 ms (four tracking calls, each its own transaction), so 4498 CNNs log in seconds, not minutes. Another
-        store, or a parent reused from an earlier run, gets one `child` call per run."""
-        runs = list(runs)
-        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
-        if self.parent_id in self.reused or not hasattr(store, "ManagedSessionMaker"):
-            return [self.child(n, p, m, t, start_ms=start_ms, end_ms=end_ms) for n, p, m, t in runs]
-        import math
-        import uuid
+    def known(self, tag: str, **where: str) -> set[str]:
+        """The values of `tag` on the experiment's finished runs that carry the tags `where` (e.g. the content hashes
+        of a domain's CNNs), read once per logger and kept up to date by the caller: one query a stage, where `find`
+        costs a search a run. On a SQL store one SQL query; else search_runs, paged."""
+        import zoofusion.tracking_bulk as bulk
 
-        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+        cache_key = (tag, tuple(sorted(where.items())))
+        if cache_key not in self._known:
+            t0 = time.perf_counter()
+            store = bulk.sql_store(self.client)
+            self._known[cache_key] = bulk.tag_values(store, self.exp_id, tag, where) if store is not None else \
+                bulk.search_tag_values(self.client, self.exp_id, tag, where)
+            self.seconds += time.perf_counter() - t0
+        return self._known[cache_key]
+
+    def children(self, runs: Iterable[tuple], start_ms: int | None = None, end_ms: int | None = None) -> list[str]:
+        """Many finished child runs of the logger's (fresh) parent at once: (name, params, metrics as (key, value,
+        step), tags[, artifacts as (path, folder) or (file name, bytes, folder)]) each, keyed as `child` keys them,
+        each with the logger's dataset inputs. On a SQL store (sqlite, PostgreSQL, MySQL) all of them in one transaction through the store's own
+        tables, artifacts copied through each run's artifact repository (`tracking_bulk.insert_runs`): about 1 ms a
+        run where `child` costs ~50-100 ms (five tracking calls, each its own transaction), so 4498 CNNs log in
+        seconds, not minutes. Another store, or a parent reused from an earlier run, gets one `child` call per run."""
+        import zoofusion.tracking_bulk as bulk
+
+        runs = [(n, p, [(k, float(v), int(s)) for k, v, s in m], t, list(rest[0]) if rest else [])
+                for n, p, m, t, *rest in runs]
+        store = bulk.sql_store(self.client)
+        if self.parent_id in self.reused or store is None:
+            return [self.child(n, p, m, t, artifacts=a, start_ms=start_ms, end_ms=end_ms) for n, p, m, t, a in runs]
         from mlflow.utils.uri import append_to_uri_path
 
         t0 = time.perf_counter()
         now = int(time.time() * 1000)
-        start, end = start_ms or now, end_ms or now
         root = self.client.get_experiment(self.exp_id).artifact_location
-        rows: dict[str, list[dict]] = {"runs": [], "tags": [], "params": [], "metrics": [], "latest": []}
-        ids = []
         where = replication_tags()  # as `child` tags them (never part of a key)
-        for name, params, metrics, tags in runs:
-            run_id = uuid.uuid4().hex
-            ids.append(run_id)
-            metrics = [(k, float(v), int(step)) for k, v, step in metrics]
+        made = []
+        for name, params, metrics, tags, artifacts in runs:
+            run_id = bulk.new_run_id()
             all_tags = {**where, **self.tags, **tags}
             all_tags = {**all_tags, KEY_TAG: run_key(all_tags.get("dvc_stage", ""), name, params, all_tags,
                                                      metrics=sorted(metrics)), "mlflow.runName": name}
             if self.parent_id:
                 all_tags["mlflow.parentRunId"] = self.parent_id
-            rows["runs"].append(dict(run_uuid=run_id, name=name, source_type="UNKNOWN", source_name="",
-                                     entry_point_name="", user_id=all_tags.get("mlflow.user", "unknown"),
-                                     status="FINISHED", start_time=start, end_time=end, deleted_time=None,
-                                     source_version="", lifecycle_stage="active", experiment_id=int(self.exp_id),
-                                     artifact_uri=append_to_uri_path(root, run_id, "artifacts")))
-            rows["tags"] += [dict(key=k, value=str(v), run_uuid=run_id) for k, v in all_tags.items()]
-            rows["params"] += [dict(key=k, value=str(v), run_uuid=run_id) for k, v in params.items()]
-            latest: dict[str, dict] = {}
-            for k, v, step in dict.fromkeys(metrics):  # a repeated (key, value, step) is one value, as MLflow keeps it
-                nan = math.isnan(v)
-                row = dict(key=k, value=0.0 if nan else max(min(v, 1.7976931348623157e308), -1.7976931348623157e308),
-                           timestamp=end, step=step, is_nan=nan, run_uuid=run_id)
-                rows["metrics"].append(row)
-                if k not in latest or (step, row["value"]) > (latest[k]["step"], latest[k]["value"]):
-                    latest[k] = row
-            rows["latest"] += latest.values()
-        with store.ManagedSessionMaker() as session:  # one transaction: all of them, or none
-            for model, key in ((SqlRun, "runs"), (SqlTag, "tags"), (SqlParam, "params"), (SqlMetric, "metrics"),
-                               (SqlLatestMetric, "latest")):
-                if rows[key]:
-                    session.execute(model.__table__.insert(), rows[key])
-        analyze_store(self.client)
+            made.append(bulk.Run(run_id, name, append_to_uri_path(root, run_id, "artifacts"),
+                                 {k: str(v) for k, v in params.items()}, all_tags, metrics, artifacts))
+        bulk.insert_runs(store, self.exp_id, made, start_ms or now, end_ms or now, self.datasets,
+                         tracking_uri=self.client.tracking_uri)
+        # planner statistics (`analyze_store`) after the first batch and then every 1000 runs, not every shard:
+        # ANALYZE costs ~0.1 s at the study's size, a zoo stage makes ~40 shards, and `stage_run` ends with one
+        if self._unanalyzed is None or self._unanalyzed + len(made) >= 1000:
+            analyze_store(self.client)
+            self._unanalyzed = 0
+        else:
+            self._unanalyzed += len(made)
         self.seconds += time.perf_counter() - t0
-        return ids
+        return [r.run_id for r in made]
 
 
 def cnn_content(weights: dict, curves: list) -> str:
@@ -567,31 +580,44 @@ def cnn_content(weights: dict, curves: list) -> str:
 CNN_CURVES = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
-def log_cnns(logger: BatchLogger, domain: str, first_index: int, shard: dict, run_params: dict) -> int:
-    """A child run per CNN of a zoo shard (params, per-epoch curves, final values, weights as `model.pt`), skipping
-    CNNs already logged with the same content (tag `zoofusion.content`); returns how many were new."""
-    import tempfile
+def weights_bytes(weights: dict) -> bytes:
+    """A CNN's `model.pt` (a SmallCNN state dict, `torch.save`d; `torch.load` reads it), made in memory."""
+    import io
 
     import torch
 
+    buf = io.BytesIO()
+    torch.save({n: t.clone() for n, t in weights.items()}, buf)  # clones: a view would save the whole stack
+    return buf.getvalue()
+
+
+def log_cnns(logger: BatchLogger, domain: str, first_index: int, shard: dict, run_params: dict) -> int:
+    """A child run per CNN of a zoo shard (params, per-epoch curves, final values, weights as `model.pt`, the
+    logger's dataset inputs), skipping CNNs already logged with the same content (tag `zoofusion.content`: the
+    domain's hashes read once per logger, `BatchLogger.known`), the new ones in one `children` call; returns how
+    many were new. Its seconds (hashing and saving the weights included) count in the logger's."""
     from zoofusion.core.cnn import unstack
 
+    t0, before = time.perf_counter(), logger.seconds
     hist = {k: v.numpy() for k, v in shard["history"].items()}
-    new = 0
+    known = logger.known(CONTENT_TAG, domain=domain)
+    runs, fresh = [], set()
     for j, (seed, weights) in enumerate(zip(shard["seeds"].tolist(), unstack(shard["weights"]))):
         k = first_index + j
         content = cnn_content(weights, [hist[n][j] for n in CNN_CURVES])
-        if logger.find("zoofusion.content", content):
+        if content in known or content in fresh:
             continue
+        fresh.add(content)
         metrics = [(n, hist[n][j, e], e) for n in CNN_CURVES for e in range(hist[n].shape[1])]
         metrics += [(f"final_{n}", hist[n][j, -1], 0) for n in CNN_CURVES]
         params = {"domain": domain, "model_index": k, "seed": seed, **run_params, "architecture": "conv6-conv16-fc2"}
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.save({n: t.clone() for n, t in weights.items()}, Path(tmp) / "model.pt")
-            logger.child(f"{domain}-{k:05d}", params, metrics, tags={"domain": domain, "zoofusion.content": content},
-                         artifacts=[(Path(tmp) / "model.pt", None)])
-        new += 1
-    return new
+        runs.append((f"{domain}-{k:05d}", params, metrics, {"domain": domain, CONTENT_TAG: content},
+                     [("model.pt", weights_bytes(weights), None)]))
+    if runs:
+        logger.children(runs)
+    known |= fresh  # logged now: a later shard of the stage repeating them is no new content
+    logger.seconds = before + time.perf_counter() - t0
+    return len(runs)
 
 
 def log_stage_run(stage: str, inputs: list[str | Path], params: dict, metrics: dict,
