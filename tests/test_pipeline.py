@@ -57,7 +57,8 @@ def project(tmp_path_factory):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": str(work / "src"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by an earlier test's run
+        env.pop(leaked, None)
     sh(["dvc", "init", "--no-scm", "-q"], work, env)
     sh(["dvc", "remote", "add", "-d", "scratch", str(work.parent / f"{work.name}-remote")], work, env)
     out = sh(["dvc", "repro"], work, env)
