@@ -26,18 +26,22 @@ def test_every_kind_gets_the_generated_budget():
     for budget in (0, 3):
         gen = generated_candidates(_generated(6), budget, seed=1)
         k = budget_of(6, budget)
-        cands = baseline_candidates(kernels, k, seed=1)
+        cands = baseline_candidates(kernels, k, seed=1, noise_sigmas=[0.0, 0.5], average_k=3)
         counts = {kind: sum(c.kind == kind for c in cands) for kind in dict.fromkeys(c.kind for c in cands)}
         assert len(gen) == k == (6 if budget == 0 else 3)
-        # every kind as many as generated, or all it has (zoo-A 5, zoo-B 4); one per deterministic feature
+        # every kind as many as generated, or all it has (zoo-A 5, zoo-B 4); one per deterministic feature;
+        # the literature's kinds exactly k
         assert counts == {"random": k, "zoo-A": min(k, 5), "zoo-B": min(k, 4), "average": k, "aligned": k,
-                          "concat": k, "pixels": 1, "darkness": 1}
+                          "concat": k, "pixels": 1, "darkness": 1, "noise-0": k, "noise-0.5": k, "avg-k": k,
+                          "gauss-fit": k}
+        assert set(counts) == set(kinds_of((), [0.0, 0.5]))
     assert budget_of(190, 0) == 190 and budget_of(190, 48) == 48 and budget_of(10, 48) == 10
 
 
 def test_every_variant_is_its_own_generated_kind_with_the_same_budget_and_sources():
     kernels = {"black": _zoo(5, 0), "cat": _zoo(4, 100)}
-    cands = all_candidates({"study": _generated(10), "aligned": _generated(10)}, kernels, budget=3, seed=1)
+    cands = all_candidates({"study": _generated(10), "aligned": _generated(10)}, kernels, budget=3, seed=1,
+                           noise_sigmas=[0.1], average_k=2)
     counts = {kind: sum(c.kind == kind for c in cands) for kind in dict.fromkeys(c.kind for c in cands)}
     assert list(counts)[:2] == ["generated-study", "generated-aligned"]
     assert counts["generated-study"] == counts["generated-aligned"] == counts["random"] == 3
@@ -47,7 +51,8 @@ def test_every_variant_is_its_own_generated_kind_with_the_same_budget_and_source
     # the same source models in both variants: a paired comparison
     assert [(c.source_domain, c.source_index) for c in study] == [(c.source_domain, c.source_index) for c in aligned]
     assert len({c.id for c in cands}) == len(cands)
-    assert kinds_of(("study", "aligned"))[:3] == ("generated-study", "generated-aligned", "random")
+    assert kinds_of(("study", "aligned"), [0.1])[:3] == ("generated-study", "generated-aligned", "random")
+    assert kinds_of(("study",), [0.1, 0.5])[-4:] == ("avg-k", "gauss-fit", "noise-0.1", "noise-0.5")
     assert is_generated("generated") and is_generated("generated-aligned") and not is_generated("aligned")
 
 
@@ -61,7 +66,7 @@ def test_generated_sample_and_pairs_are_seeded_and_distinct():
 
 def test_merges_and_features_match_their_definitions():
     kernels = {"black": _zoo(2, 0), "cat": _zoo(2, 100)}
-    cands = baseline_candidates(kernels, 1, seed=3)
+    cands = baseline_candidates(kernels, 1, seed=3, noise_sigmas=[], average_k=2)
     by = {c.kind: c for c in cands}
     ia, ib = (int(v) for v in by["average"].id.replace("avg-", "").replace("A", "").replace("B", "").split("-"))
     ja, jb = ia - 10, ib - 10
@@ -88,7 +93,7 @@ def test_pack_unpack_keeps_every_candidate_and_refuses_a_partial_pack():
     from zoofusion.core.candidates import pack, unpack
 
     kernels = {"black": _zoo(3, 0), "cat": _zoo(2, 100)}
-    cands = all_candidates({"study": _generated(4)}, kernels, budget=2, seed=1)
+    cands = all_candidates({"study": _generated(4)}, kernels, budget=2, seed=1, noise_sigmas=[0.5], average_k=2)
     d = pack(cands)
     # one stacked row per CNN: concat holds two, pixels and darkness none
     n_rows = sum((c.weights is not None) + (c.weights2 is not None) for c in cands)
@@ -101,6 +106,7 @@ def test_pack_unpack_keeps_every_candidate_and_refuses_a_partial_pack():
             wa, wb = getattr(a, attr), getattr(b, attr)
             assert (wa is None) == (wb is None)
             assert wa is None or all(torch.equal(wa[k], wb[k]) for k in CONV_KEYS)
-    assert [c.seed >= 0 for c in back] == [c.kind == "random" for c in back]
+    # a seed for the candidates with a random draw of their own: random's init, noise's and gauss-fit's draws
+    assert [c.seed >= 0 for c in back] == [c.kind in ("random", "noise-0.5", "gauss-fit") for c in back]
     with pytest.raises(ValueError, match=r"lack \['weights2'\]"):
         unpack({k: v for k, v in d.items() if k != "weights2"})

@@ -273,7 +273,8 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
         ({"primary": {"generated": "random"}}, "verdict.primary.generated: expected one of 'all', 'generated-study', "
                                                "'generated-aligned', got 'random'"),
         ({"primary": {"comparator": "generated-study"}}, "verdict.primary.comparator: expected one of 'all', "
-         "'random', 'zoo-A', 'zoo-B', 'average', 'aligned', 'concat', 'pixels', 'darkness', got 'generated-study'"),
+         "'random', 'zoo-A', 'zoo-B', 'average', 'aligned', 'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', "
+         "'noise-0.1', 'noise-0.5', got 'generated-study'"),
         ({"secondary_family": "all"}, "verdict.secondary_family: expected one of 'best_on_val', "
                                       "'best_on_val_and_means', got 'all'"),
         ({"declared_in": "HEAD"}, "verdict.declared_in: must be a git commit hash (7-40 hex digits) or \"\" (not yet "
@@ -285,6 +286,33 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
             make_params({"verdict": over})
         assert str(e.value) == line
     assert make_params({"verdict": {"primary": {"metric": "ari", "method": "dbscan"}}}).verdict.primary.method == "dbscan"
+
+
+def test_the_literature_baselines_are_typed_and_their_noise_kinds_follow_the_grid():
+    b = make_params().evaluate.baselines
+    assert b.noise_sigmas == (0.1, 0.5) and b.average_k == 16
+    # a noise kind is a comparator only where the grid makes it
+    p = make_params({"verdict": {"primary": {"comparator": "noise-0.5"}}})
+    assert p.verdict.primary.comparator == "noise-0.5"
+    assert make_params({"evaluate": {"baselines": {"noise_sigmas": [2]}},
+                        "verdict": {"primary": {"comparator": "noise-2"}}}).evaluate.baselines.noise_sigmas == (2.0,)
+    assert make_params({"evaluate": {"baselines": {"noise_sigmas": []}}}).evaluate.baselines.noise_sigmas == ()
+    cases = [
+        ({"evaluate": {"baselines": {"noise_sigmas": []}}, "verdict": {"primary": {"comparator": "noise-0.1"}}},
+         "verdict.primary.comparator: expected one of 'all', 'random', 'zoo-A', 'zoo-B', 'average', 'aligned', "
+         "'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', got 'noise-0.1'"),
+        ({"evaluate": {"baselines": {"noise_sigmas": [-0.1]}}}, "evaluate.baselines.noise_sigmas.0: must be >= 0.0, "
+                                                                "got -0.1"),
+        ({"evaluate": {"baselines": {"noise_sigmas": [0.1, 0.1000000001]}}},
+         "evaluate.baselines.noise_sigmas: must name distinct kinds (noise-<sigma>, 6 significant digits), got "
+         "[0.1, 0.1000000001] -> ['noise-0.1', 'noise-0.1']"),
+        ({"evaluate": {"baselines": {"average_k": 1}}}, "evaluate.baselines.average_k: must be >= 2, got 1"),
+        ({"evaluate": {"baselines": {"average_k": "16"}}}, "evaluate.baselines.average_k: expected int, got '16'"),
+    ]
+    for over, line in cases:
+        with pytest.raises(ConfigError) as e:
+            make_params(over)
+        assert str(e.value) == line
 
 
 def test_the_replicate_profile_is_checked_as_the_params_it_makes():

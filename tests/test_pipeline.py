@@ -82,11 +82,12 @@ def test_pipeline_outputs(project):
     ev = json.loads((work / "metrics/evaluate.json").read_text())
     assert ev["n_generated"] == 4  # the budget: 2 of each variant's 6 translated models (3 source models per domain)
     assert ev["budget_per_kind"] == {"generated-study": 2, "generated-aligned": 2, "random": 2, "zoo-A": 2,
-                                     "zoo-B": 2, "average": 2, "aligned": 2, "concat": 2, "pixels": 1, "darkness": 1}
+                                     "zoo-B": 2, "average": 2, "aligned": 2, "concat": 2, "pixels": 1, "darkness": 1,
+                                     "avg-k": 2, "gauss-fit": 2, "noise-0.1": 2, "noise-0.5": 2}
     assert {"generated-study", "generated-aligned", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
     v = ev["verdict"]
-    # per method: each variant vs the 8 baseline kinds, and aligned vs study
-    assert len(v["comparisons"]) == 3 * (8 + 8 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
+    # per method: each variant vs the 12 baseline kinds (the literature's 4 among them), and aligned vs study
+    assert len(v["comparisons"]) == 3 * (12 + 12 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
                                                             for c in v["comparisons"])
     assert set(v["answers"]) == {"generated-study-vs-random", "generated-study-vs-aligned",
                                  "generated-aligned-vs-random", "generated-aligned-vs-aligned"}
@@ -177,8 +178,8 @@ print(json.dumps(out))
     # every stage that makes something logs it: those without runs of their own log one in `pipeline`
     assert {t["dvc_stage"] for t in runs["pipeline"]} >= {"data", "testset", "kernels", "report"}
     # parent, 2 generated per variant, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat;
-    # pixels, darkness
-    assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2
+    # pixels, darkness; 2 each of the literature's avg-k, gauss-fit, noise-0.1, noise-0.5
+    assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2 + 4 * 2
     assert {t["dvc_stage"] for t in runs["cyclegan"]} == {"cyclegan", "generate@study", "generate@aligned"}
     # the cyclegan stage: a parent run and a child run per unit (study conv1, conv2; aligned pair)
     gans = [t for t in runs["cyclegan"] if t["dvc_stage"] == "cyclegan"]

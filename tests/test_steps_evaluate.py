@@ -25,6 +25,8 @@ from zoofusion.steps.scores import _compact_scores, best_on_val_ids, load_scores
 
 VARIANTS = ("study", "aligned")
 SEED = 5
+BASELINES = make_params({}).evaluate.baselines  # the literature's baselines as params.yaml sets them
+KINDS = kinds_of(VARIANTS, BASELINES.noise_sigmas)
 UMAP_SEEDS = 2
 
 
@@ -58,7 +60,7 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
 def pool_of(root: Path, paths: dict[str, Path], budget: int = 2):
     return build_pool({v: paths[v] for v in VARIANTS}, {d: paths[d] for d in ("black", "cat")},
-                      root / "data/evaluate/candidates.pt", budget, SEED)
+                      root / "data/evaluate/candidates.pt", budget, SEED, BASELINES.noise_sigmas, BASELINES.average_k)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_candidates_round_trip_weights_metadata_and_features(tmp_path):
     loaded = load_pool(f)
     assert [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in loaded] == \
            [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in built]
-    assert {c.kind for c in loaded} == set(kinds_of(VARIANTS))
+    assert {c.kind for c in loaded} == set(KINDS)
     for b, c in zip(built, loaded):
         for attr in ("weights", "weights2"):
             wb, wc = getattr(b, attr), getattr(c, attr)
@@ -132,7 +134,7 @@ def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 1}, "tune": {"top_models": 1}}).evaluate
     vp = make_params({}).verdict
     j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
-              e, SEED, kinds_of(VARIANTS), val=paths["val"], vp=vp)
+              e, SEED, KINDS, val=paths["val"], vp=vp)
     assert j.comparisons == verdict(rows, load_npz(paths["test"])["labels"], 100, SEED, family=vp.secondary_family,
                                     alpha=vp.alpha)
     assert json.loads((tmp_path / "verdict.json").read_text()) == j.summary
@@ -151,14 +153,14 @@ def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored,
     e = make_params({"evaluate": {"n_boot": 200}}).evaluate
     vp = make_params({"verdict": {"declared_in": "abc1234"}}).verdict
     j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
-              e, SEED, kinds_of(VARIANTS), val=paths["val"], vp=vp)
+              e, SEED, KINDS, val=paths["val"], vp=vp)
     pr = json.loads((tmp_path / "verdict.json").read_text())["primary"]
     assert pr == j.primary
     assert {"metric", "method", "generated", "comparator", "difference", "low", "high", "se", "p", "sources",
             "not_included", "breakdown", "mdd", "power", "level", "outcome", "declared_in", "declaration"} <= set(pr)
     assert (pr["metric"], pr["method"], pr["declared_in"]) == ("auroc", "kmeans", "abc1234")
     assert pr["generated"]["kind"].startswith("generated-") and pr["comparator"]["kind"] in pr["comparator"]["kinds"]
-    assert set(pr["comparator"]["kinds"]) == set(kinds_of(VARIANTS)) - {"generated-study", "generated-aligned"}
+    assert set(pr["comparator"]["kinds"]) == set(KINDS) - {"generated-study", "generated-aligned"}
     # the stored UMAP seed runs (UMAP_SEEDS more of each kind's best-on-val candidates) enter the interval
     assert pr["sources"] == ["umap_replicates", "val_images", "test_images"] and set(pr["breakdown"]) == set(pr["sources"])
     assert set(pr["not_included"]) == {"pipeline_seeds", "candidates"}
@@ -202,7 +204,7 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     monkeypatch.setattr(steps_candidates, "all_candidates", no_rebuild)
     ev = proj / "data/evaluate"
     judge(ev / "scores.npz", proj / "data/test.npz", ev / "verdict.json", ev / "selected.json",
-          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, kinds_of(VARIANTS), val=proj / "data/val.npz",
+          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, KINDS, val=proj / "data/val.npz",
           vp=make_params({}).verdict)
     tp = make_params({"evaluate": {"n_selected": 1}, "tune": {"n_trials": 1, "top_models": 1, "methods": ["kmeans"],
                                                          "storage": f"sqlite:///{tmp_path / 'o.db'}", "workers": 1}}).tune
@@ -212,7 +214,7 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
                          proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, make_params({}).evaluate.clustering,
                          SEED, 64, 70)
     cands = best["methods"]["kmeans"]["candidates"]
-    assert {e["kind"] for e in cands.values()} == set(kinds_of(VARIANTS))
+    assert {e["kind"] for e in cands.values()} == set(KINDS)
     assert json.loads((proj / "data/tune/best_params.json").read_text()) == best
     out = tuned(proj / "data/tune/best_params.json", ev / "candidates.pt", ev / "candidates.csv", proj / "data/val.npz",
                 proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", make_params({}).evaluate.clustering, SEED, 64, 70)
@@ -289,8 +291,8 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 2}}).evaluate
     vp = make_params({}).verdict
     j1 = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "v1.json", tmp_path / "s1.json", e, SEED,
-               kinds_of(VARIANTS), val=paths["val"], vp=vp)
-    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, kinds_of(VARIANTS),
+               KINDS, val=paths["val"], vp=vp)
+    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, KINDS,
                val=paths["val"], vp=vp)
     # the primary endpoint's two sides are chosen on val too
     assert [j1.primary[s]["id"] for s in ("generated", "comparator")] == \
@@ -299,8 +301,8 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
     assert j1.champion == j2.champion
     assert [(c.generated_id, c.baseline_id) for c in j1.comparisons] == [(c.generated_id, c.baseline_id)
                                                                          for c in j2.comparisons]
-    h1, h2 = headline(rows, j1.selected, kinds_of(VARIANTS), SEED), headline(rows2, j2.selected, kinds_of(VARIANTS), SEED)
-    kinds = [k for k in kinds_of(VARIANTS) if k in h1]
+    h1, h2 = headline(rows, j1.selected, KINDS, SEED), headline(rows2, j2.selected, KINDS, SEED)
+    kinds = [k for k in KINDS if k in h1]
     assert kinds and {k: {m: h1[k][m]["best_on_val"] for m in h1[k]} for k in kinds} == \
         {k: {m: h2[k][m]["best_on_val"] for m in h2[k]} for k in kinds}
     r1, r2 = load_seed_runs(root / "data/evaluate/scores.npz"), load_seed_runs(out / "scores.npz")

@@ -299,7 +299,7 @@ def make_project(root: Path, storage: str) -> Path:
         torch.save({**_stack([_conv(10 + i)]), "model_index": torch.tensor([0])}, root / f"data/kernels/raw/{d}.pt")
     build_pool({v: root / f"data/generated/{v}/models.pt" for v in ("study", "aligned")},
                {d: root / f"data/kernels/raw/{d}.pt" for d in ("black", "cat")}, root / "data/evaluate/candidates.pt",
-               0, 7)
+               0, 7, [0.1], 2)
     shutil.rmtree(root / "data/generated")
     shutil.rmtree(root / "data/kernels")
     r = np.random.default_rng(0)

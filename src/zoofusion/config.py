@@ -275,8 +275,35 @@ class ClusteringParams(Section):
                 "n_components": u.n_components, "metric": u.metric}
 
 
+class BaselineParams(Section):
+    """The weight-generation literature's baselines (Zeng et al. 2025, arXiv 2506.07998; core/baselines.py).
+
+    noise_sigmas: one kind `noise-<sigma>` per value, zoo models plus Gaussian noise of sigma times each conv
+    tensor's own std ([] = none); average_k: models of one zoo aligned and averaged per `avg-k` candidate
+    (clipped to the zoo's size)."""
+
+    noise_sigmas: tuple[NonNegFloat, ...]
+    average_k: Annotated[int, Strict(), Field(ge=2)]
+
+    @field_validator("noise_sigmas", mode="before")
+    @classmethod
+    def _list(cls, v):
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("noise_sigmas")
+    @classmethod
+    def _distinct(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        from zoofusion.core.candidates import noise_kind
+
+        names = [noise_kind(s) for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"must name distinct kinds (noise-<sigma>, 6 significant digits), got {list(v)} -> {names}")
+        return v
+
+
 class EvaluateParams(Section):
     clustering: ClusteringParams
+    baselines: BaselineParams
     # every selection is on val by the method's verdict metric (core.selection.VERDICT_METRIC, the one place);
     # this names the method whose selection is selected.json's list, the champion and the figures
     select_method: Literal[METHODS]
@@ -329,7 +356,8 @@ class PrimaryParams(Section):
     metric `core.verdict` compares that method on). generated: the side under test, the best-on-val candidate
     over these generated kinds (`all`: every translation variant's generated models; or one `generated-<variant>`).
     comparator: the best-on-val candidate over these baseline kinds, chosen on val the same way (`all`: every
-    baseline kind, so a baseline kind added later joins the comparator instead of adding a comparison; or one kind).
+    baseline kind, so a baseline kind added later joins the comparator instead of adding a comparison; or one kind,
+    checked in `Params`, since the noise kinds depend on evaluate.baselines.noise_sigmas).
     """
 
     metric: Literal["auroc", "ari"]
@@ -339,7 +367,7 @@ class PrimaryParams(Section):
 
     @model_validator(mode="after")
     def _known(self):
-        from zoofusion.core.candidates import BASELINE_KINDS, generated_kind
+        from zoofusion.core.candidates import generated_kind
 
         pairs = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari"}  # core.verdict.VERDICT_METRIC
         if pairs[self.method] != self.metric:
@@ -348,9 +376,6 @@ class PrimaryParams(Section):
         gen = ("all", *(generated_kind(v) for v in VARIANTS))
         if self.generated not in gen:
             raise ValueError(f"generated: expected one of {', '.join(map(repr, gen))}, got {self.generated!r}")
-        base = ("all", *BASELINE_KINDS)
-        if self.comparator not in base:
-            raise ValueError(f"comparator: expected one of {', '.join(map(repr, base))}, got {self.comparator!r}")
         return self
 
     def generated_kinds(self, kinds) -> tuple[str, ...]:
@@ -441,6 +466,12 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_sections(self):
+        from zoofusion.core.candidates import baseline_kinds
+
+        base = ("all", *baseline_kinds(self.evaluate.baselines.noise_sigmas))
+        if self.verdict.primary.comparator not in base:
+            raise ValueError(f"verdict.primary.comparator: expected one of {', '.join(map(repr, base))}, "
+                             f"got {self.verdict.primary.comparator!r}")
         if self.tune.top_models > self.evaluate.n_selected:
             raise ValueError(f"tune.top_models: must be <= evaluate.n_selected ({self.evaluate.n_selected}), "
                              f"got {self.tune.top_models}; only the models selected on val are tuned")

@@ -8,6 +8,7 @@ same budget. Pure: tensors in, candidates and features out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +18,9 @@ from zoofusion.core.cnn import CONV_KEYS, batched_features, init_weights
 from zoofusion.core.darkness import darkness
 from zoofusion.core.seeds import derive_seed, rng
 
-BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "aligned", "concat", "pixels", "darkness")
-KINDS = ("generated", *BASELINE_KINDS)  # with a single, unnamed translation
+# the baselines every evaluation has; the literature's noise kinds follow, one per sigma (baseline_kinds)
+BASELINE_KINDS = ("random", "zoo-A", "zoo-B", "average", "aligned", "concat", "pixels", "darkness", "avg-k", "gauss-fit")
+KINDS = ("generated", *BASELINE_KINDS)  # with a single, unnamed translation and no noise kinds
 
 
 def generated_kind(variant: str) -> str:
@@ -30,9 +32,20 @@ def is_generated(kind: str) -> bool:
     return kind == "generated" or kind.startswith("generated-")
 
 
-def kinds_of(variants: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Every kind of an evaluation with these translation variants: generated kinds first, then the baselines."""
-    return (*(generated_kind(v) for v in variants), *BASELINE_KINDS)
+def noise_kind(sigma: float) -> str:
+    """The kind of zoo models plus Gaussian noise at one relative sigma: `noise-<sigma>` (e.g. `noise-0.1`)."""
+    return f"noise-{sigma:g}"
+
+
+def baseline_kinds(noise_sigmas: Sequence[float]) -> tuple[str, ...]:
+    """Every baseline kind of an evaluation whose noise grid is `noise_sigmas` (evaluate.baselines.noise_sigmas)."""
+    return (*BASELINE_KINDS, *(noise_kind(s) for s in noise_sigmas))
+
+
+def kinds_of(variants: tuple[str, ...] | list[str], noise_sigmas: Sequence[float]) -> tuple[str, ...]:
+    """Every kind of an evaluation with these translation variants and noise grid: generated kinds first, then
+    the baselines."""
+    return (*(generated_kind(v) for v in variants), *baseline_kinds(noise_sigmas))
 
 
 @dataclass
@@ -44,7 +57,7 @@ class Candidate:
     weights: dict[str, torch.Tensor] | None = None  # conv tensors of one model; None = not a CNN
     weights2: dict[str, torch.Tensor] | None = None  # a second model whose features are concatenated (`concat`)
     extra: dict = field(default_factory=dict)
-    seed: int = -1  # the init seed of a `random` candidate; -1 for the others
+    seed: int = -1  # the seed of a candidate's own random draw (random's init, noise, gauss-fit); -1 for the others
 
 
 def budget_of(n_generated: int, budget: int) -> int:
@@ -71,14 +84,16 @@ def generated_candidates(g: dict, budget: int, seed: int, kind: str = "generated
                       {k: g[k][i] for k in CONV_KEYS}) for i in _sample(n, budget_of(n, budget), seed, "generated")]
 
 
-def all_candidates(generated: dict[str, dict], kernels: dict[str, dict], budget: int, seed: int) -> list[Candidate]:
+def all_candidates(generated: dict[str, dict], kernels: dict[str, dict], budget: int, seed: int,
+                   noise_sigmas: Sequence[float], average_k: int) -> list[Candidate]:
     """Every variant's generated candidates (kind `generated-<variant>`, ids `<variant>/<id>`), then the baselines,
-    each kind with the same budget: `budget`, or (0) as many as the variants' generated models."""
+    each kind with the same budget: `budget`, or (0) as many as the variants' generated models. noise_sigmas and
+    average_k: the literature's baselines (:func:`literature_candidates`)."""
     k = budget_of(min(len(g["ids"]) for g in generated.values()), budget)
     out = []
     for variant, g in generated.items():
         out += generated_candidates(g, k, seed, generated_kind(variant), f"{variant}/")
-    return out + baseline_candidates(kernels, k, seed)
+    return out + baseline_candidates(kernels, k, seed, noise_sigmas, average_k)
 
 
 def model_pairs(na: int, nb: int, k: int, seed: int) -> list[tuple[int, int]]:
@@ -87,14 +102,16 @@ def model_pairs(na: int, nb: int, k: int, seed: int) -> list[tuple[int, int]]:
     return [(int(f // nb), int(f % nb)) for f in flat]
 
 
-def baseline_candidates(kernels: dict[str, dict], k: int, seed: int) -> list[Candidate]:
+def baseline_candidates(kernels: dict[str, dict], k: int, seed: int, noise_sigmas: Sequence[float],
+                        average_k: int) -> list[Candidate]:
     """The baselines with k candidates per kind (equal budgets; fewer only where fewer exist):
 
     random (PyTorch default init, untrained); zoo-A / zoo-B (untranslated zoo models, up to all kept ones);
     average (element-wise mean of a black and a cat model); aligned (the same pairs, the cat model's channels
     first permuted to match the black model by weight matching, Git Re-Basin, then averaged); concat (both
     models' features side by side, 800-d: the ensemble a merge tries to reach); and one each of the
-    deterministic pixels (raw pixels) and darkness (fraction of dark pixels, the one-number "black" detector).
+    deterministic pixels (raw pixels) and darkness (fraction of dark pixels, the one-number "black" detector);
+    then the literature's baselines (:func:`literature_candidates`: noise-<sigma>, avg-k, gauss-fit).
     """
     from zoofusion.core.align import align
 
@@ -121,6 +138,52 @@ def baseline_candidates(kernels: dict[str, dict], k: int, seed: int) -> list[Can
         out.append(Candidate(f"concat-{ia}A-{ib}B", "concat", weights=wa, weights2=wb))
     out.append(Candidate("pixels", "pixels"))
     out.append(Candidate("darkness", "darkness"))
+    return out + literature_candidates(kernels, k, seed, noise_sigmas, average_k)
+
+
+def literature_candidates(kernels: dict[str, dict], k: int, seed: int, noise_sigmas: Sequence[float],
+                          average_k: int) -> list[Candidate]:
+    """The weight-generation literature's baselines (Zeng, Yin, Xu & Liu 2025, arXiv 2506.07998) and our
+    per-parameter Gaussian, exactly k candidates per kind (`core.baselines` holds the math):
+
+    noise-<sigma> (one kind per sigma): a zoo model plus Gaussian noise of sigma times each tensor's own std;
+    avg-k: the model and average_k - 1 other models of its zoo (seeded; average_k clipped to the zoo's size),
+    aligned to it by weight matching and averaged; gauss-fit: a sample of the per-parameter Gaussian fitted to the
+    model's zoo aligned to its first kept model (no source model: source_index -1). Candidate j of every kind
+    starts from the same source model, a seeded permutation of both zoos pooled (so each zoo contributes in
+    proportion to its size, like the generated sample, and the kinds are paired); past the pooled size the sources
+    repeat, each with fresh randomness. Every sigma draws the same noise (seed per j): one direction, sigma sizes.
+    One avg-k kind over both zoos rather than one per zoo, like the noise kinds and the generated side: the
+    comparator picks the best on val anyway, and fewer kinds keep the Holm family small; source_domain says which.
+    """
+    from zoofusion.core.align import align_many
+    from zoofusion.core.baselines import add_noise, average_aligned, fit_gaussian, generator, sample_gaussian
+
+    zoos = {"A": kernels["black"], "B": kernels["cat"]}
+    sizes = {letter: len(d["model_index"]) for letter, d in zoos.items()}
+    pooled = [(letter, j) for letter in "AB" for j in range(sizes[letter])]
+    order = rng(seed, "literature-sources").permutation(len(pooled))
+    sources = [pooled[int(order[j % len(pooled)])] for j in range(k)]
+    model = {letter: [{key: d[key][j] for key in CONV_KEYS} for j in range(sizes[letter])] for letter, d in zoos.items()}
+    fits = {letter: fit_gaussian(align_many(model[letter][0], {key: d[key] for key in CONV_KEYS}))
+            for letter, d in zoos.items() if letter in {s for s, _ in sources}}
+    out = []
+    for sigma in noise_sigmas:
+        for j, (letter, i) in enumerate(sources):
+            idx, s = int(zoos[letter]["model_index"][i]), derive_seed(seed, "noise", j)
+            out.append(Candidate(f"{noise_kind(sigma)}-{j}-{letter}{idx}", noise_kind(sigma), letter, idx,
+                                 add_noise(model[letter][i], sigma, generator(s)), seed=s))
+    for j, (letter, i) in enumerate(sources):
+        m = min(average_k, sizes[letter])
+        others = [o for o in range(sizes[letter]) if o != i]
+        picked = np.sort(rng(seed, "avg-k", j).choice(len(others), size=m - 1, replace=False))
+        idx = int(zoos[letter]["model_index"][i])
+        out.append(Candidate(f"avg-k-{j}-{letter}{idx}", "avg-k", letter, idx,
+                             average_aligned([model[letter][i], *(model[letter][others[p]] for p in picked)])))
+    for j, (letter, _) in enumerate(sources):
+        s = derive_seed(seed, "gauss-fit", j)
+        out.append(Candidate(f"gauss-fit-{j}-{letter}", "gauss-fit", letter, -1,
+                             sample_gaussian(*fits[letter], generator(s)), seed=s))
     return out
 
 

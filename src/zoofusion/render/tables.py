@@ -13,7 +13,9 @@ KIND_NAMES = {"generated": "generated (CycleGAN-translated)",
               "random": "random init (untrained)",
               "zoo-A": "black-zoo models, untranslated", "zoo-B": "cat-zoo models, untranslated",
               "average": "the average of a black and a cat model", "aligned": "the channel-aligned merge",
-              "concat": "both models' features (800-d)", "pixels": "raw pixels", "darkness": "the darkness feature"}
+              "concat": "both models' features (800-d)", "pixels": "raw pixels", "darkness": "the darkness feature",
+              "avg-k": "the average of k aligned models of one zoo",
+              "gauss-fit": "samples of a per-parameter Gaussian fitted to the aligned zoo"}  # noise-<sigma>: its name
 
 
 def write_table(rows: list[dict], base: Path, title: str) -> None:

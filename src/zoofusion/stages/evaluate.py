@@ -1,7 +1,8 @@
 """Stage `evaluate`: do generated models separate black cats? The study's protocol, with baselines.
 
 Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`) and the baselines (random,
-zoo-A, zoo-B, average, aligned, concat, pixels, darkness), each kind with the budget `evaluate.budget`, through
+zoo-A, zoo-B, average, aligned, concat, pixels, darkness, and the literature's avg-k, gauss-fit and noise-<sigma>
+per evaluate.baselines.noise_sigmas), each kind with the budget `evaluate.budget`, through
 the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
 names the method whose choice is selected.json's list and the champion), numbers from test. The steps, in order:
 the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the protocol's scores (steps/scores.py ->
@@ -40,7 +41,11 @@ TEST = layout.TEST
 OUT = layout.EVALUATE
 TABLES, FIGURES = layout.TABLES, layout.FIGURES
 METRICS_FILE = layout.METRICS / "evaluate.json"
-KINDS = kinds_of(VARIANTS)
+
+
+def kinds(params: Params) -> tuple[str, ...]:
+    """Every kind of this evaluation (the noise kinds follow evaluate.baselines.noise_sigmas)."""
+    return kinds_of(VARIANTS, params.evaluate.baselines.noise_sigmas)
 
 
 def run(params: Params) -> dict:
@@ -52,18 +57,18 @@ def run(params: Params) -> dict:
     t0 = time.perf_counter()
     pool = build_pool({v: GENERATED / v / "models.pt" for v in VARIANTS},
                       {d: KERNELS / "raw" / f"{d}.pt" for d in DOMAINS}, OUT / "candidates.pt", e.budget,
-                      params.seed)
+                      params.seed, e.baselines.noise_sigmas, e.baselines.average_k)
     t_pool = time.perf_counter() - t0
     rows, seconds = score(pool, VAL, TEST, OUT / "scores.npz", OUT / "candidates.csv", e.clustering, params.seed,
                           e.feature_batch, params.data.dark_luminance, e.workers, params.executor.backend,
                           params.executor.address, e.umap_seeds)
-    j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, KINDS, val=VAL,
-              vp=params.verdict)
+    j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, kinds(params),
+              val=VAL, vp=params.verdict)
     # a variant's figures show the harvest it translated, in the channel order it saw
     sources = {generated_kind(v): {letter: KERNELS / ("aligned" if params.translation.variant(v).align else "raw")
                                    / f"{d}.pt" for letter, d in (("A", "black"), ("B", "cat"))} for v in VARIANTS}
     figs, summary = render(j, pool, TEST, sources, TABLES, FIGURES, METRICS_FILE, e, params.seed, params.data.dark_luminance,
-                  VARIANTS, KINDS, {**seconds, "features": seconds["features"] + t_pool})
+                  VARIANTS, kinds(params), {**seconds, "features": seconds["features"] + t_pool})
     timings = {"seconds_features": seconds["features"] + t_pool, "seconds_protocol": seconds["protocol"],
                "seconds_bootstrap": j.seconds}  # to MLflow, not into metrics/evaluate.json
     log_runs(params, j.rows, {c.id: c for c in pool}, [r["id"] for r in j.selected], figs,
@@ -99,7 +104,7 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
         mlflow.log_params({"select_method": params.evaluate.select_method, "n_candidates": len(rows),
                            "umap_seeds": params.evaluate.umap_seeds,
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
-                           "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in KINDS),
+                           "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in kinds(params)),
                            "n_boot": params.evaluate.n_boot, "variants": ",".join(VARIANTS)})
         # the verdict's intervals: verdict/<method>/<generated kind>-vs-<kind>/{best,mean}_{diff,low,high}
         now = int(time.time() * 1000)

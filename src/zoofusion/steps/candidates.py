@@ -8,7 +8,7 @@ features with a forward pass instead of rebuilding the pool. Knows nothing of DV
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,15 @@ def _load(path: Path, how: str) -> dict:
 
 
 def build_pool(generated: Mapping[str, Path], kernels: Mapping[str, Path], out: Path, budget: int,
-               seed: int) -> list[Candidate]:
+               seed: int, noise_sigmas: Sequence[float], average_k: int) -> list[Candidate]:
     """Every candidate of an evaluation (`core.candidates.all_candidates`), saved to `out`.
 
-    generated: variant -> its generate stage's models.pt; kernels: "black"/"cat" -> the raw kernel harvest.
+    generated: variant -> its generate stage's models.pt; kernels: "black"/"cat" -> the raw kernel harvest;
+    noise_sigmas, average_k: evaluate.baselines (the literature's baselines).
     """
     gen = {v: _load(f, f"dvc repro generate@{v}") for v, f in generated.items()}
     ks = {d: _load(f, "dvc repro kernels") for d, f in kernels.items()}
-    cands = all_candidates(gen, ks, budget, seed)
+    cands = all_candidates(gen, ks, budget, seed, noise_sigmas, average_k)
     save_torch(out, pack(cands))
     return cands
 
