@@ -274,7 +274,8 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
                                                "'generated-aligned', got 'random'"),
         ({"primary": {"comparator": "generated-study"}}, "verdict.primary.comparator: expected one of 'all', "
          "'random', 'zoo-A', 'zoo-B', 'average', 'aligned', 'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', "
-         "'noise-0.1', 'noise-0.5', got 'generated-study'"),
+         "'head-A', 'head-B', 'experts', 'control-positive', 'control-head', 'noise-0.1', 'noise-0.5', "
+         "'untrained-study', 'untrained-aligned', got 'generated-study'"),
         ({"secondary_family": "all"}, "verdict.secondary_family: expected one of 'best_on_val', "
                                       "'best_on_val_and_means', got 'all'"),
         ({"declared_in": "HEAD"}, "verdict.declared_in: must be a git commit hash (7-40 hex digits) or \"\" (not yet "
@@ -333,3 +334,15 @@ def test_the_replicate_profile_is_checked_as_the_params_it_makes():
         make_params({"replicate": {"seeds": [1, 1, 2]}})
     with pytest.raises(ConfigError, match=r"^replicate\.seeds"):
         make_params({"replicate": {"seeds": [1]}})
+
+
+def test_the_control_section_is_checked():
+    assert make_params().control.n_models >= 1
+    for over, line in (({"n_models": 0}, "control.n_models: must be > 0, got 0"),
+                       ({"positive_min_darkness": 1.0}, "control.positive_min_darkness: must be < 1.0, got 1.0")):
+        with pytest.raises(ConfigError) as e:
+            make_params({"control": over})
+        assert str(e.value) == line
+    with pytest.raises(ConfigError, match=r"control\.positive_min_darkness: must be above "
+                                          r"data\.nonblack_cat_max_darkness \(0\.15\)"):
+        make_params({"control": {"positive_min_darkness": 0.1}})

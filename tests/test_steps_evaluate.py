@@ -30,24 +30,32 @@ KINDS = kinds_of(VARIANTS, BASELINES.noise_sigmas)
 UMAP_SEEDS = 2
 
 
-def _stack(seeds: list[int]) -> dict[str, torch.Tensor]:
+def _stack(seeds: list[int], keys=CONV_KEYS) -> dict[str, torch.Tensor]:
     ws = [init_weights(s) for s in seeds]
-    return {k: torch.stack([w[k] for w in ws]) for k in CONV_KEYS}
+    return {k: torch.stack([w[k] for w in ws]) for k in keys}
 
 
 def make_inputs(root: Path) -> dict[str, Path]:
-    """Tiny generate/kernels/val/test outputs: 4 generated models per variant, 3 zoo models per domain."""
+    """Tiny generate/kernels/control/val/test outputs: 4 generated (and 4 untrained-translated) models per variant,
+    3 zoo models per domain (conv tensors and heads), 2 control LeNets."""
     paths = {}
     for j, v in enumerate(VARIANTS):
         f = paths[v] = root / f"data/generated/{v}/models.pt"
         f.parent.mkdir(parents=True)
-        torch.save({**_stack([100 * (j + 1) + i for i in range(4)]), "ids": [f"{i // 2}/{'AB'[i % 2]}" for i in range(4)],
-                    "source_domain": torch.tensor([i % 2 for i in range(4)]),
-                    "source_index": torch.tensor([i // 2 for i in range(4)])}, f)
+        for name, base in (("models.pt", 100), ("untrained.pt", 700)):
+            torch.save({**_stack([base * (j + 1) + i for i in range(4)]),
+                        "ids": [f"{i // 2}/{'AB'[i % 2]}" for i in range(4)],
+                        "source_domain": torch.tensor([i % 2 for i in range(4)]),
+                        "source_index": torch.tensor([i // 2 for i in range(4)])}, f.parent / name)
+        paths[f"untrained-{v}"] = f.parent / "untrained.pt"
     for i, d in enumerate(("black", "cat")):
         f = paths[d] = root / f"data/kernels/raw/{d}.pt"
         f.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({**_stack([50 + 10 * i + k for k in range(3)]), "model_index": torch.arange(3)}, f)
+        torch.save({**_stack([50 + 10 * i + k for k in range(3)], (*CONV_KEYS, "fc.weight", "fc.bias")),
+                    "model_index": torch.arange(3)}, f)
+    f = paths["control"] = root / "data/control/weights.pt"
+    f.parent.mkdir(parents=True)
+    torch.save({"weights": _stack([900, 901], (*CONV_KEYS, "fc.weight", "fc.bias"))}, f)
     r = np.random.default_rng(0)
     for name, n in (("val", 45), ("test", 48)):
         labels = (np.arange(n) % 3 == 0).astype(np.int64)
@@ -60,7 +68,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
 def pool_of(root: Path, paths: dict[str, Path], budget: int = 2):
     return build_pool({v: paths[v] for v in VARIANTS}, {d: paths[d] for d in ("black", "cat")},
-                      root / "data/evaluate/candidates.pt", budget, SEED, BASELINES.noise_sigmas, BASELINES.average_k)
+                      root / "data/evaluate/candidates.pt", budget, SEED, BASELINES.noise_sigmas, BASELINES.average_k,
+                      {v: paths[f"untrained-{v}"] for v in VARIANTS}, paths["control"])
 
 
 @pytest.fixture(scope="module")

@@ -139,6 +139,14 @@ class KernelsParams(Section):
     min_val_accuracy: ClosedFraction
 
 
+class ControlParams(Section):
+    """The positive control (stage `control`, steps/control.py): LeNets trained on weakly labelled dark cats vs
+    other images of the image source's test/ split, outside val and test."""
+
+    n_models: Pos  # LeNets trained; evaluate draws min(evaluate.budget, n_models) of them per control kind
+    positive_min_darkness: Fraction  # a cat at least this dark is a positive ("dark cat", the black-cat proxy)
+    negatives_per_positive: PosFloat  # negatives sampled per positive
+
 class CycleGANParams(Section):
     epochs: Pos
     batch_size: Pos
@@ -385,9 +393,12 @@ class PrimaryParams(Section):
         return tuple(k for k in kinds if is_generated(k) and self.generated in ("all", k))
 
     def comparator_kinds(self, kinds) -> tuple[str, ...]:
-        from zoofusion.core.candidates import is_generated
+        """The kinds of the comparator side among `kinds`: `all` is every rival (no generator, no labels), so the
+        controls are named only one by one."""
+        from zoofusion.core.candidates import is_control, is_generated
 
-        return tuple(k for k in kinds if not is_generated(k) and self.comparator in ("all", k))
+        return tuple(k for k in kinds if not is_generated(k)
+                     and (k == self.comparator or (self.comparator == "all" and not is_control(k))))
 
 
 class VerdictParams(Section):
@@ -455,6 +466,7 @@ class Params(Section):
     testset: TestsetParams
     zoo: ZooParams
     kernels: KernelsParams
+    control: ControlParams
     cyclegan: CycleGANParams
     translation: TranslationParams
     generate: GenerateParams
@@ -468,10 +480,14 @@ class Params(Section):
     def _cross_sections(self):
         from zoofusion.core.candidates import baseline_kinds
 
-        base = ("all", *baseline_kinds(self.evaluate.baselines.noise_sigmas))
+        base = ("all", *baseline_kinds(VARIANTS, self.evaluate.baselines.noise_sigmas))
         if self.verdict.primary.comparator not in base:
             raise ValueError(f"verdict.primary.comparator: expected one of {', '.join(map(repr, base))}, "
                              f"got {self.verdict.primary.comparator!r}")
+        if self.control.positive_min_darkness <= self.data.nonblack_cat_max_darkness:
+            raise ValueError(f"control.positive_min_darkness: must be above data.nonblack_cat_max_darkness "
+                             f"({self.data.nonblack_cat_max_darkness}) so dark and light cats differ, got "
+                             f"{self.control.positive_min_darkness}")
         if self.tune.top_models > self.evaluate.n_selected:
             raise ValueError(f"tune.top_models: must be <= evaluate.n_selected ({self.evaluate.n_selected}), "
                              f"got {self.tune.top_models}; only the models selected on val are tuned")

@@ -19,7 +19,8 @@ TEST = TESTSET / "test.npz"
 ZOO = Path("data/zoo")  # <domain>/weights.pt, history.npz, curves.csv, models.csv
 KERNELS = Path("data/kernels")  # raw/<domain>.pt, aligned/<domain>.pt
 CYCLEGAN = Path("data/cyclegan")  # <variant>/<unit>/generators.pt
-GENERATED = Path("data/generated")  # <variant>/models.pt
+GENERATED = Path("data/generated")  # <variant>/models.pt, <variant>/untrained.pt (the translation control)
+CONTROL = Path("data/control")  # weights.pt, history.npz, train_set.csv: the positive control's LeNets
 EVALUATE = Path("data/evaluate")  # candidates.pt, scores.npz, verdict.json, selected.json, candidates.csv
 TUNE = Path("data/tune")
 BEST_PARAMS = TUNE / "best_params.json"
@@ -38,5 +39,5 @@ ZOO_CACHE = CACHE / "zoo"
 GAN_CACHE = CACHE / "cyclegan"
 CALIBRATE_CACHE = CACHE / "calibrate"
 
-DECLARED = (VALIDATED, PREPARED, MANIFESTS, TESTSET, ZOO, KERNELS, CYCLEGAN, GENERATED, EVALUATE, TUNE, TUNED,
-            METRICS, TABLES, FIGURES, REPORTS)
+DECLARED = (VALIDATED, PREPARED, MANIFESTS, TESTSET, ZOO, KERNELS, CYCLEGAN, GENERATED, CONTROL, EVALUATE, TUNE,
+            TUNED, METRICS, TABLES, FIGURES, REPORTS)

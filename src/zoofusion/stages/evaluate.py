@@ -1,8 +1,10 @@
 """Stage `evaluate`: do generated models separate black cats? The study's protocol, with baselines.
 
 Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`) and the baselines (random,
-zoo-A, zoo-B, average, aligned, concat, pixels, darkness, and the literature's avg-k, gauss-fit and noise-<sigma>
-per evaluate.baselines.noise_sigmas), each kind with the budget `evaluate.budget`, through
+zoo-A, zoo-B, average, aligned, concat, pixels, darkness, the literature's avg-k, gauss-fit and noise-<sigma> per
+evaluate.baselines.noise_sigmas, the zoos' heads head-A, head-B, experts, the positive control control-positive /
+control-head, and the translation control untrained-<variant>; core.candidates), each kind with the budget
+`evaluate.budget` (fewer only where a kind has fewer members), through
 the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
 names the method whose choice is selected.json's list and the champion), numbers from test. The steps, in order:
 the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the protocol's scores (steps/scores.py ->
@@ -35,6 +37,7 @@ from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 GENERATED = layout.GENERATED
+CONTROL = layout.CONTROL / "weights.pt"
 KERNELS = layout.KERNELS
 VAL = layout.VAL
 TEST = layout.TEST
@@ -57,7 +60,8 @@ def run(params: Params) -> dict:
     t0 = time.perf_counter()
     pool = build_pool({v: GENERATED / v / "models.pt" for v in VARIANTS},
                       {d: KERNELS / "raw" / f"{d}.pt" for d in DOMAINS}, OUT / "candidates.pt", e.budget,
-                      params.seed, e.baselines.noise_sigmas, e.baselines.average_k)
+                      params.seed, e.baselines.noise_sigmas, e.baselines.average_k,
+                      {v: GENERATED / v / "untrained.pt" for v in VARIANTS}, CONTROL)
     t_pool = time.perf_counter() - t0
     rows, seconds = score(pool, VAL, TEST, OUT / "scores.npz", OUT / "candidates.csv", e.clustering, params.seed,
                           e.feature_batch, params.data.dark_luminance, e.workers, params.executor.backend,
@@ -86,8 +90,9 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
     from mlflow.entities import Metric, Param
 
     mlflow = setup_mlflow("generated-models")
-    inputs = {**{GENERATED / v / "models.pt": "train" for v in VARIANTS}, KERNELS / "raw" / "black.pt": "train",
-              KERNELS / "raw" / "cat.pt": "train", VAL: "val", TEST: "test"}
+    inputs = {**{GENERATED / v / f: "train" for v in VARIANTS for f in ("models.pt", "untrained.pt")},
+              KERNELS / "raw" / "black.pt": "train", KERNELS / "raw" / "cat.pt": "train", CONTROL: "train", VAL: "val",
+              TEST: "test"}
     tags = run_tags("evaluate", list(inputs))
     datasets = dataset_inputs(inputs)
     client = mlflow.MlflowClient()
