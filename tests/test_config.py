@@ -140,6 +140,10 @@ def test_impossible_combinations():
         make_params({"evaluate": {"clustering": {"ocsvm_val_folds": 1}}})
     with pytest.raises(ConfigError, match=r"evaluate\.clustering\.dbscan_eps_quantile: must be in \(0, 1\]"):
         make_params({"evaluate": {"clustering": {"dbscan_eps_quantile": 1.5}}})
+    with pytest.raises(ConfigError, match=r"evaluate\.clustering\.probe_val_folds: must be an integer >= 2"):
+        make_params({"evaluate": {"clustering": {"probe_val_folds": 1}}})
+    with pytest.raises(ConfigError, match=r"evaluate\.clustering\.probe_c: must be a number > 0"):
+        make_params({"evaluate": {"clustering": {"probe_c": 0.0}}})
     with pytest.raises(ConfigError, match=r"evaluate\.clustering\.kmeans_k: must be 2 or 3"):
         make_params({"evaluate": {"clustering": {"kmeans_k": 5}}})
 

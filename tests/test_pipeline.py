@@ -92,21 +92,23 @@ def test_pipeline_outputs(project):
                                      "untrained-study": 2, "untrained-aligned": 2}
     assert {"generated-study", "generated-aligned", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
     v = ev["verdict"]
-    # per method: each variant vs the 19 baseline kinds (the literature's 4, the heads' 3, the controls' 4 among
-    # them), and aligned vs study
-    assert len(v["comparisons"]) == 3 * (19 + 19 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
+    # per method of every arm (3 through UMAP, 3 without, the probe): each variant vs the 19 baseline kinds (the
+    # literature's 4, the heads' 3, the controls' 4 among them), and aligned vs study
+    assert len(v["comparisons"]) == 7 * (19 + 19 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
                                                             for c in v["comparisons"])
     assert set(v["answers"]) == {"generated-study-vs-random", "generated-study-vs-aligned",
                                  "generated-aligned-vs-random", "generated-aligned-vs-aligned"}
     assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
     pr = ev["primary"]  # the declared endpoint, its selection-aware interval and what it left out
-    assert (pr["metric"], pr["method"]) == ("auroc", "kmeans") and pr["low"] <= pr["difference"] <= pr["high"]
+    assert (pr["metric"], pr["method"], pr["arm"]) == ("auroc", "kmeans", "umap") and pr["low"] <= pr["difference"] <= pr["high"]
     assert "candidates" in pr["sources"] and "pipeline_seeds" in pr["not_included"] and pr["mdd"] >= 0
     assert all("p_holm" in c and "adjusted_outcome" in c for c in v["comparisons"])
     report = (work / "reports/report.md").read_text()
     assert report.split("\n\n")[1].startswith("**Primary endpoint**") and (work / "reports/report/forest.png").is_file()
     assert "## Verdict" in report and "## Tuned vs untuned" in report and "95% CI" in report
     assert "Every kind, same budget" in report and "figures/kinds.png" in report
+    assert "Every kind at its best, arm by arm" in report and "in the UMAP arm" in report.split("\n\n")[1]
+    assert (work / "reports/tables/kinds_probe.csv").is_file() and (work / "reports/tables/kinds_kmeans.csv").is_file()
     assert "## Translation variants" in report and "kernels of the aligned translation" in report
     html = (work / "reports/report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and "src=\"http" not in html

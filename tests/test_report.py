@@ -137,8 +137,12 @@ def synthetic_project(root: Path) -> None:
             "conv1": {"final_loss_cycle": 0.1, "final_loss_G": 1.0, "epochs": 200}}})
         for m in ("kmeans", "ocsvm", "dbscan"):
             _csv(root / f"reports/tables/study_{m}_{v}.csv", [{"Model": "x", "Accuracy": 0.9}])
-    for name in ("baselines", "kinds"):
-        _csv(root / f"reports/tables/{name}.csv", [{"Method": "random", "Mean": 0.5}])
+    _csv(root / "reports/tables/baselines.csv", [{"Method": "random", "Mean": 0.5}])
+    _csv(root / "reports/tables/kinds.csv", [  # as steps.evaluate.kinds_table writes it: every arm's methods
+        {"Arm": arm, "Clustering": title, "Metric": metric, "Kind": kind, "Mean": 0.5, "Its test value": value}
+        for arm, title, metric in (("UMAP (the study's protocol)", "KMeans", "auroc"), ("no UMAP", "KMeans (no UMAP)",
+                                   "auroc"), ("linear probe", "linear probe", "auroc"))
+        for kind, value in (("darkness", 0.788 if arm == "no UMAP" else 0.354), ("generated-study", 0.6))])
     _csv(root / "reports/tables/dbscan_arms.csv", [{"Arm": "val", "Kind": "random", "Degenerate on test": 1}])
     _csv(root / "data/tuned/tuned.csv", [{"Model": "aligned/3/A", "Test accuracy tuned": 0.9}])
     _json(root / "reports/replication.json", json.loads((ROOT / "reports/replication.json").read_text()))
@@ -198,6 +202,16 @@ def test_the_replicated_section_names_its_profile_and_quotes_the_file(tmp_path):
     _json(tmp_path / "reports/replication.json", {**rep, "pooled": {}})
     md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
     assert "holds no pooled primary endpoint yet: run `make replicate`" in md
+
+
+def test_the_report_shows_every_arm_and_names_the_primary_arm(tmp_path):
+    synthetic_project(tmp_path)
+    md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
+    primary = md.split("\n\n")[1]
+    assert "with KMeans in the UMAP arm (the study's protocol" in primary
+    # each kind at its best, arm by arm: one row per kind, one column per method of every arm
+    assert "| Kind | KMeans (AUROC) | KMeans (no UMAP) (AUROC) | linear probe (AUROC) |" in md
+    assert "| darkness | 0.354 | 0.788 | 0.354 |" in md
 
 
 def test_the_forest_plot_is_drawn(tmp_path):

@@ -14,7 +14,8 @@ import torch
 from conftest import make_params
 from zoofusion.core.candidates import CONV_KEYS, kinds_of
 from zoofusion.core.cnn import init_weights
-from zoofusion.core.protocol import evaluate_features
+from zoofusion.core.protocol import (ALL_METHODS, DIRECT_METHODS, SCORED_METHODS, UMAP_METHODS, VERDICT_METHODS,
+                                    evaluate_features)
 from zoofusion.core.scores import roc_auc
 from zoofusion.core.seeds import derive_seed
 from zoofusion.io import file_md5, load_npz, save_npz
@@ -149,8 +150,12 @@ def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
     assert json.loads((tmp_path / "verdict.json").read_text()) == j.summary
     sel = json.loads((tmp_path / "selected.json").read_text())
     assert set(sel["by_kind"]) == {"generated-study", "generated-aligned"} and len(sel["selected"]) == 2
-    assert set(sel["by_method"]) == {"kmeans", "dbscan", "ocsvm"} and sel["by_kind"] == sel["by_method"]["kmeans"]
-    assert sel["select_metric"] == {"kmeans": "val/kmeans/auroc", "dbscan": "val/dbscan/ari", "ocsvm": "val/ocsvm/auroc"}
+    assert set(sel["by_method"]) == set(VERDICT_METHODS) and sel["by_kind"] == sel["by_method"]["kmeans"]
+    assert sel["select_metric"] == {"kmeans": "val/kmeans/auroc", "dbscan": "val/dbscan/ari", "ocsvm": "val/ocsvm/auroc",
+                                    "kmeans_direct": "val/kmeans_direct/auroc", "probe": "val/probe/auroc",
+                                    "dbscan_direct": "val/dbscan_direct/ari", "ocsvm_direct": "val/ocsvm_direct/auroc"}
+    # the secondary family holds every arm's best-on-val comparisons, Holm-adjusted together
+    assert {c.method for c in j.comparisons} == set(VERDICT_METHODS)
     assert sel["champion"] in sel["selected"]
 
 
@@ -168,6 +173,7 @@ def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored,
     assert {"metric", "method", "generated", "comparator", "difference", "low", "high", "se", "p", "sources",
             "not_included", "breakdown", "mdd", "power", "level", "outcome", "declared_in", "declaration"} <= set(pr)
     assert (pr["metric"], pr["method"], pr["declared_in"]) == ("auroc", "kmeans", "abc1234")
+    assert pr["arm"] == "umap" and "arm" not in pr["declaration"]  # the declared primary is the study's protocol
     assert pr["generated"]["kind"].startswith("generated-") and pr["comparator"]["kind"] in pr["comparator"]["kinds"]
     assert set(pr["comparator"]["kinds"]) == set(KINDS) - {"generated-study", "generated-aligned"}
     # the stored UMAP seed runs (UMAP_SEEDS more of each kind's best-on-val candidates) enter the interval
@@ -254,8 +260,9 @@ def test_extra_umap_seed_runs_of_the_best_on_val_candidates_are_stored(scored):
     cand = next(c for c in pool if c.id == cid)
     c = make_params({}).evaluate.clustering
     f = features([cand], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
+    # the extra seeds rerun the UMAP arm only (the other arms fit no UMAP)
     ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
-                           seed=runs["seeds"][1])
+                           seed=runs["seeds"][1], methods=UMAP_METHODS)
     np.testing.assert_array_equal(runs["score_test_kmeans"][0, 1], ev.scores[("test", "kmeans")])
     np.testing.assert_array_equal(runs["clusters_test_dbscan"][0, 1], ev.clusters[("test", "dbscan")])
     assert dict(zip(runs["metric_keys"], runs["metrics"][0, 1])) == ev.metrics
@@ -291,12 +298,21 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
                      make_params({}).evaluate.clustering, SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
     for a, b in zip(rows, rows2):
         assert a["id"] == b["id"]
-        assert {k: v for k, v in a["metrics"].items() if k.startswith("val/")} == \
-            {k: v for k, v in b["metrics"].items() if k.startswith("val/")}
+        # assert_equal: NaN equals NaN (a one-dimensional feature's no-UMAP DBSCAN has no eps)
+        np.testing.assert_equal({k: v for k, v in a["metrics"].items() if k.startswith("val/")},
+                                {k: v for k, v in b["metrics"].items() if k.startswith("val/")})
         for key in a["clusters"]:
             np.testing.assert_array_equal(a["clusters"][key], b["clusters"][key])
         for key in a["scores"]:
             np.testing.assert_array_equal(a["scores"][key], b["scores"][key])
+        # every arm is stored and covered: the no-UMAP arm (a one-dimensional feature's val-chosen direction and
+        # threshold give its scores and 0/1 calls, compared above) and the probe (cross-fitted on val)
+        assert {k.split("/")[1] for k in a["clusters"]} == set(ALL_METHODS)
+        assert {k.split("/")[1] for k in a["scores"]} == set(SCORED_METHODS)
+    dark = [i for i, r in enumerate(rows) if r["kind"] == "darkness"]
+    assert dark, "the darkness feature (one-dimensional) is in the pool"
+    for m in DIRECT_METHODS:
+        np.testing.assert_array_equal(rows[dark[0]]["clusters"][f"test/{m}"], rows2[dark[0]]["clusters"][f"test/{m}"])
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 2}}).evaluate
     vp = make_params({}).verdict
     j1 = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "v1.json", tmp_path / "s1.json", e, SEED,
@@ -307,6 +323,7 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
     assert [j1.primary[s]["id"] for s in ("generated", "comparator")] == \
         [j2.primary[s]["id"] for s in ("generated", "comparator")]
     assert json.loads((tmp_path / "s1.json").read_text()) == json.loads((tmp_path / "s2.json").read_text())
+    assert set(json.loads((tmp_path / "s1.json").read_text())["by_method"]) == set(VERDICT_METHODS)
     assert j1.champion == j2.champion
     assert [(c.generated_id, c.baseline_id) for c in j1.comparisons] == [(c.generated_id, c.baseline_id)
                                                                          for c in j2.comparisons]

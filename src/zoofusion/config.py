@@ -245,6 +245,8 @@ class ClusteringParams(Section):
     ocsvm_nu: Float
     ocsvm_gamma: Str | Float
     ocsvm_val_folds: Int  # the SVM's val score is cross-fitted over this many folds
+    probe_c: Float  # the linear probe's L2 regularisation (LogisticRegression C)
+    probe_val_folds: Int  # the probe's val score is cross-fitted over this many folds
 
     @field_validator("ocsvm_gamma", mode="before")
     @classmethod
@@ -275,7 +277,8 @@ class ClusteringParams(Section):
         return MethodParams(kmeans_k=self.kmeans_k, kmeans_n_init=self.kmeans_n_init, dbscan_eps=self.dbscan_eps,
                             dbscan_min_samples=self.dbscan_min_samples, ocsvm_kernel=self.ocsvm_kernel,
                             ocsvm_nu=self.ocsvm_nu, ocsvm_gamma=self.gamma(),
-                            dbscan_eps_quantile=self.dbscan_eps_quantile, ocsvm_val_folds=self.ocsvm_val_folds)
+                            dbscan_eps_quantile=self.dbscan_eps_quantile, ocsvm_val_folds=self.ocsvm_val_folds,
+                            probe_c=self.probe_c, probe_val_folds=self.probe_val_folds)
 
     def umap_kwargs(self) -> dict:
         u = self.umap
@@ -405,7 +408,7 @@ class VerdictParams(Section):
     """The verdict's statistics: the primary endpoint, the secondary family Holm adjusts, the level and power.
 
     secondary_family: `best_on_val`: every best-on-val comparison (each generated kind vs each other kind, each
-    method); `best_on_val_and_means`: those and the kind-mean comparisons, one family. declared_in: the commit
+    method of every arm: UMAP, no UMAP, the linear probe); `best_on_val_and_means`: those and the kind-mean comparisons, one family. declared_in: the commit
     (short hash) in which `primary` was declared, written in a later commit; "" = not yet committed. The report
     checks it against git: the primary endpoint at that commit must equal this one.
     """

@@ -6,7 +6,10 @@ import csv
 import re
 from pathlib import Path
 
-METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN"}
+METHOD_TITLES = {"kmeans": "KMeans", "ocsvm": "One-class SVM", "dbscan": "DBSCAN",
+                 "kmeans_direct": "KMeans (no UMAP)", "ocsvm_direct": "One-class SVM (no UMAP)",
+                 "dbscan_direct": "DBSCAN (no UMAP, eps on val)", "probe": "linear probe"}
+ARM_TITLES = {"umap": "UMAP (the study's protocol)", "direct": "no UMAP", "probe": "linear probe"}
 KIND_NAMES = {"generated": "generated (CycleGAN-translated)",
               "generated-study": "kernels of the study's translation (per-layer CycleGANs)",
               "generated-aligned": "kernels of the aligned translation (aligned channels, conv1 + conv2 together)",
