@@ -73,7 +73,8 @@ def test_pipeline_outputs(project):
               "data/generated/aligned/models.pt", "reports/tables/study_kmeans_study.md",
               "data/cyclegan/study/conv1/generators_init.pt", "data/generated/study/untrained.pt",
               "data/control/weights.pt", "data/control/train_set.csv", "metrics/control.json",
-              "reports/tables/study_kmeans_aligned.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv"):
+              "reports/tables/study_kmeans_aligned.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv",
+              "reports/novelty/novelty.csv", "reports/novelty/novelty.png", "metrics/novelty.json"):
         assert (work / f).is_file(), f
     zoo = json.loads((work / "metrics/zoo_black.json").read_text())
     assert zoo["count"] == 3 and 0 <= zoo["val_acc_min"] <= zoo["val_acc_max"] <= 1
@@ -110,6 +111,10 @@ def test_pipeline_outputs(project):
     assert "Every kind at its best, arm by arm" in report and "in the UMAP arm" in report.split("\n\n")[1]
     assert (work / "reports/tables/kinds_probe.csv").is_file() and (work / "reports/tables/kinds_kmeans.csv").is_file()
     assert "## Translation variants" in report and "kernels of the aligned translation" in report
+    assert "## Novelty: new models or near-copies" in report and "novelty/novelty.png" in report
+    assert "## The study side by side" in report and "Patel & Jain 2024 (reported)" in report
+    nv = json.loads((work / "metrics/novelty.json").read_text())
+    assert nv["zoo"]["A"]["typical_distance"] > 0 and "generated-study" in nv and "zoo-A" in nv
     html = (work / "reports/report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and "src=\"http" not in html
 

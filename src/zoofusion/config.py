@@ -326,6 +326,15 @@ class EvaluateParams(Section):
     workers: Pos
 
 
+class NoveltyParams(Section):
+    """Stage `novelty` (steps/novelty.py): how near to a zoo model a candidate must lie to be called a near-copy.
+
+    near_copy: a candidate whose aligned distance to its nearest zoo model is below this fraction of that zoo's
+    typical distance between two of its models (the median) is a near-copy of that model."""
+
+    near_copy: Fraction
+
+
 class TuneParams(Section):
     n_trials: Pos
     sampler: Literal["tpe", "random"]
@@ -474,6 +483,7 @@ class Params(Section):
     translation: TranslationParams
     generate: GenerateParams
     evaluate: EvaluateParams
+    novelty: NoveltyParams
     tune: TuneParams
     verdict: VerdictParams
     executor: ExecutorParams

@@ -25,6 +25,8 @@ from zoofusion.render.kernel_grid import save_figure
 from zoofusion.render.figures import forest_plot
 from zoofusion.render.report import cyclegan_figure, md_table, md_to_html, zoo_figure
 from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe
+from zoofusion.reference import load_study
+from zoofusion.steps.report_sections import novelty_rows, novelty_text, our_best, side_by_side, study_text
 
 log = logging.getLogger(__name__)
 REPORTS = layout.REPORTS
@@ -33,7 +35,8 @@ TUNED = layout.TUNED_CSV
 # Files whose md5 the report prints: every file it reads (its declared DVC deps)
 READS = ("metrics/evaluate.json", "metrics/kernels.json", "metrics/zoo_black.json", "metrics/zoo_cat.json",
          "metrics/cyclegan_study.json", "metrics/cyclegan_aligned.json", "data/testset/test.npz",
-         "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv", str(layout.REPLICATION_JSON))
+         "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv", str(layout.REPLICATION_JSON),
+         "metrics/novelty.json", str(layout.STUDY_REFERENCE))
 
 
 def read_json(path: Path) -> dict:
@@ -303,6 +306,8 @@ def build(params: Params, root: Path = Path(".")) -> str:
     kernels = read_json(root / "metrics/kernels.json")
     gans = {v: read_json(root / f"metrics/cyclegan_{v}.json") for v in VARIANTS}
     rep = read_json(root / layout.REPLICATION_JSON)
+    novelty = read_json(root / "metrics/novelty.json")
+    study = load_study(root / layout.STUDY_REFERENCE)
     versions = {f: file_md5(root / f) for f in READS}
     z, c, e = params.zoo, params.cyclegan, params.evaluate
     md = [
@@ -357,6 +362,22 @@ def build(params: Params, root: Path = Path(".")) -> str:
         "",
         md_table(read_csv(root / "reports/tables/dbscan_arms.csv")),
         "",
+        "## Novelty: new models or near-copies of zoo models?",
+        "",
+        "After Zeng, Yin, Xu & Liu, \"Generative Modeling of Weights: Generalization or Memorization?\" "
+        "(arXiv 2506.07998): how near each model lies to its nearest zoo model, and how far its test mistakes "
+        "overlap that model's (stage `novelty`, reports/novelty/novelty.csv).",
+        "",
+        *novelty_text(novelty),
+        "",
+        md_table(novelty_rows(novelty)),
+        "![Test verdict metric against relative distance to the nearest zoo model, per kind](novelty/novelty.png)",
+        "",
+        "## The study side by side",
+        "",
+        *study_text(study),
+        "",
+        md_table(side_by_side(study, our_best(ev, root / "reports/tables", VARIANTS), test["labels"])),
         "## What was run",
         "",
         f"- seed `{params.seed}`: this report is ONE run, one draw of every random choice; `make replicate` runs "
