@@ -15,7 +15,7 @@ def _w(seed: int) -> dict[str, torch.Tensor]:
 
 
 def _zoo(n: int, offset: int) -> dict:
-    w = {k: v for k, v in stack([init_weights(s + offset) for s in range(n)]).items() if k in CONV_KEYS}
+    w = stack([init_weights(s + offset) for s in range(n)])  # conv tensors and heads, as the kernels stage harvests
     return {**w, "model_index": torch.arange(n) + 10}
 
 
@@ -117,7 +117,9 @@ def test_gauss_fit_of_a_zoo_of_copies_samples_the_copy_and_noise_kinds_follow_th
             torch.testing.assert_close(c.weights[key], src[key], rtol=0, atol=1e-6)
     assert noise_kind(0.1) == "noise-0.1" and noise_kind(1.0) == "noise-1" and noise_kind(0) == "noise-0"
     assert kinds_of(("study",), [0.5]) == ("generated-study", "random", "zoo-A", "zoo-B", "average", "aligned",
-                                           "concat", "pixels", "darkness", "avg-k", "gauss-fit", "noise-0.5")
+                                           "concat", "pixels", "darkness", "avg-k", "gauss-fit", "head-A", "head-B",
+                                           "experts", "control-positive", "control-head", "noise-0.5",
+                                           "untrained-study")
 
 
 def test_same_seed_same_candidates_other_seed_other_draws():

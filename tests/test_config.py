@@ -261,9 +261,11 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
     assert (v.primary.metric, v.primary.method, v.primary.generated, v.primary.comparator) == \
            ("auroc", "kmeans", "all", "all")
     assert v.secondary_family == "best_on_val" and 0 < v.alpha < 1 and 0 < v.power < 1
-    kinds = ("generated-study", "generated-aligned", "random", "pixels")
+    kinds = ("generated-study", "generated-aligned", "random", "pixels", "control-positive", "untrained-study")
     assert v.primary.generated_kinds(kinds) == ("generated-study", "generated-aligned")
-    assert v.primary.comparator_kinds(kinds) == ("random", "pixels")
+    assert v.primary.comparator_kinds(kinds) == ("random", "pixels")  # `all`: every rival, no control
+    named = make_params({"verdict": {"primary": {"comparator": "control-positive"}}}).verdict
+    assert named.primary.comparator_kinds(kinds) == ("control-positive",)  # a control only when named
     one = make_params({"verdict": {"primary": {"generated": "generated-aligned", "comparator": "random"}}}).verdict
     assert (one.primary.generated_kinds(kinds), one.primary.comparator_kinds(kinds)) == (("generated-aligned",),
                                                                                           ("random",))
@@ -305,7 +307,8 @@ def test_the_literature_baselines_are_typed_and_their_noise_kinds_follow_the_gri
     cases = [
         ({"evaluate": {"baselines": {"noise_sigmas": []}}, "verdict": {"primary": {"comparator": "noise-0.1"}}},
          "verdict.primary.comparator: expected one of 'all', 'random', 'zoo-A', 'zoo-B', 'average', 'aligned', "
-         "'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', got 'noise-0.1'"),
+         "'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', 'head-A', 'head-B', 'experts', 'control-positive', "
+         "'control-head', 'untrained-study', 'untrained-aligned', got 'noise-0.1'"),
         ({"evaluate": {"baselines": {"noise_sigmas": [-0.1]}}}, "evaluate.baselines.noise_sigmas.0: must be >= 0.0, "
                                                                 "got -0.1"),
         ({"evaluate": {"baselines": {"noise_sigmas": [0.1, 0.1000000001]}}},

@@ -1,4 +1,5 @@
 from zoofusion.core.candidates import kinds_of, rank
+from zoofusion.core.protocol import VERDICT_METHODS
 from zoofusion.render.tables import write_table
 from zoofusion.steps.evaluate import baseline_table, study_table
 
@@ -6,7 +7,7 @@ from zoofusion.steps.evaluate import baseline_table, study_table
 def _row(cid, kind, val_acc, test_acc, dom="A"):
     m = {}
     for split, acc in (("val", val_acc), ("test", test_acc)):
-        for method in ("kmeans", "dbscan", "ocsvm"):
+        for method in VERDICT_METHODS:  # every arm's
             m.update({f"{split}/{method}/accuracy": acc, f"{split}/{method}/precision": acc / 2,
                       f"{split}/{method}/recall": 1.0, f"{split}/{method}/entropy": 1 - acc,
                       f"{split}/{method}/purity": acc, f"{split}/{method}/auroc": acc, f"{split}/{method}/ari": acc})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import make_params
-from zoofusion.core.candidates import CONV_KEYS, kinds_of
+from zoofusion.core.candidates import CONV_KEYS, is_control, is_generated, kinds_of
 from zoofusion.core.cnn import init_weights
 from zoofusion.core.protocol import (ALL_METHODS, DIRECT_METHODS, SCORED_METHODS, UMAP_METHODS, VERDICT_METHODS,
                                     evaluate_features)
@@ -175,7 +175,10 @@ def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored,
     assert (pr["metric"], pr["method"], pr["declared_in"]) == ("auroc", "kmeans", "abc1234")
     assert pr["arm"] == "umap" and "arm" not in pr["declaration"]  # the declared primary is the study's protocol
     assert pr["generated"]["kind"].startswith("generated-") and pr["comparator"]["kind"] in pr["comparator"]["kinds"]
-    assert set(pr["comparator"]["kinds"]) == set(KINDS) - {"generated-study", "generated-aligned"}
+    # `all` is every rival: the controls (the positive control, the untrained translation) are left out
+    assert set(pr["comparator"]["kinds"]) == {k for k in KINDS if not is_generated(k) and not is_control(k)}
+    assert {"control-positive", "untrained-study", "head-A", "noise-0.1"} & set(pr["comparator"]["kinds"]) == \
+        {"head-A", "noise-0.1"}
     # the stored UMAP seed runs (UMAP_SEEDS more of each kind's best-on-val candidates) enter the interval
     assert pr["sources"] == ["umap_replicates", "val_images", "test_images"] and set(pr["breakdown"]) == set(pr["sources"])
     assert set(pr["not_included"]) == {"pipeline_seeds", "candidates"}

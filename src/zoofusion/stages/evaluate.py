@@ -1,11 +1,8 @@
 """Stage `evaluate`: do generated models separate black cats? The study's protocol, with baselines.
 
-Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`) and the baselines (random,
-zoo-A, zoo-B, average, aligned, concat, pixels, darkness, the literature's avg-k, gauss-fit and noise-<sigma> per
-evaluate.baselines.noise_sigmas, the zoos' heads head-A, head-B, experts, the positive control control-positive /
-control-head, and the translation control untrained-<variant>; core.candidates), each kind with the budget
-`evaluate.budget` (fewer only where a kind has fewer members), through
-the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
+Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`), every baseline and the
+controls (core.candidates.kinds_of), each kind with the budget `evaluate.budget` (fewer only where a kind has fewer
+members), through the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
 names the method whose choice is selected.json's list and the champion), numbers from test. The steps, in order:
 the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the protocol's scores (steps/scores.py ->
 data/evaluate/scores.npz, candidates.csv), selection and verdict (steps/evaluate.py `judge` -> verdict.json,
@@ -32,7 +29,7 @@ from zoofusion.io import load_npz
 from zoofusion.steps.candidates import build_pool
 from zoofusion.steps.evaluate import judge, render
 from zoofusion.steps.scores import best_on_val_ids, score
-from zoofusion.registry import log_pyfunc, primary_metrics, register_champion
+from zoofusion.registry import log_pyfunc, register_champion, verdict_metrics
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
@@ -111,16 +108,9 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
                            "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in kinds(params)),
                            "n_boot": params.evaluate.n_boot, "variants": ",".join(VARIANTS)})
-        # the verdict's intervals: verdict/<method>/<generated kind>-vs-<kind>/{best,mean}_{diff,low,high}
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # the verdict's intervals and the primary endpoint (registry.verdict_metrics)
         client.log_batch(parent.info.run_id, metrics=[
-            Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{what}_{part}",
-                   float(getattr(c, f"{what}_{part}")), now, 0)
-            for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")]
-            + [Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{name}", float(v), now, 0)
-               for c in comparisons for name, v in (("p", c.p), ("p_holm", c.p_holm)) if v is not None]
-            + [Metric(k, float(v), now, 0) for k, v in primary_metrics(ev_verdict["primary"]).items()]
-            + [Metric(k, float(v), now, 0) for k, v in timings.items()])
+            Metric(k, v, now, 0) for k, v in {**verdict_metrics(comparisons, ev_verdict["primary"]), **timings}.items()])
         pr = ev_verdict["primary"]
         mlflow.set_tags({"primary_endpoint": f"{pr['method']} {pr['metric']}: best-on-val {pr['generated']['id']} "
                                              f"minus best-on-val {pr['comparator']['id']}",
