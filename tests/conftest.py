@@ -84,7 +84,7 @@ def synthetic_source(tmp_path: Path) -> tuple[Path, Path]:
     return src, make_labels(tmp_path / "labels.csv")
 
 
-PROJECT_FILES = ("dvc.yaml", "src", "data/manifests", "reports/replication.json")
+PROJECT_FILES = ("dvc.yaml", "src", "data/manifests", "reports/replication.json", "references")
 
 
 def copy_project(work: Path, *extra: str) -> Path:

@@ -14,13 +14,23 @@ from matplotlib.figure import Figure
 
 from zoofusion.core.protocol import (
     ALL_METHODS,
+    DIRECT_METHODS,
+    PROBE,
+    SCORED_METHODS,
+    UMAP_METHODS,
     Evaluation,
     black_cat_calls,
     cluster_split,
     embed,
     evaluate_embedding,
     evaluate_features,
+    evaluate_direct,
+    orientation,
+    probe_crossfit,
     rows_identical,
+    stratified_folds,
+    val_eps,
+    val_threshold,
 )
 from conftest import method_params
 from zoofusion.render.figures import cosine_heatmap, tsne_scatter, umap_scatter
@@ -71,9 +81,12 @@ def test_metric_keys_and_shapes(blob_eval, blob_data):
     free = {"kmeans": ("balanced_accuracy", "auroc", "average_precision", "ari", "nmi"),
             "ocsvm": ("balanced_accuracy", "auroc", "average_precision"), "dbscan": ("balanced_accuracy", "ari", "nmi"),
             "dbscan_val_eps": ("balanced_accuracy", "ari", "nmi", "eps")}
+    # the no-UMAP arm has the keys of the method it runs, the probe those of the SVM
+    free |= {"kmeans_direct": free["kmeans"], "ocsvm_direct": free["ocsvm"], "dbscan_direct": free["dbscan_val_eps"],
+             "probe": free["ocsvm"]}
     want |= {f"{s}/{m}/{k}" for s in ("val", "test") for m, ks in free.items() for k in ks}
     assert set(blob_eval.metrics) == want
-    assert set(blob_eval.scores) == {(s, m) for s in ("val", "test") for m in ("kmeans", "ocsvm")}
+    assert set(blob_eval.scores) == {(s, m) for s in ("val", "test") for m in SCORED_METHODS}
     assert all(isinstance(v, float) and np.isfinite(v) for v in blob_eval.metrics.values())
     assert blob_eval.emb_val.shape == (60, 2) and blob_eval.emb_test.shape == (60, 2)
     assert np.isfinite(blob_eval.emb_val).all()  # constant columns standardised without NaN
@@ -115,7 +128,7 @@ def test_cluster_split_matches_evaluation_on_val(blob_eval, blob_data):
     """cluster_split fits and scores one split, as evaluate fits and scores val (the tuner's objective)."""
     _, yv, _, _ = blob_data
     p = method_params()
-    for method in ALL_METHODS:
+    for method in UMAP_METHODS:
         s = cluster_split(blob_eval.emb_val, yv, method, p, seed=0)
         assert s == {k.split("/")[2]: v for k, v in blob_eval.metrics.items() if k.startswith(f"val/{method}/")}
 
@@ -322,3 +335,99 @@ def test_val_eps_is_not_degenerate_where_the_study_eps_is():
     eps = out.metrics["val/dbscan_val_eps/eps"]
     assert eps == val_eps(ev, p.dbscan_min_samples, p.dbscan_eps_quantile) and 0 < eps < 0.5
     assert degenerate(np.array([-1, -1, -1])) and degenerate(np.array([0, 0, -1])) and not degenerate(np.array([0, 1]))
+
+
+# --- the arms without UMAP: no-UMAP methods, one-dimensional scores, the linear probe ---------------------------
+
+def test_direct_arm_finds_two_clusters_without_umap(blob_data, blob_eval):
+    """Standardise, then the methods on the 400-d features themselves: the two blobs are found on val and test."""
+    xv, yv, xt, yt = blob_data
+    ev = evaluate_direct(xv, yv, xt, yt, standardize=True, p=method_params(), seed=0)
+    m = ev.metrics
+    for split in ("val", "test"):
+        assert m[f"{split}/kmeans_direct/ari"] == 1.0 and m[f"{split}/kmeans_direct/auroc"] == 1.0
+        assert m[f"{split}/ocsvm_direct/auroc"] == 1.0 and m[f"{split}/probe/auroc"] == 1.0
+    assert m["val/dbscan_direct/ari"] > 0.9
+    assert ev.emb_val.shape == (60, 0)  # no UMAP was fitted
+    # evaluate_features runs the same arms beside UMAP's and gives the same numbers
+    assert {k: v for k, v in blob_eval.metrics.items() if k.split("/")[1] in (*DIRECT_METHODS, PROBE)} == m
+
+
+def test_direct_dbscan_eps_is_the_val_quantile_rule(blob_data):
+    """The no-UMAP DBSCAN's eps is val_eps of the standardised val features (k = min_samples, the quantile)."""
+    from sklearn.preprocessing import StandardScaler
+
+    xv, yv, xt, yt = blob_data
+    p = method_params()
+    ev = evaluate_direct(xv, yv, xt, yt, standardize=True, p=p, seed=0, methods=("dbscan_direct",))
+    want = val_eps(StandardScaler().fit(xv).transform(xv), p.dbscan_min_samples, p.dbscan_eps_quantile)
+    assert ev.metrics["val/dbscan_direct/eps"] == ev.metrics["test/dbscan_direct/eps"] == want
+    # test labels play no part in the eps: shuffling them changes nothing but the test scores
+    other = evaluate_direct(xv, yv, xt, np.random.default_rng(0).permutation(yt), standardize=True, p=p, seed=0,
+                            methods=("dbscan_direct",))
+    assert other.metrics["val/dbscan_direct/eps"] == want
+
+
+def test_one_dimensional_score_is_its_own_ranking_direction_chosen_on_val():
+    """A [N, 1] feature: AUROC equals roc_auc of the score in the direction val prefers; here val says flip."""
+    from zoofusion.core.scores import roc_auc
+
+    r = np.random.default_rng(5)
+    yv, yt = np.r_[np.ones(20), np.zeros(40)].astype(np.int64), np.r_[np.ones(15), np.zeros(45)].astype(np.int64)
+    xv = (-2.0 * yv + r.normal(size=yv.size))[:, None]  # black cats score LOW on val: the direction is -1
+    xt = (-1.0 * yt + r.normal(size=yt.size))[:, None]
+    assert orientation(xv[:, 0], yv) == -1
+    ev = evaluate_direct(xv, yv, xt, yt, standardize=True, p=method_params(), seed=0)
+    for m in ("kmeans_direct", "ocsvm_direct"):
+        assert ev.metrics[f"test/{m}/auroc"] == pytest.approx(roc_auc(yt, -xt[:, 0]))
+        assert ev.metrics[f"test/{m}/auroc"] > 0.5 and ev.metrics[f"val/{m}/auroc"] == pytest.approx(roc_auc(yv, -xv[:, 0]))
+        np.testing.assert_array_equal(ev.scores[("test", m)], -xt[:, 0])
+    # the 0/1 calls: flipped score at or above the val threshold; DBSCAN's two clusters are those calls
+    t = val_threshold(-xv[:, 0], yv)
+    for split, x in (("val", xv), ("test", xt)):
+        calls = (-x[:, 0] >= t).astype(np.int64)
+        for m in DIRECT_METHODS:
+            np.testing.assert_array_equal(ev.clusters[(split, m)], calls)
+    assert np.isnan(ev.metrics["val/dbscan_direct/eps"]) and ("test", "dbscan_direct") not in ev.scores
+
+
+def test_val_threshold_maximises_val_balanced_accuracy():
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    y = np.array([0, 0, 1, 0, 1, 1])
+    # t = 0.3: calls 0,0,1,1,1,1 -> recall 1, specificity 2/3; t = 0.5: recall 2/3, specificity 1: a tie, lowest wins
+    assert val_threshold(s, y) == 0.3
+    assert val_threshold(s, np.array([0, 0, 0, 1, 1, 1])) == 0.4  # a perfect split
+    assert val_threshold(s, np.zeros(6, np.int64)) == 0.1  # one class: every point called alike
+
+
+def test_probe_val_score_is_out_of_sample():
+    """Each val point is scored by a probe fitted on the other folds only: its own label cannot move its score."""
+    from sklearn.linear_model import LogisticRegression
+
+    r = np.random.default_rng(2)
+    y = np.r_[np.ones(15), np.zeros(30)].astype(np.int64)
+    x, xt = r.normal(size=(45, 30)), r.normal(size=(20, 30))
+    p = method_params()
+    calls, sc = probe_crossfit(x, y, xt, p, seed=3)
+    fold = stratified_folds(y, p.probe_val_folds, 3, "probe-folds")
+    for f in range(p.probe_val_folds):
+        held = fold == f
+        want = LogisticRegression(C=p.probe_c, max_iter=5000).fit(x[~held], y[~held]).decision_function(x[held])
+        np.testing.assert_allclose(sc["val"][held], want)
+    assert len(np.unique(fold)) == p.probe_val_folds
+    # test: one probe fitted on all of val
+    want = LogisticRegression(C=p.probe_c, max_iter=5000).fit(x, y).decision_function(xt)
+    np.testing.assert_allclose(sc["test"], want)
+    # noise features: in-sample the probe would look good; out of sample it is near chance
+    from zoofusion.core.scores import roc_auc
+
+    inside = LogisticRegression(C=p.probe_c, max_iter=5000).fit(x, y).decision_function(x)
+    assert roc_auc(y, inside) > 0.95 and roc_auc(y, sc["val"]) < 0.6
+    np.testing.assert_array_equal(calls["test"], (sc["test"] > 0).astype(np.int64))
+
+
+def test_probe_needs_enough_of_each_class():
+    p = method_params()
+    y = np.r_[np.ones(p.probe_val_folds - 1), np.zeros(20)].astype(np.int64)
+    with pytest.raises(ValueError, match="probe_val_folds"):
+        probe_crossfit(np.zeros((y.size, 3)), y, np.zeros((4, 3)), p, seed=0)

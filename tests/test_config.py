@@ -140,6 +140,10 @@ def test_impossible_combinations():
         make_params({"evaluate": {"clustering": {"ocsvm_val_folds": 1}}})
     with pytest.raises(ConfigError, match=r"evaluate\.clustering\.dbscan_eps_quantile: must be in \(0, 1\]"):
         make_params({"evaluate": {"clustering": {"dbscan_eps_quantile": 1.5}}})
+    with pytest.raises(ConfigError, match=r"evaluate\.clustering\.probe_val_folds: must be an integer >= 2"):
+        make_params({"evaluate": {"clustering": {"probe_val_folds": 1}}})
+    with pytest.raises(ConfigError, match=r"evaluate\.clustering\.probe_c: must be a number > 0"):
+        make_params({"evaluate": {"clustering": {"probe_c": 0.0}}})
     with pytest.raises(ConfigError, match=r"evaluate\.clustering\.kmeans_k: must be 2 or 3"):
         make_params({"evaluate": {"clustering": {"kmeans_k": 5}}})
 
@@ -257,9 +261,11 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
     assert (v.primary.metric, v.primary.method, v.primary.generated, v.primary.comparator) == \
            ("auroc", "kmeans", "all", "all")
     assert v.secondary_family == "best_on_val" and 0 < v.alpha < 1 and 0 < v.power < 1
-    kinds = ("generated-study", "generated-aligned", "random", "pixels")
+    kinds = ("generated-study", "generated-aligned", "random", "pixels", "control-positive", "untrained-study")
     assert v.primary.generated_kinds(kinds) == ("generated-study", "generated-aligned")
-    assert v.primary.comparator_kinds(kinds) == ("random", "pixels")
+    assert v.primary.comparator_kinds(kinds) == ("random", "pixels")  # `all`: every rival, no control
+    named = make_params({"verdict": {"primary": {"comparator": "control-positive"}}}).verdict
+    assert named.primary.comparator_kinds(kinds) == ("control-positive",)  # a control only when named
     one = make_params({"verdict": {"primary": {"generated": "generated-aligned", "comparator": "random"}}}).verdict
     assert (one.primary.generated_kinds(kinds), one.primary.comparator_kinds(kinds)) == (("generated-aligned",),
                                                                                           ("random",))
@@ -273,7 +279,9 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
         ({"primary": {"generated": "random"}}, "verdict.primary.generated: expected one of 'all', 'generated-study', "
                                                "'generated-aligned', got 'random'"),
         ({"primary": {"comparator": "generated-study"}}, "verdict.primary.comparator: expected one of 'all', "
-         "'random', 'zoo-A', 'zoo-B', 'average', 'aligned', 'concat', 'pixels', 'darkness', got 'generated-study'"),
+         "'random', 'zoo-A', 'zoo-B', 'average', 'aligned', 'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', "
+         "'head-A', 'head-B', 'experts', 'control-positive', 'control-head', 'noise-0.1', 'noise-0.5', "
+         "'untrained-study', 'untrained-aligned', got 'generated-study'"),
         ({"secondary_family": "all"}, "verdict.secondary_family: expected one of 'best_on_val', "
                                       "'best_on_val_and_means', got 'all'"),
         ({"declared_in": "HEAD"}, "verdict.declared_in: must be a git commit hash (7-40 hex digits) or \"\" (not yet "
@@ -285,6 +293,34 @@ def test_the_primary_endpoint_is_declared_typed_and_checked():
             make_params({"verdict": over})
         assert str(e.value) == line
     assert make_params({"verdict": {"primary": {"metric": "ari", "method": "dbscan"}}}).verdict.primary.method == "dbscan"
+
+
+def test_the_literature_baselines_are_typed_and_their_noise_kinds_follow_the_grid():
+    b = make_params().evaluate.baselines
+    assert b.noise_sigmas == (0.1, 0.5) and b.average_k == 16
+    # a noise kind is a comparator only where the grid makes it
+    p = make_params({"verdict": {"primary": {"comparator": "noise-0.5"}}})
+    assert p.verdict.primary.comparator == "noise-0.5"
+    assert make_params({"evaluate": {"baselines": {"noise_sigmas": [2]}},
+                        "verdict": {"primary": {"comparator": "noise-2"}}}).evaluate.baselines.noise_sigmas == (2.0,)
+    assert make_params({"evaluate": {"baselines": {"noise_sigmas": []}}}).evaluate.baselines.noise_sigmas == ()
+    cases = [
+        ({"evaluate": {"baselines": {"noise_sigmas": []}}, "verdict": {"primary": {"comparator": "noise-0.1"}}},
+         "verdict.primary.comparator: expected one of 'all', 'random', 'zoo-A', 'zoo-B', 'average', 'aligned', "
+         "'concat', 'pixels', 'darkness', 'avg-k', 'gauss-fit', 'head-A', 'head-B', 'experts', 'control-positive', "
+         "'control-head', 'untrained-study', 'untrained-aligned', got 'noise-0.1'"),
+        ({"evaluate": {"baselines": {"noise_sigmas": [-0.1]}}}, "evaluate.baselines.noise_sigmas.0: must be >= 0.0, "
+                                                                "got -0.1"),
+        ({"evaluate": {"baselines": {"noise_sigmas": [0.1, 0.1000000001]}}},
+         "evaluate.baselines.noise_sigmas: must name distinct kinds (noise-<sigma>, 6 significant digits), got "
+         "[0.1, 0.1000000001] -> ['noise-0.1', 'noise-0.1']"),
+        ({"evaluate": {"baselines": {"average_k": 1}}}, "evaluate.baselines.average_k: must be >= 2, got 1"),
+        ({"evaluate": {"baselines": {"average_k": "16"}}}, "evaluate.baselines.average_k: expected int, got '16'"),
+    ]
+    for over, line in cases:
+        with pytest.raises(ConfigError) as e:
+            make_params(over)
+        assert str(e.value) == line
 
 
 def test_the_replicate_profile_is_checked_as_the_params_it_makes():
@@ -305,3 +341,15 @@ def test_the_replicate_profile_is_checked_as_the_params_it_makes():
         make_params({"replicate": {"seeds": [1, 1, 2]}})
     with pytest.raises(ConfigError, match=r"^replicate\.seeds"):
         make_params({"replicate": {"seeds": [1]}})
+
+
+def test_the_control_section_is_checked():
+    assert make_params().control.n_models >= 1
+    for over, line in (({"n_models": 0}, "control.n_models: must be > 0, got 0"),
+                       ({"positive_min_darkness": 1.0}, "control.positive_min_darkness: must be < 1.0, got 1.0")):
+        with pytest.raises(ConfigError) as e:
+            make_params({"control": over})
+        assert str(e.value) == line
+    with pytest.raises(ConfigError, match=r"control\.positive_min_darkness: must be above "
+                                          r"data\.nonblack_cat_max_darkness \(0\.15\)"):
+        make_params({"control": {"positive_min_darkness": 0.1}})

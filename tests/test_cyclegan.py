@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT
 from zoofusion.config import VARIANTS, load_params
-from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, ImagePool, KernelScaler, SetDiscriminator, SetGenerator, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, lr_factor, make_discriminator, resume_mismatch, train_cyclegan, translate
+from zoofusion.core.cyclegan import LOSS_NAMES, CycleGANConfig, CycleGANResult, Discriminator, Generator, ImagePool, KernelScaler, SetDiscriminator, SetGenerator, TrainingDiverged, adversarial_loss, cycle_loss, identity_loss, initial_cyclegan, lr_factor, make_discriminator, resume_mismatch, train_cyclegan, translate
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.io import save_torch
 from zoofusion.render.kernel_grid import kernel_grid_figure, save_figure
@@ -298,7 +298,8 @@ def test_units_side_by_side_give_the_same_bytes_at_any_number_of_workers(tmp_pat
                          {f"{r.variant}/{r.unit}": (r.history, sorted(r.grids)) for rs in runs.values() for r in rs})
     assert seen[1][0] == ["study/conv1", "study/conv2", "aligned/pair"]  # task order, whoever finishes first
     assert sorted(outs[1]) == [f"{u}/{f}" for u in ("aligned/pair", "study/conv1", "study/conv2")
-                               for f in ("final_grid.png", "generators.pt", "history.json", "losses.csv")]
+                               for f in ("final_grid.png", "generators.pt", "generators_init.pt", "history.json",
+                                         "losses.csv")]
     assert outs[1] == outs[2] and seen[1] == seen[2]
     assert seen[1][2]["study/conv1"][1] == [1, 2]  # a grid every epoch, each with its distances
     assert set(seen[1][1]["aligned"]) >= {"conv1", "conv2"} and seen[1][1]["aligned"]["units"]["pair"]["epochs"] == 2
@@ -509,3 +510,25 @@ def test_a_time_limit_stops_every_unit_at_a_checkpoint_and_a_rerun_resumes_to_th
     again = train_units(plan_units(variants, p.cyclegan, p.seed, "cpu", kernels, tmp_path / "cache"), tmp_path / "out", 1)
     assert {r.resumed_at for rs in again.values() for r in rs} == {1}  # every unit went on from its checkpoint
     assert _tree(tmp_path / "out") == _tree(tmp_path / "fresh") and set(again) == set(fresh)
+
+
+def test_untrained_generators_are_saved_reproducible_by_seed_and_differ_from_the_trained(tmp_path: Path,
+                                                                                          unit_files) -> None:
+    """The translation control: a unit's generators at initialisation (`generators_init.pt`), beside the trained
+    ones, whose bytes it leaves as they were."""
+    unit, files = unit_files
+    cfg = config(epochs=2, seed=3)
+    _, trained_bytes = _step(unit_files, cfg, tmp_path / "out", tmp_path / "cache")
+    g0, _, s0, meta0 = load_generators(tmp_path / "out" / "conv1" / "generators_init.pt")
+    gt, _, st, meta = load_generators(tmp_path / "out" / "conv1" / "generators.pt")
+    assert (meta0["epochs_trained"], meta["epochs_trained"]) == (0, 2) and s0 == st
+    # reproducible by seed: the same seed builds the same nets, another seed others
+    same, other = initial_cyclegan(unit.A, unit.B, cfg), initial_cyclegan(unit.A, unit.B, config(epochs=2, seed=4))
+    assert all(torch.equal(v, same.G_A2B.state_dict()[k]) for k, v in g0.state_dict().items())
+    assert not all(torch.equal(v, other.G_A2B.state_dict()[k]) for k, v in g0.state_dict().items())
+    # the untrained translation is not the trained one
+    assert not torch.allclose(translate(g0, s0, unit.A), translate(gt, st, unit.A), atol=1e-4)
+    # the trained generators' bytes are those of a plain training run
+    save_generators(tmp_path / "direct.pt", train_cyclegan(unit.A, unit.B, cfg), meta={"layer": "conv1",
+                                                                                       "variant": "study"})
+    assert (tmp_path / "direct.pt").read_bytes() == trained_bytes

@@ -1,4 +1,5 @@
 from zoofusion.core.candidates import kinds_of, rank
+from zoofusion.core.protocol import VERDICT_METHODS
 from zoofusion.render.tables import write_table
 from zoofusion.steps.evaluate import baseline_table, study_table
 
@@ -6,7 +7,7 @@ from zoofusion.steps.evaluate import baseline_table, study_table
 def _row(cid, kind, val_acc, test_acc, dom="A"):
     m = {}
     for split, acc in (("val", val_acc), ("test", test_acc)):
-        for method in ("kmeans", "dbscan", "ocsvm"):
+        for method in VERDICT_METHODS:  # every arm's
             m.update({f"{split}/{method}/accuracy": acc, f"{split}/{method}/precision": acc / 2,
                       f"{split}/{method}/recall": 1.0, f"{split}/{method}/entropy": 1 - acc,
                       f"{split}/{method}/purity": acc, f"{split}/{method}/auroc": acc, f"{split}/{method}/ari": acc})
@@ -25,7 +26,7 @@ def test_selection_uses_val_and_tables_report_test():
     assert t[0]["Generated Filter Domain"] == "A (from B)" and t[1]["Selected on val"] == "yes"
     assert list(t[0])[:7] == ["Model", "Generated Filter Domain", "Accuracy", "Precision", "Recall", "Entropy", "Purity"]
     assert "Val AUROC" in t[0]  # the val verdict metric the selection used
-    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, kinds_of(("study",)), 0)}
+    b = {(r["Method"], r["Clustering"]): r for r in baseline_table(rows, kinds_of(("study",), [0.1]), 0)}
     g = b[("generated-study", "KMeans")]
     # best on val (val AUROC) is 1/A, so its TEST score (0.6) is reported, not the best test score (0.95)
     assert g["Best on val"] == "1/A" and g["Its test accuracy"] == 0.6 and g["Test accuracy max"] == 0.95

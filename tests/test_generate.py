@@ -80,3 +80,31 @@ def test_a_pair_generator_translates_conv1_and_conv2_together(setup, tmp_path):
     c1, c2 = translate_pair(g_ba, scaler, scales, kernels["cat"]["conv1.weight"], kernels["cat"]["conv2.weight"])
     torch.testing.assert_close(g["conv1.weight"][3:], c1)
     torch.testing.assert_close(g["conv2.weight"][3:], c2)
+
+
+def test_run_writes_the_untrained_translation_beside_the_generated(setup, tmp_path):
+    """generate@<variant>: models.pt by the trained generators, untrained.pt (same sources and ids) by the same
+    units' generators at initialisation."""
+    from conftest import make_params
+    from zoofusion.core.cyclegan import initial_cyclegan
+    from zoofusion.steps.generate import run
+
+    kernels, gens, tmp = setup
+    for d, k in kernels.items():
+        (tmp_path / "k" / "raw").mkdir(parents=True, exist_ok=True)
+        torch.save(k, tmp_path / "k" / "raw" / f"{d}.pt")
+    for layer in ("conv1", "conv2"):
+        folder = tmp_path / "cg" / "study" / layer
+        folder.mkdir(parents=True)
+        (folder / "generators.pt").write_bytes((tmp / f"{layer}.pt").read_bytes())
+        a, b = kernels["black"][f"{layer}.weight"], kernels["cat"][f"{layer}.weight"]
+        save_generators(folder / "generators_init.pt", initial_cyclegan(a, b, config(epochs=2, batch_size=2, hidden=4,
+                                                                                    seed=1)))
+    p = make_params()
+    run("study", p.translation.study, p.generate, kernels=tmp_path / "k", gans=tmp_path / "cg", out=tmp_path / "gen")
+    g = torch.load(tmp_path / "gen" / "study" / "models.pt", weights_only=True)
+    u = torch.load(tmp_path / "gen" / "study" / "untrained.pt", weights_only=True)
+    assert u["ids"] == g["ids"] and torch.equal(u["source_index"], g["source_index"])
+    assert torch.equal(g["conv1.weight"], generate(kernels, gens, 0, "source")["conv1.weight"])  # unchanged
+    assert not torch.allclose(u["conv1.weight"], g["conv1.weight"], atol=1e-4)
+    assert torch.equal(u["conv1.bias"], g["conv1.bias"])  # biases: the source's, as in models.pt

@@ -71,10 +71,15 @@ def test_pipeline_outputs(project):
               "data/kernels/raw/cat.pt", "data/kernels/aligned/cat.pt", "data/cyclegan/study/conv2/generators.pt",
               "data/cyclegan/aligned/pair/generators.pt", "data/generated/study/models.pt",
               "data/generated/aligned/models.pt", "reports/tables/study_kmeans_study.md",
-              "reports/tables/study_kmeans_aligned.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv"):
+              "data/cyclegan/study/conv1/generators_init.pt", "data/generated/study/untrained.pt",
+              "data/control/weights.pt", "data/control/train_set.csv", "metrics/control.json",
+              "reports/tables/study_kmeans_aligned.md", "reports/tables/baselines.csv", "data/evaluate/candidates.csv",
+              "reports/novelty/novelty.csv", "reports/novelty/novelty.png", "metrics/novelty.json"):
         assert (work / f).is_file(), f
     zoo = json.loads((work / "metrics/zoo_black.json").read_text())
     assert zoo["count"] == 3 and 0 <= zoo["val_acc_min"] <= zoo["val_acc_max"] <= 1
+    control = json.loads((work / "metrics/control.json").read_text())
+    assert control["split"] == "test" and control["positives"] >= 2 and control["n_models"] == 4
     for variant in ("study", "aligned"):
         gan = json.loads((work / f"metrics/cyclegan_{variant}.json").read_text())
         assert {"conv1", "conv2"} <= set(gan) and gan["conv2"]["dist_A_B"] > 0
@@ -82,24 +87,34 @@ def test_pipeline_outputs(project):
     ev = json.loads((work / "metrics/evaluate.json").read_text())
     assert ev["n_generated"] == 4  # the budget: 2 of each variant's 6 translated models (3 source models per domain)
     assert ev["budget_per_kind"] == {"generated-study": 2, "generated-aligned": 2, "random": 2, "zoo-A": 2,
-                                     "zoo-B": 2, "average": 2, "aligned": 2, "concat": 2, "pixels": 1, "darkness": 1}
+                                     "zoo-B": 2, "average": 2, "aligned": 2, "concat": 2, "pixels": 1, "darkness": 1,
+                                     "avg-k": 2, "gauss-fit": 2, "noise-0.1": 2, "noise-0.5": 2, "head-A": 2,
+                                     "head-B": 2, "experts": 2, "control-positive": 2, "control-head": 2,
+                                     "untrained-study": 2, "untrained-aligned": 2}
     assert {"generated-study", "generated-aligned", "random", "zoo-A", "zoo-B", "average", "pixels"} <= set(ev)
     v = ev["verdict"]
-    # per method: each variant vs the 8 baseline kinds, and aligned vs study
-    assert len(v["comparisons"]) == 3 * (8 + 8 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
+    # per method of every arm (3 through UMAP, 3 without, the probe): each variant vs the 19 baseline kinds (the
+    # literature's 4, the heads' 3, the controls' 4 among them), and aligned vs study
+    assert len(v["comparisons"]) == 7 * (19 + 19 + 1) and all(c["best_low"] <= c["best_diff"] <= c["best_high"]
                                                             for c in v["comparisons"])
     assert set(v["answers"]) == {"generated-study-vs-random", "generated-study-vs-aligned",
                                  "generated-aligned-vs-random", "generated-aligned-vs-aligned"}
     assert any(p.suffix == ".png" for p in (work / "reports/figures").iterdir())
     pr = ev["primary"]  # the declared endpoint, its selection-aware interval and what it left out
-    assert (pr["metric"], pr["method"]) == ("auroc", "kmeans") and pr["low"] <= pr["difference"] <= pr["high"]
+    assert (pr["metric"], pr["method"], pr["arm"]) == ("auroc", "kmeans", "umap") and pr["low"] <= pr["difference"] <= pr["high"]
     assert "candidates" in pr["sources"] and "pipeline_seeds" in pr["not_included"] and pr["mdd"] >= 0
     assert all("p_holm" in c and "adjusted_outcome" in c for c in v["comparisons"])
     report = (work / "reports/report.md").read_text()
     assert report.split("\n\n")[1].startswith("**Primary endpoint**") and (work / "reports/report/forest.png").is_file()
     assert "## Verdict" in report and "## Tuned vs untuned" in report and "95% CI" in report
     assert "Every kind, same budget" in report and "figures/kinds.png" in report
+    assert "Every kind at its best, arm by arm" in report and "in the UMAP arm" in report.split("\n\n")[1]
+    assert (work / "reports/tables/kinds_probe.csv").is_file() and (work / "reports/tables/kinds_kmeans.csv").is_file()
     assert "## Translation variants" in report and "kernels of the aligned translation" in report
+    assert "## Novelty: new models or near-copies" in report and "novelty/novelty.png" in report
+    assert "## The study side by side" in report and "Patel & Jain 2024 (reported)" in report
+    nv = json.loads((work / "metrics/novelty.json").read_text())
+    assert nv["zoo"]["A"]["typical_distance"] > 0 and "generated-study" in nv and "zoo-A" in nv
     html = (work / "reports/report.html").read_text()
     assert "data:image/png;base64," in html and "<script" not in html and "src=\"http" not in html
 
@@ -175,10 +190,11 @@ print(json.dumps(out))
                                      check=True).stdout.strip().splitlines()[-1])
     assert len(runs["zoo"]) == 2 + 6  # a parent per domain, a child per CNN
     # every stage that makes something logs it: those without runs of their own log one in `pipeline`
-    assert {t["dvc_stage"] for t in runs["pipeline"]} >= {"data", "testset", "kernels", "report"}
+    assert {t["dvc_stage"] for t in runs["pipeline"]} >= {"data", "testset", "kernels", "control", "report"}
     # parent, 2 generated per variant, baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat;
-    # pixels, darkness
-    assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2
+    # pixels, darkness; 2 each of the literature's avg-k, gauss-fit, noise-0.1, noise-0.5 and of head-A, head-B,
+    # experts, control-positive, control-head, untrained-<variant>
+    assert len(runs["generated-models"]) == 1 + 2 * 2 + 6 * 2 + 2 + 4 * 2 + 7 * 2
     assert {t["dvc_stage"] for t in runs["cyclegan"]} == {"cyclegan", "generate@study", "generate@aligned"}
     # the cyclegan stage: a parent run and a child run per unit (study conv1, conv2; aligned pair)
     gans = [t for t in runs["cyclegan"] if t["dvc_stage"] == "cyclegan"]

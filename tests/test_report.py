@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, make_params
 from zoofusion.config import VARIANTS
@@ -137,11 +138,35 @@ def synthetic_project(root: Path) -> None:
             "conv1": {"final_loss_cycle": 0.1, "final_loss_G": 1.0, "epochs": 200}}})
         for m in ("kmeans", "ocsvm", "dbscan"):
             _csv(root / f"reports/tables/study_{m}_{v}.csv", [{"Model": "x", "Accuracy": 0.9}])
-    for name in ("baselines", "kinds"):
-        _csv(root / f"reports/tables/{name}.csv", [{"Method": "random", "Mean": 0.5}])
+    _csv(root / "reports/tables/baselines.csv", [{"Method": "random", "Mean": 0.5}])
+    _csv(root / "reports/tables/kinds.csv", [  # as steps.evaluate.kinds_table writes it: every arm's methods
+        {"Arm": arm, "Clustering": title, "Metric": metric, "Kind": kind, "Mean": 0.5, "Its test value": value}
+        for arm, title, metric in (("UMAP (the study's protocol)", "KMeans", "auroc"), ("no UMAP", "KMeans (no UMAP)",
+                                   "auroc"), ("linear probe", "linear probe", "auroc"))
+        for kind, value in (("darkness", 0.788 if arm == "no UMAP" else 0.354), ("generated-study", 0.6))])
     _csv(root / "reports/tables/dbscan_arms.csv", [{"Arm": "val", "Kind": "random", "Degenerate on test": 1}])
     _csv(root / "data/tuned/tuned.csv", [{"Model": "aligned/3/A", "Test accuracy tuned": 0.9}])
     _json(root / "reports/replication.json", json.loads((ROOT / "reports/replication.json").read_text()))
+    _json(root / "metrics/novelty.json", _novelty())
+    (root / "references").mkdir(exist_ok=True)
+    (root / "references/patel_jain_2024.yaml").write_text((ROOT / "references/patel_jain_2024.yaml").read_text())
+
+
+def _novelty() -> dict:
+    best = {"id": "study/6/A", "nearest": "zoo-A-6", "distance": 2.6, "relative": 0.51, "near_copy": False,
+            "nearest_is_source": True,
+            "iou": 0.62, "test_auroc": 0.71}
+    return {"near_copy_below": 0.5, "distance": "L2 over conv1+conv2 weights and biases, after weight matching",
+            "methods": ["dbscan", "kmeans", "ocsvm"], "nearest_scored_here": 3,
+            "zoo": {L: {"typical_distance": 5.1, "nearest_other_median": 4.7, "nearest_other_median_relative": 0.92}
+                    for L in "AB"},
+            "generated-study": {"n": 48, "relative_median": 0.55, "relative_min": 0.42, "near_copies": 7,
+                                "nearest_domain": {"A": 24, "B": 24}, "nearest_is_source": 40, "iou_median_dbscan": 1.0,
+                                "iou_median_kmeans": 0.6, "iou_median_ocsvm": None,
+                                "best_on_val": {"kmeans": best, "ocsvm": {**best, "near_copy": True, "iou": None}}},
+            "zoo-A": {"n": 48, "relative_median": 0.9, "relative_min": 0.7, "near_copies": 0,
+                      "nearest_domain": {"A": 48, "B": 0}, "iou_median_dbscan": 1.0, "iou_median_kmeans": 0.5,
+                      "iou_median_ocsvm": 0.4}}
 
 
 def paragraphs(md: str) -> list[str]:
@@ -200,6 +225,16 @@ def test_the_replicated_section_names_its_profile_and_quotes_the_file(tmp_path):
     assert "holds no pooled primary endpoint yet: run `make replicate`" in md
 
 
+def test_the_report_shows_every_arm_and_names_the_primary_arm(tmp_path):
+    synthetic_project(tmp_path)
+    md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
+    primary = md.split("\n\n")[1]
+    assert "with KMeans in the UMAP arm (the study's protocol" in primary
+    # each kind at its best, arm by arm: one row per kind, one column per method of every arm
+    assert "| Kind | KMeans (AUROC) | KMeans (no UMAP) (AUROC) | linear probe (AUROC) |" in md
+    assert "| darkness | 0.354 | 0.788 | 0.354 |" in md
+
+
 def test_the_forest_plot_is_drawn(tmp_path):
     from zoofusion.render.figures import forest_plot
     from zoofusion.render.kernel_grid import save_figure
@@ -230,3 +265,27 @@ def test_declaration_is_checked_against_git(tmp_path):
     other = make_params({"verdict": {"declared_in": head, "primary": {"method": "ocsvm"}}})
     assert "declares a different primary endpoint" in declaration(other, tmp_path)
     assert "could not show" in declaration(make_params({"verdict": {"declared_in": "deadbee"}}), tmp_path)
+
+
+def test_the_report_has_the_novelty_section_and_the_study_side_by_side(tmp_path):
+    synthetic_project(tmp_path)
+    md = build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
+    assert "## Novelty: new models or near-copies of zoo models?" in md and "(novelty/novelty.png)" in md
+    assert ("`study/6/A` lies at 0.510 (distance 2.60) from its nearest zoo model `zoo-A-6` (its own source model), "
+            "so it is new") in md
+    assert "so it is a near-copy by this threshold; error IoU with it not computable" in md
+    assert "below 0.5 a candidate is called a near-copy" in md and "arXiv 2506.07998" in md
+    assert "## The study side by side" in md and "| Patel & Jain 2024 (reported) | KMeans |" in md
+    assert "0.876" in md and "0.887" in md and "0.820" in md and "0.618" in md
+    assert "entropy above 1 bit" in md and "purity below accuracy" in md and "precision and recall" in md
+
+
+def test_a_bad_study_file_stops_the_report_with_one_line(tmp_path):
+    from zoofusion.reference import StudyError
+
+    synthetic_project(tmp_path)
+    f = tmp_path / "references/patel_jain_2024.yaml"
+    f.write_text(f.read_text().replace("value: 0.876", "value: high"))
+    with pytest.raises(StudyError) as e:
+        build(make_params({"verdict": {"declared_in": ""}}), tmp_path)
+    assert "\n" not in str(e.value) and "methods.kmeans.accuracy.value: expected a number, got 'high'" in str(e.value)

@@ -10,7 +10,12 @@ from zoofusion.core.verdict import VERDICT_METRIC as VERDICTS_OWN
 def test_one_place_decides_the_metric():
     assert VERDICTS_OWN is VERDICT_METRIC
     assert {m: select_key(m) for m in VERDICT_METRIC} == {
-        "kmeans": "val/kmeans/auroc", "ocsvm": "val/ocsvm/auroc", "dbscan": "val/dbscan/ari"}
+        "kmeans": "val/kmeans/auroc", "ocsvm": "val/ocsvm/auroc", "dbscan": "val/dbscan/ari",
+        "kmeans_direct": "val/kmeans_direct/auroc", "ocsvm_direct": "val/ocsvm_direct/auroc",
+        "dbscan_direct": "val/dbscan_direct/ari", "probe": "val/probe/auroc"}
+    # selection covers every method of every arm the verdict compares
+    from zoofusion.core.protocol import VERDICT_METHODS
+    assert set(VERDICT_METRIC) == set(VERDICT_METHODS)
     with pytest.raises(ValueError, match="unknown method"):
         select_key("hdbscan")
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from conftest import make_params
-from zoofusion.core.candidates import CONV_KEYS, kinds_of
+from zoofusion.core.candidates import CONV_KEYS, is_control, is_generated, kinds_of
 from zoofusion.core.cnn import init_weights
-from zoofusion.core.protocol import evaluate_features
+from zoofusion.core.protocol import (ALL_METHODS, DIRECT_METHODS, SCORED_METHODS, UMAP_METHODS, VERDICT_METHODS,
+                                    evaluate_features)
 from zoofusion.core.scores import roc_auc
 from zoofusion.core.seeds import derive_seed
 from zoofusion.io import file_md5, load_npz, save_npz
@@ -25,27 +26,37 @@ from zoofusion.steps.scores import _compact_scores, best_on_val_ids, load_scores
 
 VARIANTS = ("study", "aligned")
 SEED = 5
+BASELINES = make_params({}).evaluate.baselines  # the literature's baselines as params.yaml sets them
+KINDS = kinds_of(VARIANTS, BASELINES.noise_sigmas)
 UMAP_SEEDS = 2
 
 
-def _stack(seeds: list[int]) -> dict[str, torch.Tensor]:
+def _stack(seeds: list[int], keys=CONV_KEYS) -> dict[str, torch.Tensor]:
     ws = [init_weights(s) for s in seeds]
-    return {k: torch.stack([w[k] for w in ws]) for k in CONV_KEYS}
+    return {k: torch.stack([w[k] for w in ws]) for k in keys}
 
 
 def make_inputs(root: Path) -> dict[str, Path]:
-    """Tiny generate/kernels/val/test outputs: 4 generated models per variant, 3 zoo models per domain."""
+    """Tiny generate/kernels/control/val/test outputs: 4 generated (and 4 untrained-translated) models per variant,
+    3 zoo models per domain (conv tensors and heads), 2 control LeNets."""
     paths = {}
     for j, v in enumerate(VARIANTS):
         f = paths[v] = root / f"data/generated/{v}/models.pt"
         f.parent.mkdir(parents=True)
-        torch.save({**_stack([100 * (j + 1) + i for i in range(4)]), "ids": [f"{i // 2}/{'AB'[i % 2]}" for i in range(4)],
-                    "source_domain": torch.tensor([i % 2 for i in range(4)]),
-                    "source_index": torch.tensor([i // 2 for i in range(4)])}, f)
+        for name, base in (("models.pt", 100), ("untrained.pt", 700)):
+            torch.save({**_stack([base * (j + 1) + i for i in range(4)]),
+                        "ids": [f"{i // 2}/{'AB'[i % 2]}" for i in range(4)],
+                        "source_domain": torch.tensor([i % 2 for i in range(4)]),
+                        "source_index": torch.tensor([i // 2 for i in range(4)])}, f.parent / name)
+        paths[f"untrained-{v}"] = f.parent / "untrained.pt"
     for i, d in enumerate(("black", "cat")):
         f = paths[d] = root / f"data/kernels/raw/{d}.pt"
         f.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({**_stack([50 + 10 * i + k for k in range(3)]), "model_index": torch.arange(3)}, f)
+        torch.save({**_stack([50 + 10 * i + k for k in range(3)], (*CONV_KEYS, "fc.weight", "fc.bias")),
+                    "model_index": torch.arange(3)}, f)
+    f = paths["control"] = root / "data/control/weights.pt"
+    f.parent.mkdir(parents=True)
+    torch.save({"weights": _stack([900, 901], (*CONV_KEYS, "fc.weight", "fc.bias"))}, f)
     r = np.random.default_rng(0)
     for name, n in (("val", 45), ("test", 48)):
         labels = (np.arange(n) % 3 == 0).astype(np.int64)
@@ -58,7 +69,8 @@ def make_inputs(root: Path) -> dict[str, Path]:
 
 def pool_of(root: Path, paths: dict[str, Path], budget: int = 2):
     return build_pool({v: paths[v] for v in VARIANTS}, {d: paths[d] for d in ("black", "cat")},
-                      root / "data/evaluate/candidates.pt", budget, SEED)
+                      root / "data/evaluate/candidates.pt", budget, SEED, BASELINES.noise_sigmas, BASELINES.average_k,
+                      {v: paths[f"untrained-{v}"] for v in VARIANTS}, paths["control"])
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +92,7 @@ def test_candidates_round_trip_weights_metadata_and_features(tmp_path):
     loaded = load_pool(f)
     assert [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in loaded] == \
            [(c.id, c.kind, c.source_domain, c.source_index, c.seed) for c in built]
-    assert {c.kind for c in loaded} == set(kinds_of(VARIANTS))
+    assert {c.kind for c in loaded} == set(KINDS)
     for b, c in zip(built, loaded):
         for attr in ("weights", "weights2"):
             wb, wc = getattr(b, attr), getattr(c, attr)
@@ -132,14 +144,18 @@ def test_verdict_from_saved_scores_equals_the_in_memory_one(scored, tmp_path):
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 1}, "tune": {"top_models": 1}}).evaluate
     vp = make_params({}).verdict
     j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
-              e, SEED, kinds_of(VARIANTS), val=paths["val"], vp=vp)
+              e, SEED, KINDS, val=paths["val"], vp=vp)
     assert j.comparisons == verdict(rows, load_npz(paths["test"])["labels"], 100, SEED, family=vp.secondary_family,
                                     alpha=vp.alpha)
     assert json.loads((tmp_path / "verdict.json").read_text()) == j.summary
     sel = json.loads((tmp_path / "selected.json").read_text())
     assert set(sel["by_kind"]) == {"generated-study", "generated-aligned"} and len(sel["selected"]) == 2
-    assert set(sel["by_method"]) == {"kmeans", "dbscan", "ocsvm"} and sel["by_kind"] == sel["by_method"]["kmeans"]
-    assert sel["select_metric"] == {"kmeans": "val/kmeans/auroc", "dbscan": "val/dbscan/ari", "ocsvm": "val/ocsvm/auroc"}
+    assert set(sel["by_method"]) == set(VERDICT_METHODS) and sel["by_kind"] == sel["by_method"]["kmeans"]
+    assert sel["select_metric"] == {"kmeans": "val/kmeans/auroc", "dbscan": "val/dbscan/ari", "ocsvm": "val/ocsvm/auroc",
+                                    "kmeans_direct": "val/kmeans_direct/auroc", "probe": "val/probe/auroc",
+                                    "dbscan_direct": "val/dbscan_direct/ari", "ocsvm_direct": "val/ocsvm_direct/auroc"}
+    # the secondary family holds every arm's best-on-val comparisons, Holm-adjusted together
+    assert {c.method for c in j.comparisons} == set(VERDICT_METHODS)
     assert sel["champion"] in sel["selected"]
 
 
@@ -151,14 +167,18 @@ def test_judge_writes_the_primary_endpoint_and_holm_adjusted_secondaries(scored,
     e = make_params({"evaluate": {"n_boot": 200}}).evaluate
     vp = make_params({"verdict": {"declared_in": "abc1234"}}).verdict
     j = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "verdict.json", tmp_path / "selected.json",
-              e, SEED, kinds_of(VARIANTS), val=paths["val"], vp=vp)
+              e, SEED, KINDS, val=paths["val"], vp=vp)
     pr = json.loads((tmp_path / "verdict.json").read_text())["primary"]
     assert pr == j.primary
     assert {"metric", "method", "generated", "comparator", "difference", "low", "high", "se", "p", "sources",
             "not_included", "breakdown", "mdd", "power", "level", "outcome", "declared_in", "declaration"} <= set(pr)
     assert (pr["metric"], pr["method"], pr["declared_in"]) == ("auroc", "kmeans", "abc1234")
+    assert pr["arm"] == "umap" and "arm" not in pr["declaration"]  # the declared primary is the study's protocol
     assert pr["generated"]["kind"].startswith("generated-") and pr["comparator"]["kind"] in pr["comparator"]["kinds"]
-    assert set(pr["comparator"]["kinds"]) == set(kinds_of(VARIANTS)) - {"generated-study", "generated-aligned"}
+    # `all` is every rival: the controls (the positive control, the untrained translation) are left out
+    assert set(pr["comparator"]["kinds"]) == {k for k in KINDS if not is_generated(k) and not is_control(k)}
+    assert {"control-positive", "untrained-study", "head-A", "noise-0.1"} & set(pr["comparator"]["kinds"]) == \
+        {"head-A", "noise-0.1"}
     # the stored UMAP seed runs (UMAP_SEEDS more of each kind's best-on-val candidates) enter the interval
     assert pr["sources"] == ["umap_replicates", "val_images", "test_images"] and set(pr["breakdown"]) == set(pr["sources"])
     assert set(pr["not_included"]) == {"pipeline_seeds", "candidates"}
@@ -202,7 +222,7 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     monkeypatch.setattr(steps_candidates, "all_candidates", no_rebuild)
     ev = proj / "data/evaluate"
     judge(ev / "scores.npz", proj / "data/test.npz", ev / "verdict.json", ev / "selected.json",
-          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, kinds_of(VARIANTS), val=proj / "data/val.npz",
+          make_params({"evaluate": {"n_boot": 100}}).evaluate, SEED, KINDS, val=proj / "data/val.npz",
           vp=make_params({}).verdict)
     tp = make_params({"evaluate": {"n_selected": 1}, "tune": {"n_trials": 1, "top_models": 1, "methods": ["kmeans"],
                                                          "storage": f"sqlite:///{tmp_path / 'o.db'}", "workers": 1}}).tune
@@ -212,7 +232,7 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
                          proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, make_params({}).evaluate.clustering,
                          SEED, 64, 70)
     cands = best["methods"]["kmeans"]["candidates"]
-    assert {e["kind"] for e in cands.values()} == set(kinds_of(VARIANTS))
+    assert {e["kind"] for e in cands.values()} == set(KINDS)
     assert json.loads((proj / "data/tune/best_params.json").read_text()) == best
     out = tuned(proj / "data/tune/best_params.json", ev / "candidates.pt", ev / "candidates.csv", proj / "data/val.npz",
                 proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", make_params({}).evaluate.clustering, SEED, 64, 70)
@@ -243,8 +263,9 @@ def test_extra_umap_seed_runs_of_the_best_on_val_candidates_are_stored(scored):
     cand = next(c for c in pool if c.id == cid)
     c = make_params({}).evaluate.clustering
     f = features([cand], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
+    # the extra seeds rerun the UMAP arm only (the other arms fit no UMAP)
     ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
-                           seed=runs["seeds"][1])
+                           seed=runs["seeds"][1], methods=UMAP_METHODS)
     np.testing.assert_array_equal(runs["score_test_kmeans"][0, 1], ev.scores[("test", "kmeans")])
     np.testing.assert_array_equal(runs["clusters_test_dbscan"][0, 1], ev.clusters[("test", "dbscan")])
     assert dict(zip(runs["metric_keys"], runs["metrics"][0, 1])) == ev.metrics
@@ -280,27 +301,37 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
                      make_params({}).evaluate.clustering, SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
     for a, b in zip(rows, rows2):
         assert a["id"] == b["id"]
-        assert {k: v for k, v in a["metrics"].items() if k.startswith("val/")} == \
-            {k: v for k, v in b["metrics"].items() if k.startswith("val/")}
+        # assert_equal: NaN equals NaN (a one-dimensional feature's no-UMAP DBSCAN has no eps)
+        np.testing.assert_equal({k: v for k, v in a["metrics"].items() if k.startswith("val/")},
+                                {k: v for k, v in b["metrics"].items() if k.startswith("val/")})
         for key in a["clusters"]:
             np.testing.assert_array_equal(a["clusters"][key], b["clusters"][key])
         for key in a["scores"]:
             np.testing.assert_array_equal(a["scores"][key], b["scores"][key])
+        # every arm is stored and covered: the no-UMAP arm (a one-dimensional feature's val-chosen direction and
+        # threshold give its scores and 0/1 calls, compared above) and the probe (cross-fitted on val)
+        assert {k.split("/")[1] for k in a["clusters"]} == set(ALL_METHODS)
+        assert {k.split("/")[1] for k in a["scores"]} == set(SCORED_METHODS)
+    dark = [i for i, r in enumerate(rows) if r["kind"] == "darkness"]
+    assert dark, "the darkness feature (one-dimensional) is in the pool"
+    for m in DIRECT_METHODS:
+        np.testing.assert_array_equal(rows[dark[0]]["clusters"][f"test/{m}"], rows2[dark[0]]["clusters"][f"test/{m}"])
     e = make_params({"evaluate": {"n_boot": 100, "n_selected": 2}}).evaluate
     vp = make_params({}).verdict
     j1 = judge(root / "data/evaluate/scores.npz", paths["test"], tmp_path / "v1.json", tmp_path / "s1.json", e, SEED,
-               kinds_of(VARIANTS), val=paths["val"], vp=vp)
-    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, kinds_of(VARIANTS),
+               KINDS, val=paths["val"], vp=vp)
+    j2 = judge(out / "scores.npz", shuffled, tmp_path / "v2.json", tmp_path / "s2.json", e, SEED, KINDS,
                val=paths["val"], vp=vp)
     # the primary endpoint's two sides are chosen on val too
     assert [j1.primary[s]["id"] for s in ("generated", "comparator")] == \
         [j2.primary[s]["id"] for s in ("generated", "comparator")]
     assert json.loads((tmp_path / "s1.json").read_text()) == json.loads((tmp_path / "s2.json").read_text())
+    assert set(json.loads((tmp_path / "s1.json").read_text())["by_method"]) == set(VERDICT_METHODS)
     assert j1.champion == j2.champion
     assert [(c.generated_id, c.baseline_id) for c in j1.comparisons] == [(c.generated_id, c.baseline_id)
                                                                          for c in j2.comparisons]
-    h1, h2 = headline(rows, j1.selected, kinds_of(VARIANTS), SEED), headline(rows2, j2.selected, kinds_of(VARIANTS), SEED)
-    kinds = [k for k in kinds_of(VARIANTS) if k in h1]
+    h1, h2 = headline(rows, j1.selected, KINDS, SEED), headline(rows2, j2.selected, KINDS, SEED)
+    kinds = [k for k in KINDS if k in h1]
     assert kinds and {k: {m: h1[k][m]["best_on_val"] for m in h1[k]} for k in kinds} == \
         {k: {m: h2[k][m]["best_on_val"] for m in h2[k]} for k in kinds}
     r1, r2 = load_seed_runs(root / "data/evaluate/scores.npz"), load_seed_runs(out / "scores.npz")

@@ -296,10 +296,13 @@ def make_project(root: Path, storage: str) -> Path:
         torch.save({**_stack([_conv(1 + 2 * j), _conv(2 + 2 * j)]), "source_index": torch.tensor([0, 0]),
                     "source_domain": torch.tensor([0, 1]), "ids": ["0/A", "0/B"]}, root / f"data/generated/{v}/models.pt")
     for i, d in enumerate(("black", "cat")):
-        torch.save({**_stack([_conv(10 + i)]), "model_index": torch.tensor([0])}, root / f"data/kernels/raw/{d}.pt")
+        from zoofusion.core.cnn import init_weights  # the harvest carries the heads (the zoo-head baselines)
+
+        torch.save({**_stack([init_weights(10 + i)]), "model_index": torch.tensor([0])},
+                   root / f"data/kernels/raw/{d}.pt")
     build_pool({v: root / f"data/generated/{v}/models.pt" for v in ("study", "aligned")},
                {d: root / f"data/kernels/raw/{d}.pt" for d in ("black", "cat")}, root / "data/evaluate/candidates.pt",
-               0, 7)
+               0, 7, [0.1], 2)
     shutil.rmtree(root / "data/generated")
     shutil.rmtree(root / "data/kernels")
     r = np.random.default_rng(0)

@@ -139,6 +139,14 @@ class KernelsParams(Section):
     min_val_accuracy: ClosedFraction
 
 
+class ControlParams(Section):
+    """The positive control (stage `control`, steps/control.py): LeNets trained on weakly labelled dark cats vs
+    other images of the image source's test/ split, outside val and test."""
+
+    n_models: Pos  # LeNets trained; evaluate draws min(evaluate.budget, n_models) of them per control kind
+    positive_min_darkness: Fraction  # a cat at least this dark is a positive ("dark cat", the black-cat proxy)
+    negatives_per_positive: PosFloat  # negatives sampled per positive
+
 class CycleGANParams(Section):
     epochs: Pos
     batch_size: Pos
@@ -237,6 +245,8 @@ class ClusteringParams(Section):
     ocsvm_nu: Float
     ocsvm_gamma: Str | Float
     ocsvm_val_folds: Int  # the SVM's val score is cross-fitted over this many folds
+    probe_c: Float  # the linear probe's L2 regularisation (LogisticRegression C)
+    probe_val_folds: Int  # the probe's val score is cross-fitted over this many folds
 
     @field_validator("ocsvm_gamma", mode="before")
     @classmethod
@@ -267,7 +277,8 @@ class ClusteringParams(Section):
         return MethodParams(kmeans_k=self.kmeans_k, kmeans_n_init=self.kmeans_n_init, dbscan_eps=self.dbscan_eps,
                             dbscan_min_samples=self.dbscan_min_samples, ocsvm_kernel=self.ocsvm_kernel,
                             ocsvm_nu=self.ocsvm_nu, ocsvm_gamma=self.gamma(),
-                            dbscan_eps_quantile=self.dbscan_eps_quantile, ocsvm_val_folds=self.ocsvm_val_folds)
+                            dbscan_eps_quantile=self.dbscan_eps_quantile, ocsvm_val_folds=self.ocsvm_val_folds,
+                            probe_c=self.probe_c, probe_val_folds=self.probe_val_folds)
 
     def umap_kwargs(self) -> dict:
         u = self.umap
@@ -275,8 +286,35 @@ class ClusteringParams(Section):
                 "n_components": u.n_components, "metric": u.metric}
 
 
+class BaselineParams(Section):
+    """The weight-generation literature's baselines (Zeng et al. 2025, arXiv 2506.07998; core/baselines.py).
+
+    noise_sigmas: one kind `noise-<sigma>` per value, zoo models plus Gaussian noise of sigma times each conv
+    tensor's own std ([] = none); average_k: models of one zoo aligned and averaged per `avg-k` candidate
+    (clipped to the zoo's size)."""
+
+    noise_sigmas: tuple[NonNegFloat, ...]
+    average_k: Annotated[int, Strict(), Field(ge=2)]
+
+    @field_validator("noise_sigmas", mode="before")
+    @classmethod
+    def _list(cls, v):
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("noise_sigmas")
+    @classmethod
+    def _distinct(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        from zoofusion.core.candidates import noise_kind
+
+        names = [noise_kind(s) for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"must name distinct kinds (noise-<sigma>, 6 significant digits), got {list(v)} -> {names}")
+        return v
+
+
 class EvaluateParams(Section):
     clustering: ClusteringParams
+    baselines: BaselineParams
     # every selection is on val by the method's verdict metric (core.selection.VERDICT_METRIC, the one place);
     # this names the method whose selection is selected.json's list, the champion and the figures
     select_method: Literal[METHODS]
@@ -286,6 +324,15 @@ class EvaluateParams(Section):
     n_boot: Annotated[int, Strict(), Field(ge=100)]  # bootstrap resamples of the test images per interval
     feature_batch: Pos
     workers: Pos
+
+
+class NoveltyParams(Section):
+    """Stage `novelty` (steps/novelty.py): how near to a zoo model a candidate must lie to be called a near-copy.
+
+    near_copy: a candidate whose aligned distance to its nearest zoo model is below this fraction of that zoo's
+    typical distance between two of its models (the median) is a near-copy of that model."""
+
+    near_copy: Fraction
 
 
 class TuneParams(Section):
@@ -329,7 +376,8 @@ class PrimaryParams(Section):
     metric `core.verdict` compares that method on). generated: the side under test, the best-on-val candidate
     over these generated kinds (`all`: every translation variant's generated models; or one `generated-<variant>`).
     comparator: the best-on-val candidate over these baseline kinds, chosen on val the same way (`all`: every
-    baseline kind, so a baseline kind added later joins the comparator instead of adding a comparison; or one kind).
+    baseline kind, so a baseline kind added later joins the comparator instead of adding a comparison; or one kind,
+    checked in `Params`, since the noise kinds depend on evaluate.baselines.noise_sigmas).
     """
 
     metric: Literal["auroc", "ari"]
@@ -339,7 +387,7 @@ class PrimaryParams(Section):
 
     @model_validator(mode="after")
     def _known(self):
-        from zoofusion.core.candidates import BASELINE_KINDS, generated_kind
+        from zoofusion.core.candidates import generated_kind
 
         pairs = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari"}  # core.verdict.VERDICT_METRIC
         if pairs[self.method] != self.metric:
@@ -348,9 +396,6 @@ class PrimaryParams(Section):
         gen = ("all", *(generated_kind(v) for v in VARIANTS))
         if self.generated not in gen:
             raise ValueError(f"generated: expected one of {', '.join(map(repr, gen))}, got {self.generated!r}")
-        base = ("all", *BASELINE_KINDS)
-        if self.comparator not in base:
-            raise ValueError(f"comparator: expected one of {', '.join(map(repr, base))}, got {self.comparator!r}")
         return self
 
     def generated_kinds(self, kinds) -> tuple[str, ...]:
@@ -360,16 +405,19 @@ class PrimaryParams(Section):
         return tuple(k for k in kinds if is_generated(k) and self.generated in ("all", k))
 
     def comparator_kinds(self, kinds) -> tuple[str, ...]:
-        from zoofusion.core.candidates import is_generated
+        """The kinds of the comparator side among `kinds`: `all` is every rival (no generator, no labels), so the
+        controls are named only one by one."""
+        from zoofusion.core.candidates import is_control, is_generated
 
-        return tuple(k for k in kinds if not is_generated(k) and self.comparator in ("all", k))
+        return tuple(k for k in kinds if not is_generated(k)
+                     and (k == self.comparator or (self.comparator == "all" and not is_control(k))))
 
 
 class VerdictParams(Section):
     """The verdict's statistics: the primary endpoint, the secondary family Holm adjusts, the level and power.
 
     secondary_family: `best_on_val`: every best-on-val comparison (each generated kind vs each other kind, each
-    method); `best_on_val_and_means`: those and the kind-mean comparisons, one family. declared_in: the commit
+    method of every arm: UMAP, no UMAP, the linear probe); `best_on_val_and_means`: those and the kind-mean comparisons, one family. declared_in: the commit
     (short hash) in which `primary` was declared, written in a later commit; "" = not yet committed. The report
     checks it against git: the primary endpoint at that commit must equal this one.
     """
@@ -430,10 +478,12 @@ class Params(Section):
     testset: TestsetParams
     zoo: ZooParams
     kernels: KernelsParams
+    control: ControlParams
     cyclegan: CycleGANParams
     translation: TranslationParams
     generate: GenerateParams
     evaluate: EvaluateParams
+    novelty: NoveltyParams
     tune: TuneParams
     verdict: VerdictParams
     executor: ExecutorParams
@@ -441,6 +491,16 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _cross_sections(self):
+        from zoofusion.core.candidates import baseline_kinds
+
+        base = ("all", *baseline_kinds(VARIANTS, self.evaluate.baselines.noise_sigmas))
+        if self.verdict.primary.comparator not in base:
+            raise ValueError(f"verdict.primary.comparator: expected one of {', '.join(map(repr, base))}, "
+                             f"got {self.verdict.primary.comparator!r}")
+        if self.control.positive_min_darkness <= self.data.nonblack_cat_max_darkness:
+            raise ValueError(f"control.positive_min_darkness: must be above data.nonblack_cat_max_darkness "
+                             f"({self.data.nonblack_cat_max_darkness}) so dark and light cats differ, got "
+                             f"{self.control.positive_min_darkness}")
         if self.tune.top_models > self.evaluate.n_selected:
             raise ValueError(f"tune.top_models: must be <= evaluate.n_selected ({self.evaluate.n_selected}), "
                              f"got {self.tune.top_models}; only the models selected on val are tuned")

@@ -59,3 +59,15 @@ def primary_metrics(pr: dict) -> dict[str, float]:
     out = {f"primary/{k}": pr[k] for k in ("difference", "low", "high", "se", "p", "mdd")}
     out.update({f"primary/breakdown/{src}/width": b["width"] for src, b in pr["breakdown"].items()})
     return out
+
+
+def verdict_metrics(comparisons, pr: dict) -> dict[str, float]:
+    """The verdict's intervals as MLflow metrics, verdict/<method>/<generated kind>-vs-<kind>/{best,mean}_{diff,low,
+    high} and its p / p_holm where computed, then the primary endpoint's (:func:`primary_metrics`)."""
+    out = {}
+    for c in comparisons:
+        key = f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}"
+        out.update({f"{key}/{what}_{part}": float(getattr(c, f"{what}_{part}"))
+                    for what in ("best", "mean") for part in ("diff", "low", "high")})
+        out.update({f"{key}/{name}": float(v) for name, v in (("p", c.p), ("p_holm", c.p_holm)) if v is not None})
+    return {**out, **primary_metrics(pr)}

@@ -21,6 +21,7 @@ __all__ = [
     "IMAGE_SHAPE_CHW",
     "PARAM_SHAPES",
     "CONV_KEYS",
+    "HEAD_KEYS",
     "N_FEATURES",
     "preprocess",
     "SmallCNN",
@@ -46,6 +47,7 @@ PARAM_SHAPES: dict[str, tuple[int, ...]] = {
 }
 CONV_LAYERS = ("conv1", "conv2")  # the layers whose kernels are harvested, translated and generated
 CONV_KEYS = tuple(f"{layer}.{p}" for layer in CONV_LAYERS for p in ("weight", "bias"))
+HEAD_KEYS = ("fc.weight", "fc.bias")  # the softmax head: harvested beside the kernels, never translated
 
 History = dict[str, np.ndarray]
 

@@ -35,6 +35,7 @@ __all__ = [
     "purity",
     "score_clusters",
     "score_predictions",
+    "all_other_rate",
 ]
 
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "precision", "recall", "entropy", "purity", "n_clusters")
@@ -192,3 +193,10 @@ def score_predictions(y_true: np.ndarray | list, y_pred: np.ndarray | list) -> d
         "purity": pur,
         "n_clusters": float(np.unique(p).size),
     }
+
+
+def all_other_rate(y_true: np.ndarray | list) -> float:
+    """The share of 'other' images (label 0): the accuracy of calling everything 'other', the chance rate an
+    accuracy has to be read against (the study's test set: 0.618)."""
+    y = check_labels(y_true, "y_true")
+    return float(np.mean(y == 0))

@@ -16,6 +16,19 @@ Protocol (inductive: every choice is made on val, test is only transformed, pred
 4. DBSCAN runs in two arms: ``dbscan`` with the study's eps (params), and ``dbscan_val_eps`` with eps chosen from
    the val embedding's own scale (:func:`val_eps`: a quantile of the val k-distance curve, k = min_samples).
 
+Two more arms see the features without UMAP (they never fit one, so they cost little beside it):
+
+5. The no-UMAP arm (:data:`DIRECT_METHODS`, :func:`evaluate_direct`): the features standardised on val as above, then
+   the same methods fitted directly on them — ``kmeans_direct`` (KMeans), ``dbscan_direct`` (DBSCAN with the val
+   eps rule of ``dbscan_val_eps``) and ``ocsvm_direct`` (the cross-fitted One-class SVM). A one-dimensional feature
+   (darkness, any [N, 1] score) skips the methods: it is its own black-cat score, its direction chosen on val
+   (:func:`orientation`), and its 0/1 calls — and its two "clusters" — come from a threshold chosen on val
+   (:func:`val_threshold`); the three direct methods then agree on it.
+6. The linear probe (``probe``, :func:`probe_crossfit`): a logistic regression on the standardised val features,
+   its val score cross-fitted over ``probe_val_folds`` stratified folds (out of sample, as the SVM's), test scored
+   by a probe fitted on all of val. What a supervised reader of the same features finds: a control for the
+   unsupervised methods, not one of the study's.
+
 Beside the study's metrics, each method gets metrics that mean the same at any class balance
 (:mod:`zoofusion.core.scores`), keyed the same way: ``balanced_accuracy`` of its black-cat calls; ``ari`` and
 ``nmi`` of its clustering against the labels (KMeans, DBSCAN); and ``auroc`` / ``average_precision`` of a
@@ -49,7 +62,14 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "METHODS",
+    "UMAP_METHODS",
+    "DIRECT_METHODS",
+    "DIRECT_BASE",
+    "PROBE",
     "ALL_METHODS",
+    "VERDICT_METHODS",
+    "SCORED_METHODS",
+    "ARM",
     "UMAP_METRICS",
     "MethodParams",
     "Evaluation",
@@ -59,11 +79,27 @@ __all__ = [
     "cluster_split",
     "evaluate_embedding",
     "evaluate_features",
+    "evaluate_direct",
+    "orientation",
+    "val_threshold",
+    "probe_crossfit",
 ]
 
 METHODS: tuple[str, ...] = ("kmeans", "dbscan", "ocsvm")
-# Every method the protocol runs: the verdict's three and DBSCAN's second arm, eps chosen on val (`val_eps`).
-ALL_METHODS: tuple[str, ...] = (*METHODS, "dbscan_val_eps")
+# The UMAP arm (the study's protocol): the verdict's three and DBSCAN's second arm, eps chosen on val (`val_eps`).
+UMAP_METHODS: tuple[str, ...] = (*METHODS, "dbscan_val_eps")
+# The no-UMAP arm: each the UMAP-arm method it runs on the standardised features (DBSCAN with the val eps rule).
+DIRECT_BASE: dict[str, str] = {"kmeans_direct": "kmeans", "dbscan_direct": "dbscan_val_eps", "ocsvm_direct": "ocsvm"}
+DIRECT_METHODS: tuple[str, ...] = tuple(DIRECT_BASE)
+PROBE = "probe"  # the linear probe arm
+# Every method the protocol runs (scores.npz holds one entry per split and method of this list).
+ALL_METHODS: tuple[str, ...] = (*UMAP_METHODS, *DIRECT_METHODS, PROBE)
+# The methods the verdict compares kinds with (each judged by core.selection.VERDICT_METRIC).
+VERDICT_METHODS: tuple[str, ...] = (*METHODS, *DIRECT_METHODS, PROBE)
+# The methods with a continuous black-cat score (AUROC); the others have cluster ids (ARI).
+SCORED_METHODS: tuple[str, ...] = ("kmeans", "ocsvm", "kmeans_direct", "ocsvm_direct", PROBE)
+# Which arm each method belongs to: "umap" (the study's protocol), "direct" (no UMAP), "probe".
+ARM: dict[str, str] = {**{m: "umap" for m in UMAP_METHODS}, **{m: "direct" for m in DIRECT_METHODS}, PROBE: "probe"}
 SPLITS: tuple[str, ...] = ("val", "test")
 # Checked up front so a typo fails before the ~15 s umap import, not after.
 UMAP_METRICS: frozenset[str] = frozenset({
@@ -89,8 +125,17 @@ class MethodParams:
     ocsvm_gamma: float | str
     dbscan_eps_quantile: float  # DBSCAN's val arm: eps = this quantile of the val k-distance curve (k = min_samples)
     ocsvm_val_folds: int  # the One-class SVM's val score is cross-fitted over this many folds
+    probe_c: float  # the linear probe's inverse L2 regularisation strength (sklearn LogisticRegression C)
+    probe_val_folds: int  # the linear probe's val score is cross-fitted over this many folds
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.probe_c, (int, float)) and not isinstance(self.probe_c, bool) and self.probe_c > 0
+                and np.isfinite(self.probe_c)):
+            raise ValueError(f"probe_c: must be a number > 0, got {self.probe_c!r}")
+        if not (isinstance(self.probe_val_folds, (int, np.integer)) and not isinstance(self.probe_val_folds, bool)
+                and self.probe_val_folds >= 2):
+            raise ValueError(f"probe_val_folds: must be an integer >= 2 (a probe never scores the val images it "
+                             f"was fitted on), got {self.probe_val_folds!r}")
         if not (isinstance(self.dbscan_eps_quantile, (int, float)) and 0 < self.dbscan_eps_quantile <= 1):
             raise ValueError(f"dbscan_eps_quantile: must be in (0, 1], got {self.dbscan_eps_quantile!r}")
         if not (isinstance(self.ocsvm_val_folds, (int, np.integer)) and not isinstance(self.ocsvm_val_folds, bool)
@@ -269,15 +314,15 @@ def _y(y: np.ndarray, n: int, name: str) -> np.ndarray:
     return check_labels(y, name, n)
 
 
-def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+def _check_methods(methods: Sequence[str], allowed: tuple[str, ...] = ALL_METHODS) -> tuple[str, ...]:
     if isinstance(methods, str):
         methods = (methods,)
     m = tuple(methods)
     if not m:
-        raise ValueError(f"methods is empty; pass some of {METHODS}")
-    unknown = [x for x in m if x not in ALL_METHODS]
+        raise ValueError(f"methods is empty; pass some of {allowed}")
+    unknown = [x for x in m if x not in allowed]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {ALL_METHODS}")
+        raise ValueError(f"unknown method(s) {unknown}; choose from {allowed}")
     if len(set(m)) != len(m):
         raise ValueError(f"methods has duplicates: {m}")
     return m
@@ -321,11 +366,12 @@ def _dbscan_apply(emb_val: np.ndarray, labels_val: np.ndarray, core: np.ndarray,
     return np.where(dist[:, 0] <= eps, labels_val[core][idx[:, 0]], -1).astype(np.int64)
 
 
-def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold id (0..k-1) of each point: a seeded permutation within each class, dealt round-robin."""
+def stratified_folds(y: np.ndarray, k: int, seed: int, stream: str = "ocsvm-folds") -> np.ndarray:
+    """Fold id (0..k-1) of each point: a seeded permutation within each class, dealt round-robin. `stream` names
+    the random stream (the SVM's folds and the probe's are drawn independently)."""
     from zoofusion.core.seeds import rng
 
-    r = rng(seed, "protocol", "ocsvm-folds")
+    r = rng(seed, "protocol", stream)
     fold = np.empty(len(y), dtype=np.int64)
     for cls in (0, 1):
         idx = r.permutation(np.flatnonzero(y == cls))
@@ -527,7 +573,7 @@ def cluster_split(emb: np.ndarray, y: np.ndarray, method: str, p: MethodParams, 
                   ocsvm_train: np.ndarray | None = None) -> dict[str, float]:
     """Metrics (keys METRIC_KEYS, plus the prevalence-free ones) of one method fitted on one split and scored on
     it, as :func:`evaluate_embedding` scores val (for the SVM: cross-fitted; `ocsvm_train` is not used)."""
-    (method,) = _check_methods((method,))
+    (method,) = _check_methods((method,), UMAP_METHODS)
     e = _features(emb, "emb")
     yy = _y(y, e.shape[0], "y")
     return _split_metrics(yy, fit_on_val(e, yy, None, method, p, seed), "val", method)
@@ -538,9 +584,10 @@ def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndar
                        methods: Sequence[str] = ALL_METHODS) -> Evaluation:
     """Fit each method on val and apply it to test (:func:`fit_on_val`); keys ``<split>/<method>/<metric>``.
 
-    Lets a tuner vary MethodParams without refitting UMAP. y_test is read only to score.
+    Lets a tuner vary MethodParams without refitting UMAP. y_test is read only to score. Methods of the UMAP arm
+    only (:data:`UMAP_METHODS`); the other arms read the features (:func:`evaluate_direct`).
     """
-    m = _check_methods(methods)
+    m = _check_methods(methods, UMAP_METHODS)
     ev, et = _features(emb_val, "emb_val"), _features(emb_test, "emb_test")
     if ev.shape[1] != et.shape[1]:
         raise ValueError(f"emb_val and emb_test must have the same dims, got {ev.shape[1]} and {et.shape[1]}")
@@ -562,33 +609,163 @@ def evaluate_embedding(emb_val: np.ndarray, y_val: np.ndarray, emb_test: np.ndar
     return Evaluation(metrics=metrics, emb_val=ev, emb_test=et, clusters=clusters, scores=scores)
 
 
+def orientation(score_val: np.ndarray, y_val: np.ndarray) -> int:
+    """+1 or -1: the direction in which a one-dimensional score ranks val black cats first — -1 where its val
+    AUROC is below 0.5 (the flipped score's AUROC is 1 minus it), +1 otherwise (and where val holds one class).
+    Chosen on val labels only; test is scored in the same direction."""
+    y = np.asarray(y_val)
+    if len(np.unique(y)) < 2:
+        return 1
+    return -1 if roc_auc(y, np.asarray(score_val, dtype=np.float64)) < 0.5 else 1
+
+
+def val_threshold(score_val: np.ndarray, y_val: np.ndarray) -> float:
+    """The threshold t of the calls ``score >= t`` with the highest val balanced accuracy, over t at each distinct
+    val score (ties: the lowest such t). Chosen on val labels only; with one class on val, the lowest val score
+    (every val point called alike)."""
+    s, y = np.asarray(score_val, dtype=np.float64), np.asarray(y_val)
+    cand = np.unique(s)
+    if len(np.unique(y)) < 2:
+        return float(cand[0])
+    pos, neg = y == 1, y == 0
+    calls = s[None, :] >= cand[:, None]  # [threshold, point]
+    ba = 0.5 * (calls[:, pos].mean(1) + (~calls[:, neg]).mean(1))
+    return float(cand[int(np.argmax(ba))])  # argmax: the first (lowest) of the ties
+
+
+def _one_dimensional(xv: np.ndarray, yv: np.ndarray, xt: np.ndarray, base: str) -> Fitted:
+    """A one-dimensional feature as its own score (direction on val), 0/1 calls and two clusters from the val
+    threshold; DBSCAN's arm has no score (it is judged by the ARI of those clusters) and no eps (NaN)."""
+    sign = orientation(xv[:, 0], yv)
+    sc = {"val": sign * xv[:, 0], "test": sign * xt[:, 0]}
+    t = val_threshold(sc["val"], yv)
+    calls = {k: (v >= t).astype(np.int64) for k, v in sc.items()}
+    scores = {k: None for k in sc} if base == "dbscan_val_eps" else sc
+    return Fitted(dict(calls), dict(calls), dict(calls), scores, float("nan") if base == "dbscan_val_eps" else None)
+
+
+def _standardised(xv: np.ndarray, xt: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The features as the direct arms see them: z-scored on val (as :func:`embed` does before UMAP); all-identical
+    val rows (a dead network) become all zeros, so every method sees one repeated point, as the UMAP arm does."""
+    if rows_identical(xv):
+        return np.zeros_like(xv), np.zeros_like(xt)
+    if not standardize:
+        return xv, xt
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(xv)  # no labels: the scale of val
+    return scaler.transform(xv), scaler.transform(xt)
+
+
+def probe_crossfit(x_val: np.ndarray, y_val: np.ndarray, x_test: np.ndarray, p: MethodParams, seed: int
+                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(0/1 calls, scores) per split of the linear probe: a logistic regression (L2, C = ``p.probe_c``) on the
+    val features. Its val score is cross-fitted: val is dealt into ``p.probe_val_folds`` stratified folds (own
+    random stream) and each fold is scored by a probe fitted on the others, so no val image is scored by a probe
+    that saw its label. Test is scored by one probe fitted on all of val. Score: the decision function (the
+    log-odds of black cat); call: log-odds > 0."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y_val)
+    k = p.probe_val_folds
+    if min(int((y == 1).sum()), int((y == 0).sum())) < k:
+        raise ValueError(f"the linear probe's val score is cross-fitted over {k} folds (probe_val_folds), which "
+                         f"needs at least {k} val images of each class; val has {int((y == 1).sum())} black cats "
+                         f"and {int((y == 0).sum())} others")
+
+    def fit(xx: np.ndarray, yy: np.ndarray):
+        # lbfgs: deterministic; the iteration cap is high enough for separable few-hundred-point sets
+        return LogisticRegression(C=float(p.probe_c), max_iter=5000).fit(xx, yy)
+
+    fold = stratified_folds(y, k, seed, "probe-folds")
+    sv = np.empty(len(y), dtype=np.float64)
+    with threadpool_limits(1):
+        for f in range(k):
+            held = fold == f
+            sv[held] = fit(x_val[~held], y[~held]).decision_function(x_val[held])
+        st = fit(x_val, y).decision_function(x_test).astype(np.float64)
+    scores = {"val": sv, "test": st}
+    return {s: (v > 0).astype(np.int64) for s, v in scores.items()}, scores
+
+
+def evaluate_direct(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,
+                    standardize: bool, p: MethodParams, seed: int,
+                    methods: Sequence[str] = (*DIRECT_METHODS, PROBE)) -> Evaluation:
+    """The arms without UMAP (module docstring, 5 and 6) on the features themselves; keys
+    ``<split>/<method>/<metric>`` as :func:`evaluate_embedding` (a direct method has the keys of the UMAP-arm
+    method it runs; the probe those of the One-class SVM). Every choice on val; y_test read only to score.
+    The Evaluation's embeddings are empty ([n, 0]): these arms have none."""
+    m = _check_methods(methods, (*DIRECT_METHODS, PROBE))
+    xv, xt = _features(feats_val, "feats_val"), _features(feats_test, "feats_test")
+    yv, yt = _y(y_val, xv.shape[0], "y_val"), _y(y_test, xt.shape[0], "y_test")
+    if xv.shape[1] != xt.shape[1]:
+        raise ValueError(f"feats_val and feats_test must have the same number of features, "
+                         f"got {xv.shape[1]} and {xt.shape[1]}")
+    zv, zt = _standardised(xv, xt, standardize)
+    metrics: dict[str, float] = {}
+    clusters: dict[tuple[str, str], np.ndarray] = {}
+    scores: dict[tuple[str, str], np.ndarray] = {}
+    for method in m:
+        if method == PROBE:
+            calls, sc = probe_crossfit(zv, yv, zt, p, seed)
+            f, base = Fitted(dict(calls), dict(calls), dict(calls), sc), "ocsvm"  # scored like the SVM's calls
+        else:
+            base = DIRECT_BASE[method]
+            if xv.shape[1] == 1:
+                f = _one_dimensional(xv, yv, xt, base)  # the raw score: standardising would not change its order
+            else:
+                f = fit_on_val(zv, yv, zt, base, p, seed)
+        for split, yy in (("val", yv), ("test", yt)):
+            clusters[(split, method)] = f.clusters[split]
+            if f.scores[split] is not None:
+                scores[(split, method)] = np.asarray(f.scores[split], dtype=np.float64)
+            for k, v in _split_metrics(yy, f, split, base).items():
+                metrics[f"{split}/{method}/{k}"] = float(v)
+    return Evaluation(metrics=metrics, emb_val=np.zeros((len(yv), 0)), emb_test=np.zeros((len(yt), 0)),
+                      clusters=clusters, scores=scores)
+
+
 def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,
                       standardize: bool, n_neighbors: int, min_dist: float, n_components: int, metric: str,
                       p: MethodParams, seed: int,
                       methods: Sequence[str] = ALL_METHODS) -> Evaluation:
     """The whole protocol: :func:`embed` (UMAP fitted on val, test transformed), then :func:`evaluate_embedding`
-    (every method fitted on val, applied to test).
+    (every UMAP-arm method fitted on val, applied to test), and the arms without UMAP (:func:`evaluate_direct`)
+    on the same features. UMAP runs only when a UMAP-arm method is asked for.
 
     All inputs are validated before UMAP runs.
     """
     m = _check_methods(methods)
+    on_umap = tuple(x for x in m if x in UMAP_METHODS)
+    direct = tuple(x for x in m if x not in UMAP_METHODS)
     xv, xt = _features(feats_val, "feats_val"), _features(feats_test, "feats_test")
     yv, yt = _y(y_val, xv.shape[0], "y_val"), _y(y_test, xt.shape[0], "y_test")
     if xv.shape[1] != xt.shape[1]:
         raise ValueError(f"feats_val and feats_test must have the same number of features, "
                          f"got {xv.shape[1]} and {xt.shape[1]}")
     _check_umap_args(xv.shape[0], n_neighbors, min_dist, n_components, metric)
-    if "ocsvm" in m and int((yv == 1).sum()) < p.ocsvm_val_folds:
+    if {"ocsvm", "ocsvm_direct"} & set(m) and int((yv == 1).sum()) < p.ocsvm_val_folds:
         raise ValueError(f"ocsvm needs at least {p.ocsvm_val_folds} val black cats (y_val == 1): it is fitted on "
                          f"them and its val score is cross-fitted over ocsvm_val_folds={p.ocsvm_val_folds} folds; "
                          "drop 'ocsvm' from methods or fix the split")
-    if "kmeans" in m and p.kmeans_k > xv.shape[0]:
+    if PROBE in m and min(int((yv == 1).sum()), int((yv == 0).sum())) < p.probe_val_folds:
+        raise ValueError(f"the linear probe needs at least {p.probe_val_folds} val images of each class: its val "
+                         f"score is cross-fitted over probe_val_folds={p.probe_val_folds} folds; "
+                         "drop 'probe' from methods or fix the split")
+    if {"kmeans", "kmeans_direct"} & set(m) and p.kmeans_k > xv.shape[0]:
         raise ValueError(f"kmeans_k={p.kmeans_k} exceeds the val points ({xv.shape[0]}); lower kmeans_k")
     t0 = time.perf_counter()
-    ev, et = embed(xv, xt, standardize=standardize, n_neighbors=n_neighbors, min_dist=min_dist,
-                   n_components=n_components, metric=metric, seed=seed)
+    out = Evaluation(metrics={}, emb_val=np.zeros((len(yv), 0)), emb_test=np.zeros((len(yt), 0)))
+    if on_umap:
+        ev, et = embed(xv, xt, standardize=standardize, n_neighbors=n_neighbors, min_dist=min_dist,
+                       n_components=n_components, metric=metric, seed=seed)
+        out = evaluate_embedding(ev, yv, et, yt, p=p, seed=seed, methods=on_umap)
     t1 = time.perf_counter()
-    out = evaluate_embedding(ev, yv, et, yt, p=p, seed=seed, methods=m)
-    log.info("evaluate_features: %d+%d points, umap %.2f s, methods %.2f s",
+    if direct:
+        d = evaluate_direct(xv, yv, xt, yt, standardize=standardize, p=p, seed=seed, methods=direct)
+        out.metrics.update(d.metrics)
+        out.clusters.update(d.clusters)
+        out.scores.update(d.scores)
+    log.info("evaluate_features: %d+%d points, umap arm %.2f s, other arms %.2f s",
              xv.shape[0], xt.shape[0], t1 - t0, time.perf_counter() - t1)
     return out

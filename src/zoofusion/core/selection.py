@@ -3,7 +3,7 @@
 One place decides what "best on val" means everywhere a candidate is chosen (selected.json, the champion, the
 figures, the headline, the baseline table, the models tuned, the verdict's best-on-val pairs, the extra UMAP-seed
 runs): the method's verdict metric (:data:`VERDICT_METRIC`: AUROC for KMeans and the One-class SVM, the adjusted
-Rand index for DBSCAN) on val, higher is better, NaN last. Ties are broken by a seeded random order of the ids
+Rand index for DBSCAN, in either arm — through UMAP or directly on the features — and AUROC for the linear probe) on val, higher is better, NaN last. Ties are broken by a seeded random order of the ids
 (each id gets a key ``derive_seed(seed, "select", "tie", id)``), never by id order: at 1 black cat in 10 many
 candidates tie, and "lowest id wins" would be a choice nobody made. The same seed gives the same order, whatever
 subset of candidates is ranked.
@@ -21,7 +21,10 @@ from zoofusion.core.seeds import derive_seed
 
 __all__ = ["VERDICT_METRIC", "select_key", "tie_keys", "rank_on_val", "best_on_val", "rank_rows"]
 
-VERDICT_METRIC: dict[str, str] = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari"}
+# Every arm's methods (core.protocol.VERDICT_METHODS): the no-UMAP arm's as its UMAP-arm twin, the probe by AUROC.
+VERDICT_METRIC: dict[str, str] = {"kmeans": "auroc", "ocsvm": "auroc", "dbscan": "ari",
+                                  "kmeans_direct": "auroc", "ocsvm_direct": "auroc", "dbscan_direct": "ari",
+                                  "probe": "auroc"}
 
 
 def select_key(method: str) -> str:

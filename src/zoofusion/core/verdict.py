@@ -16,6 +16,10 @@ Rules (each comparison gives both sides the same budget and looks at test only a
 * "generated beats X" only where the interval lies above 0, "X beats generated" only where it lies below 0;
   otherwise the numbers show no difference.
 
+The methods are those of every arm (core.protocol.VERDICT_METHODS): the study's protocol through UMAP, the same
+methods on the features without UMAP, and the linear probe; each is one more method here, judged by its own
+verdict metric.
+
 These comparisons are SECONDARY: each carries a bootstrap p-value (`core.stats.bootstrap_p`) and, within the family
 params.yaml `verdict.secondary_family` declares, a Holm-adjusted one (`holm_adjust`) and the outcome at that
 adjusted level. The PRIMARY endpoint (`primary`) is the one comparison declared in params.yaml `verdict.primary`:
@@ -183,7 +187,9 @@ def primary(method: str, metric: str, kinds: list[str], ids: list[str], y_val: n
             "test_images": int(len(y_test)), "test_black_cat_share": float(np.mean(y_test))}
 
 
-TITLES = {"kmeans": "KMeans", "ocsvm": "the One-class SVM", "dbscan": "DBSCAN"}
+TITLES = {"kmeans": "KMeans", "ocsvm": "the One-class SVM", "dbscan": "DBSCAN",
+          "kmeans_direct": "KMeans without UMAP", "ocsvm_direct": "the One-class SVM without UMAP",
+          "dbscan_direct": "DBSCAN without UMAP", "probe": "the linear probe"}
 
 
 def _join(words: list[str]) -> str:

@@ -201,3 +201,28 @@ def forest_plot(rows: list[dict], title: str = "") -> Figure:
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def novelty_scatter(panels: dict[str, dict[str, tuple[list[float], list[float]]]], metrics: dict[str, str],
+                    near_copy: float, zoo_nearest: dict[str, float]) -> Figure:
+    """Score against novelty, as Zeng et al. (arXiv 2506.07998) draw it: one panel per method, one colour per
+    kind; x = a candidate's distance to its nearest zoo model relative to that zoo's typical distance between two
+    of its models, y = its test verdict metric. Dashed: the near-copy threshold; dotted: the median distance of a
+    zoo model to its nearest other zoo model (per zoo), the zoo's own spacing."""
+    fig = Figure(figsize=(4.6 * max(1, len(panels)), 4.0))
+    for i, (method, by_kind) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, max(1, len(panels)), i + 1)
+        for kind, (x, y) in by_kind.items():
+            ax.scatter(x, y, s=10, alpha=0.6, label=kind)
+        ax.axvline(near_copy, ls="--", c="grey", lw=0.8)
+        for letter, v in zoo_nearest.items():
+            if v is not None:
+                ax.axvline(v, ls=":", c="black", lw=0.8)
+                ax.text(v, 1.0, f" zoo {letter}", transform=ax.get_xaxis_transform(), fontsize=7, va="top")
+        ax.set_xlabel("distance to nearest zoo model (relative)")
+        ax.set_ylabel(f"test {metrics.get(method, '')}")
+        ax.set_title(method)
+        if i == 0:
+            ax.legend(fontsize=6, markerscale=1.5)
+    fig.tight_layout()
+    return fig

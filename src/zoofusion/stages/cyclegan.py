@@ -13,7 +13,8 @@ variants that differ only in a setting start from the same draw.
 Every (variant, unit) is one task (steps/cyclegan.py `train_units`): `cyclegan.workers` local processes of one
 thread each (or Ray tasks, `executor.backend`), results written in task order, so the bytes do not depend on the
 number of workers. Outputs data/cyclegan/<variant>/<unit>/ (unit: conv1 and conv2, or pair): `generators.pt`
-(G_A2B, G_B2A, scaler), `history.json` (per-epoch losses), `losses.csv`, `final_grid.png`; and per variant
+(G_A2B, G_B2A, scaler), `history.json` (per-epoch losses), `losses.csv`, `final_grid.png`, `generators_init.pt` (the
+generators at initialisation, same seed: the translation control); and per variant
 metrics/cyclegan_<variant>.json with, per layer, the distribution distances d(G_A2B(A), B) and d(G_B2A(B), A)
 beside the reference d(A, B). A checkpoint in data/cache/cyclegan/ (keyed by config, data and code) lets an
 interrupted run resume, to the bytes of an uninterrupted one, or is not used. MLflow: experiment `cyclegan`, a

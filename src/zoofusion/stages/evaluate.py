@@ -1,8 +1,8 @@
 """Stage `evaluate`: do generated models separate black cats? The study's protocol, with baselines.
 
-Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`) and the baselines (random,
-zoo-A, zoo-B, average, aligned, concat, pixels, darkness), each kind with the budget `evaluate.budget`, through
-the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
+Every variant's generated models (kinds `generated-<variant>`, ids `<variant>/<source>`), every baseline and the
+controls (core.candidates.kinds_of), each kind with the budget `evaluate.budget` (fewer only where a kind has fewer
+members), through the identical protocol; selection on val only (each method's verdict metric, core.selection; `evaluate.select_method`
 names the method whose choice is selected.json's list and the champion), numbers from test. The steps, in order:
 the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the protocol's scores (steps/scores.py ->
 data/evaluate/scores.npz, candidates.csv), selection and verdict (steps/evaluate.py `judge` -> verdict.json,
@@ -29,18 +29,23 @@ from zoofusion.io import load_npz
 from zoofusion.steps.candidates import build_pool
 from zoofusion.steps.evaluate import judge, render
 from zoofusion.steps.scores import best_on_val_ids, score
-from zoofusion.registry import log_pyfunc, primary_metrics, register_champion
+from zoofusion.registry import log_pyfunc, register_champion, verdict_metrics
 from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 GENERATED = layout.GENERATED
+CONTROL = layout.CONTROL / "weights.pt"
 KERNELS = layout.KERNELS
 VAL = layout.VAL
 TEST = layout.TEST
 OUT = layout.EVALUATE
 TABLES, FIGURES = layout.TABLES, layout.FIGURES
 METRICS_FILE = layout.METRICS / "evaluate.json"
-KINDS = kinds_of(VARIANTS)
+
+
+def kinds(params: Params) -> tuple[str, ...]:
+    """Every kind of this evaluation (the noise kinds follow evaluate.baselines.noise_sigmas)."""
+    return kinds_of(VARIANTS, params.evaluate.baselines.noise_sigmas)
 
 
 def run(params: Params) -> dict:
@@ -52,18 +57,19 @@ def run(params: Params) -> dict:
     t0 = time.perf_counter()
     pool = build_pool({v: GENERATED / v / "models.pt" for v in VARIANTS},
                       {d: KERNELS / "raw" / f"{d}.pt" for d in DOMAINS}, OUT / "candidates.pt", e.budget,
-                      params.seed)
+                      params.seed, e.baselines.noise_sigmas, e.baselines.average_k,
+                      {v: GENERATED / v / "untrained.pt" for v in VARIANTS}, CONTROL)
     t_pool = time.perf_counter() - t0
     rows, seconds = score(pool, VAL, TEST, OUT / "scores.npz", OUT / "candidates.csv", e.clustering, params.seed,
                           e.feature_batch, params.data.dark_luminance, e.workers, params.executor.backend,
                           params.executor.address, e.umap_seeds)
-    j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, KINDS, val=VAL,
-              vp=params.verdict)
+    j = judge(OUT / "scores.npz", TEST, OUT / "verdict.json", OUT / "selected.json", e, params.seed, kinds(params),
+              val=VAL, vp=params.verdict)
     # a variant's figures show the harvest it translated, in the channel order it saw
     sources = {generated_kind(v): {letter: KERNELS / ("aligned" if params.translation.variant(v).align else "raw")
                                    / f"{d}.pt" for letter, d in (("A", "black"), ("B", "cat"))} for v in VARIANTS}
     figs, summary = render(j, pool, TEST, sources, TABLES, FIGURES, METRICS_FILE, e, params.seed, params.data.dark_luminance,
-                  VARIANTS, KINDS, {**seconds, "features": seconds["features"] + t_pool})
+                  VARIANTS, kinds(params), {**seconds, "features": seconds["features"] + t_pool})
     timings = {"seconds_features": seconds["features"] + t_pool, "seconds_protocol": seconds["protocol"],
                "seconds_bootstrap": j.seconds}  # to MLflow, not into metrics/evaluate.json
     log_runs(params, j.rows, {c.id: c for c in pool}, [r["id"] for r in j.selected], figs,
@@ -81,8 +87,9 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
     from mlflow.entities import Metric, Param
 
     mlflow = setup_mlflow("generated-models")
-    inputs = {**{GENERATED / v / "models.pt": "train" for v in VARIANTS}, KERNELS / "raw" / "black.pt": "train",
-              KERNELS / "raw" / "cat.pt": "train", VAL: "val", TEST: "test"}
+    inputs = {**{GENERATED / v / f: "train" for v in VARIANTS for f in ("models.pt", "untrained.pt")},
+              KERNELS / "raw" / "black.pt": "train", KERNELS / "raw" / "cat.pt": "train", CONTROL: "train", VAL: "val",
+              TEST: "test"}
     tags = run_tags("evaluate", list(inputs))
     datasets = dataset_inputs(inputs)
     client = mlflow.MlflowClient()
@@ -99,18 +106,11 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
         mlflow.log_params({"select_method": params.evaluate.select_method, "n_candidates": len(rows),
                            "umap_seeds": params.evaluate.umap_seeds,
                            "seed": params.seed, "test_manifest": params.testset.manifest or "built split",
-                           "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in KINDS),
+                           "budget_per_kind": max(sum(r["kind"] == k for r in rows) for k in kinds(params)),
                            "n_boot": params.evaluate.n_boot, "variants": ",".join(VARIANTS)})
-        # the verdict's intervals: verdict/<method>/<generated kind>-vs-<kind>/{best,mean}_{diff,low,high}
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # the verdict's intervals and the primary endpoint (registry.verdict_metrics)
         client.log_batch(parent.info.run_id, metrics=[
-            Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{what}_{part}",
-                   float(getattr(c, f"{what}_{part}")), now, 0)
-            for c in comparisons for what in ("best", "mean") for part in ("diff", "low", "high")]
-            + [Metric(f"verdict/{c.method}/{c.generated_kind}-vs-{c.kind}/{name}", float(v), now, 0)
-               for c in comparisons for name, v in (("p", c.p), ("p_holm", c.p_holm)) if v is not None]
-            + [Metric(k, float(v), now, 0) for k, v in primary_metrics(ev_verdict["primary"]).items()]
-            + [Metric(k, float(v), now, 0) for k, v in timings.items()])
+            Metric(k, v, now, 0) for k, v in {**verdict_metrics(comparisons, ev_verdict["primary"]), **timings}.items()])
         pr = ev_verdict["primary"]
         mlflow.set_tags({"primary_endpoint": f"{pr['method']} {pr['metric']}: best-on-val {pr['generated']['id']} "
                                              f"minus best-on-val {pr['comparator']['id']}",

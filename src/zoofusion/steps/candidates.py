@@ -8,7 +8,7 @@ features with a forward pass instead of rebuilding the pool. Knows nothing of DV
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,20 @@ def _load(path: Path, how: str) -> dict:
 
 
 def build_pool(generated: Mapping[str, Path], kernels: Mapping[str, Path], out: Path, budget: int,
-               seed: int) -> list[Candidate]:
+               seed: int, noise_sigmas: Sequence[float], average_k: int, untrained: Mapping[str, Path] | None = None,
+               control: Path | None = None) -> list[Candidate]:
     """Every candidate of an evaluation (`core.candidates.all_candidates`), saved to `out`.
 
-    generated: variant -> its generate stage's models.pt; kernels: "black"/"cat" -> the raw kernel harvest.
+    generated: variant -> its generate stage's models.pt; kernels: "black"/"cat" -> the raw kernel harvest (conv
+    tensors and heads); noise_sigmas, average_k: evaluate.baselines (the literature's baselines); untrained:
+    variant -> its generate stage's untrained.pt (the translation control); control: the control stage's weights.pt
+    (the positive control's LeNets).
     """
     gen = {v: _load(f, f"dvc repro generate@{v}") for v, f in generated.items()}
     ks = {d: _load(f, "dvc repro kernels") for d, f in kernels.items()}
-    cands = all_candidates(gen, ks, budget, seed)
+    unt = {v: _load(f, f"dvc repro generate@{v}") for v, f in (untrained or {}).items()}
+    ctl = None if control is None else _load(control, "dvc repro control")["weights"]
+    cands = all_candidates(gen, ks, budget, seed, noise_sigmas, average_k, unt, ctl)
     save_torch(out, pack(cands))
     return cands
 
@@ -52,7 +58,8 @@ def load_pool(path: Path, ids: Iterable[str] | None = None) -> list[Candidate]:
 
 
 def features(cands: list[Candidate], images: np.ndarray, batch: int, dark_luminance: int) -> list[np.ndarray]:
-    """Each candidate's features of uint8 images [N,32,32,3] (400-d conv outputs; pixels; darkness)."""
+    """Each candidate's features of uint8 images [N,32,32,3] (400-d conv outputs; pixels; darkness; a head's
+    1-d log p(class 1))."""
     return compute_features(cands, preprocess(images), batch, dark_luminance)
 
 

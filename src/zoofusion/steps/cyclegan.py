@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from zoofusion.core.cyclegan import (CycleGANConfig, CycleGANResult, KernelScaler, OnEpoch, make_generator,
-                                     resume_mismatch, train_cyclegan, translate)
+from zoofusion.core.cyclegan import (CycleGANConfig, CycleGANResult, KernelScaler, OnEpoch, initial_cyclegan,
+                                     make_generator, resume_mismatch, train_cyclegan, translate)
 from zoofusion.core.cnn import CONV_LAYERS
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.core.pair import fit_scales, pack, unpack
@@ -55,6 +55,7 @@ GENERATORS_FORMAT = 1
 # which is "__main__" under `python -m`.
 # The training path is in the key: paths train the same models only up to float rounding.
 CODE = "zoofusion.steps.cyclegan"
+INITIAL = "generators_init.pt"  # a unit's generators before training (the translation control), beside generators.pt
 
 
 def kernel_files(kernels: Path, v: VariantParams) -> list[Path]:
@@ -249,6 +250,7 @@ class UnitRun:
     n_B: int
     resumed_at: int
     seconds: float
+    initial: dict[str, Any] | None = None  # the generators at initialisation (same seed): the translation control
 
 
 class UnitStopped(Exception):
@@ -292,14 +294,18 @@ def train_unit(unit: Unit, variant: str, cfg: CycleGANConfig, files: list[Path],
     return UnitRun(variant, unit.name, generators_payload(result, meta={**unit.meta, "variant": variant}),
                    {k: list(v) for k, v in result.history.items()}, distances(result, unit),
                    figure_png(grid(result, unit, title, cfg.epochs)), grids, grid_distances, len(unit.A), len(unit.B),
-                   0 if resume is None else int(resume["epoch"]), time.perf_counter() - t0)
+                   0 if resume is None else int(resume["epoch"]), time.perf_counter() - t0,
+                   generators_payload(initial_cyclegan(unit.A, unit.B, cfg), meta={**unit.meta, "variant": variant}))
 
 
 def write_unit(folder: Path, run: UnitRun) -> None:
-    """`folder/`, atomically: `generators.pt`, `history.json` (per-epoch losses), `losses.csv` (a DVC plot) and
-    `final_grid.png`."""
+    """`folder/`, atomically: `generators.pt`, `history.json` (per-epoch losses), `losses.csv` (a DVC plot),
+    `final_grid.png`, and `generators_init.pt`: the same unit's generators at initialisation, before any update (the
+    translation control generate translates by; `generators.pt` is unchanged by it)."""
     with atomic_dir(folder) as tmp:
         save_torch(tmp / "generators.pt", canonical(run.generators))
+        if run.initial is not None:
+            save_torch(tmp / INITIAL, canonical(run.initial))
         (tmp / "history.json").write_text(json.dumps(run.history, indent=1))
         names = list(run.history)
         rows = [",".join(["epoch", *names])]

@@ -1,7 +1,8 @@
 """Steps `verdict` and `render` of evaluate: selection on val, the verdict on test, tables and figures.
 
 `judge` reads the per-candidate metrics and per-image scores `steps.scores` saved, picks each generated kind's
-top models on val (per method, by the method's verdict metric, ties in a seeded random order: core.selection),
+top models on val (per method of every arm — through UMAP, without it, the linear probe: core.protocol
+VERDICT_METHODS — by the method's verdict metric, ties in a seeded random order: core.selection),
 compares every generated kind with every other kind (paired bootstrap intervals,
 `core.verdict`), and writes verdict.json and selected.json. `render` writes the study's tables per variant, the
 baselines and kinds tables, the verdict table, the figures of the selected models, and the headline metrics file.
@@ -21,13 +22,14 @@ import torch
 
 from zoofusion.config import METHODS, METRICS, EvaluateParams, VerdictParams
 from zoofusion.core.candidates import Candidate, generated_kind, is_generated, rank, target_domain
+from zoofusion.core.protocol import ARM, VERDICT_METHODS
 from zoofusion.core.selection import rank_rows, select_key
 from zoofusion.core.seeds import derive_seed
 from zoofusion.core.verdict import VERDICT_METRIC, Comparison, answer, compare, holm_adjust, primary, sentence
 from zoofusion.io import atomic_dir, atomic_path, load_npz, write_json
 from zoofusion.render.figures import kinds_boxplot
 from zoofusion.render.kernel_grid import save_figure
-from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe, write_table
+from zoofusion.render.tables import ARM_TITLES, KIND_NAMES, METHOD_TITLES, safe, write_table
 from zoofusion.steps.candidates import features
 from zoofusion.steps.scores import load_scores, load_seed_runs
 
@@ -53,18 +55,19 @@ def study_table(rows: list[dict], method: str, selected: set[str]) -> list[dict]
 
 
 def baseline_table(rows: list[dict], kinds: Sequence[str], seed: int) -> list[dict]:
-    """Per kind and method: test accuracy distribution, and the test scores of the best-on-val model (chosen by
-    the method's verdict metric on val, core.selection)."""
+    """Per kind and method of every arm: test accuracy distribution, and the test scores of the best-on-val model
+    (chosen by the method's verdict metric on val, core.selection)."""
     out = []
     for kind in kinds:
         group = [r for r in rows if r["kind"] == kind]
         if not group:
             continue
-        for method in METHODS:
+        for method in VERDICT_METHODS:
             metric = VERDICT_METRIC[method]
             acc = np.array([r["metrics"][f"test/{method}/accuracy"] for r in group])
             best = rank_rows(group, method, seed)[0]
-            out.append({"Method": kind, "Clustering": METHOD_TITLES[method], "Models": len(group),
+            out.append({"Method": kind, "Arm": ARM_TITLES[ARM[method]], "Clustering": METHOD_TITLES[method],
+                        "Models": len(group),
                         "Test accuracy mean": round(float(acc.mean()), 4), "Test accuracy std": round(float(acc.std()), 4),
                         "Test accuracy max": round(float(acc.max()), 4), "Best on val": best["id"],
                         "Verdict metric": metric,  # one column set for every method (a CSV has one header)
@@ -76,7 +79,8 @@ def baseline_table(rows: list[dict], kinds: Sequence[str], seed: int) -> list[di
     return out
 
 
-DBSCAN_ARMS = {"study": "dbscan", "val": "dbscan_val_eps"}  # arm -> protocol method
+# arm -> protocol method: the study's eps and the val eps through UMAP, the val eps on the features (no UMAP)
+DBSCAN_ARMS = {"study": "dbscan", "val": "dbscan_val_eps", "direct": "dbscan_direct"}
 
 
 def degenerate(clusters: np.ndarray) -> bool:
@@ -86,7 +90,8 @@ def degenerate(clusters: np.ndarray) -> bool:
 
 
 def dbscan_arms(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
-    """Per kind and DBSCAN arm (the study's eps; eps from the val k-distance curve): how many candidates are
+    """Per kind and DBSCAN arm (the study's eps; eps from the val k-distance curve; that eps rule on the features
+    without UMAP, where a one-dimensional feature's two clusters are its val threshold's): how many candidates are
     degenerate (:func:`degenerate`) on val and on test, and the median test ARI."""
     out = []
     for arm, method in DBSCAN_ARMS.items():
@@ -98,17 +103,19 @@ def dbscan_arms(rows: list[dict], kinds: Sequence[str]) -> list[dict]:
             out.append({"Arm": arm, "Kind": kind, "Candidates": len(group),
                         "Degenerate on val": sum(degenerate(r["clusters"][f"val/{method}"]) for r in group),
                         "Degenerate on test": sum(degenerate(r["clusters"][f"test/{method}"]) for r in group),
-                        "Median eps": round(float(np.median(eps)), 4) if None not in eps else "",
+                        "Median eps": round(float(np.nanmedian(eps)), 4) if None not in eps
+                        and not np.isnan(eps).all() else "",
                         "Median test ARI": round(float(np.nanmedian([r["metrics"][f"test/{method}/ari"]
                                                                      for r in group])), 4)})
     return out
 
 
 def kinds_table(rows: list[dict], kinds: Sequence[str], seed: int) -> list[dict]:
-    """Per kind and method, the verdict metric (AUROC; ARI for DBSCAN) on test: how many candidates (the budget), the
-    distribution (mean, median, quartiles, spread), and the test value of the kind's best-on-val candidate."""
+    """Per method of every arm and kind, the verdict metric (AUROC; ARI for DBSCAN) on test: how many candidates
+    (the budget), the distribution (mean, median, quartiles, spread), and the test value of the kind's best-on-val
+    candidate."""
     out = []
-    for method in METHODS:
+    for method in VERDICT_METHODS:
         key = VERDICT_METRIC[method]
         for kind in kinds:
             group = [r for r in rows if r["kind"] == kind]
@@ -117,7 +124,8 @@ def kinds_table(rows: list[dict], kinds: Sequence[str], seed: int) -> list[dict]
             v = np.array([r["metrics"][f"test/{method}/{key}"] for r in group], dtype=float)
             best = rank_rows(group, method, seed)[0]
             ba = np.array([r["metrics"][f"test/{method}/balanced_accuracy"] for r in group], dtype=float)
-            out.append({"Clustering": METHOD_TITLES[method], "Metric": key, "Kind": kind, "Candidates": len(group),
+            out.append({"Arm": ARM_TITLES[ARM[method]], "Clustering": METHOD_TITLES[method], "Metric": key,
+                        "Kind": kind, "Candidates": len(group),
                         "Mean": round(float(np.nanmean(v)), 4), "Median": round(float(np.nanmedian(v)), 4),
                         "Q1": round(float(np.nanquantile(v, 0.25)), 4), "Q3": round(float(np.nanquantile(v, 0.75)), 4),
                         "Std": round(float(np.nanstd(v)), 4), "Best on val": best["id"],
@@ -135,11 +143,12 @@ def _arrays(rows: list[dict], split: str, method: str) -> np.ndarray:
 
 def verdict(rows: list[dict], y_test: np.ndarray, n_boot: int, seed: int, *, family: str,
             alpha: float) -> list[Comparison]:
-    """Each generated kind vs each baseline kind (and the variants vs each other), per method, with paired
-    bootstrap intervals and p-values, Holm-adjusted over the secondary `family` (see core/verdict.py)."""
+    """Each generated kind vs each baseline kind (and the variants vs each other), per method of every arm, with
+    paired bootstrap intervals and p-values, Holm-adjusted over the secondary `family` (see core/verdict.py): one
+    family over all arms, so a claim from any arm keeps the family-wise level."""
     ids, kinds = [r["id"] for r in rows], [r["kind"] for r in rows]
     out = []
-    for method in METHODS:
+    for method in VERDICT_METHODS:
         key = VERDICT_METRIC[method]
         val = np.array([r["metrics"][f"val/{method}/{key}"] for r in rows], dtype=float)
         out += compare(method, y_test, kinds, ids, np.nan_to_num(val, nan=-np.inf), _arrays(rows, "test", method),
@@ -181,7 +190,8 @@ def primary_endpoint(rows: list[dict], y_val: np.ndarray, y_test: np.ndarray, vp
                   pp.comparator_kinds(present), n_boot, derive_seed(seed, "primary"), vp.alpha, vp.power,
                   replicates_val=rv, replicates_test=rt)
     with_runs = sum(r["id"] in set(runs.get("ids") or []) for r in rows) if rv is not None else 0
-    return {**out, "declaration": pp.model_dump(), "declared_in": vp.declared_in,
+    # the arm is the method's (the declared methods are the UMAP arm's: the study's protocol)
+    return {**out, "arm": ARM[pp.method], "declaration": pp.model_dump(), "declared_in": vp.declared_in,
             "secondary_family": vp.secondary_family,
             "umap_runs": {"seeds": len(runs.get("seeds") or []) if rv is not None else 0,
                           "candidates_with_runs": with_runs, "candidates": len(rows)}}
@@ -196,13 +206,14 @@ def headline(rows: list[dict], selected: list[dict], kinds: Sequence[str], seed:
     """metrics/evaluate.json: per kind and method, the best-on-val model (by the method's verdict metric on val)
     with its test verdict metric and accuracy, and the kind's means."""
     out: dict = {"n_generated": sum(is_generated(r["kind"]) for r in rows),
-                 "select_metric": {m: select_key(m) for m in METHODS}, "tie_break": "seeded random order"}
+                 "select_metric": {m: select_key(m) for m in VERDICT_METHODS}, "tie_break": "seeded random order",
+                 "arms": {m: ARM[m] for m in VERDICT_METHODS}}
     for kind in kinds:
         group = [r for r in rows if r["kind"] == kind]
         if not group:
             continue
         d: dict = {}
-        for method in METHODS:
+        for method in VERDICT_METHODS:
             metric = VERDICT_METRIC[method]
             best = rank_rows(group, method, seed)[0]
             d[method] = {"best_on_val": best["id"],
@@ -276,7 +287,7 @@ def judge(scores: Path, test: Path, out_verdict: Path, out_selected: Path, e: Ev
     The verdict: the primary endpoint (params `verdict.primary`, the selection-aware bootstrap) and the secondary
     comparisons, Holm-adjusted over `verdict.secondary_family`."""
     rows = load_scores(scores)
-    by_method = {m: select(rows, m, e.n_selected, kinds, seed) for m in METHODS}
+    by_method = {m: select(rows, m, e.n_selected, kinds, seed) for m in VERDICT_METHODS}
     by_kind = by_method[e.select_method]
     best = champion(rows, e.select_method, seed)
     t0 = time.perf_counter()
@@ -288,7 +299,7 @@ def judge(scores: Path, test: Path, out_verdict: Path, out_selected: Path, e: Ev
     j = Judged(rows, by_kind, comparisons, summary, time.perf_counter() - t0, prim, by_method, best["id"])
     with atomic_path(out_selected) as tmp:
         tmp.write_text(json.dumps({
-            "select_method": e.select_method, "select_metric": {m: select_key(m) for m in METHODS},
+            "select_method": e.select_method, "select_metric": {m: select_key(m) for m in VERDICT_METHODS},
             "tie_break": "seeded random order (core.selection.tie_keys)", "champion": j.champion,
             "selected": [r["id"] for r in j.selected],
             "by_kind": {kind: [r["id"] for r in group] for kind, group in by_kind.items()},
@@ -366,17 +377,19 @@ def render(j: Judged, pool: list[Candidate], test: Path, sources: Mapping[str, M
                     "Generated models vs baselines on test (best-on-val model's test score, and the distribution)")
         arms = dbscan_arms(rows, kinds)
         write_table(arms, tabdir / "dbscan_arms", "DBSCAN: candidates that find no structure (fewer than two "
-                    "clusters besides noise), per kind, with the study's eps and with eps chosen on val")
+                    "clusters besides noise), per kind, with the study's eps and with eps chosen on val (through UMAP "
+                    "and, arm direct, on the features without UMAP)")
         kt = kinds_table(rows, kinds, seed)
-        write_table(kt, tabdir / "kinds", "Every kind with the same budget: the verdict metric on test (AUROC; ARI for DBSCAN)")
-        for method in METHODS:  # one file per method: DVC plots draw one bar per row, and mixed metrics don't add
+        write_table(kt, tabdir / "kinds", "Every kind with the same budget, every arm: the verdict metric on test "
+                    "(AUROC; ARI for DBSCAN)")
+        for method in VERDICT_METHODS:  # one file per method: DVC plots draw one bar per row, and mixed metrics don't add
             write_table([k for k in kt if k["Clustering"] == METHOD_TITLES[method]], tabdir / f"kinds_{method}",
                         f"{METHOD_TITLES[method]}: every kind with the same budget ({VERDICT_METRIC[method]} on test)")
         write_table([c.as_dict() for c in j.comparisons], tabdir / "verdict",
                     "Each generated kind minus each other kind, with 95% paired bootstrap intervals (test)")
         save_figure(kinds_boxplot({m: {kind: [r["metrics"][f"test/{m}/{VERDICT_METRIC[m]}"] for r in rows
-                                              if r["kind"] == kind] for kind in kinds} for m in METHODS},
-                                  {m: VERDICT_METRIC[m] for m in METHODS}), figdir / "kinds.png")
+                                              if r["kind"] == kind] for kind in kinds} for m in VERDICT_METHODS},
+                                  {m: VERDICT_METRIC[m] for m in VERDICT_METHODS}), figdir / "kinds.png")
     summary = headline(rows, selected, kinds, seed)  # no timings: identical runs, identical bytes
     summary["champion"] = j.champion
     summary["dbscan_degenerate"] = {arm: {a["Kind"]: {"candidates": a["Candidates"], "val": a["Degenerate on val"],

@@ -10,7 +10,10 @@ are not translated (the CycleGANs see only kernels): `generate.bias: source` kee
 feature extractor, id'd like the study: "<source index>/<source domain>", e.g. "229/A".
 
 Output data/generated/<variant>/models.pt: the stacked conv tensors of all generated models plus `source_index`,
-`source_domain` (0 = A, 1 = B) and their ids; `load_models()` turns it into `torch.nn.Module`s.
+`source_domain` (0 = A, 1 = B) and their ids; `load_models()` turns it into `torch.nn.Module`s. Beside it,
+`untrained.pt` (same layout, same sources and ids): the translation control, the same kernels translated the same
+way by the variant's generators at initialisation (cyclegan's `generators_init.pt`), so the evaluation shows
+whether training the translation matters.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from zoofusion.core.cnn import CONV_KEYS, CONV_LAYERS, ConvFeatures
 from zoofusion.core.cyclegan import translate
 from zoofusion.core.pair import translate_pair
 from zoofusion.io import atomic_dir, save_torch
-from zoofusion.steps.cyclegan import load_generators
+from zoofusion.steps.cyclegan import INITIAL, load_generators
 
 if TYPE_CHECKING:
     from zoofusion.config import GenerateParams, VariantParams
@@ -93,16 +96,19 @@ def run(variant: str, v: VariantParams, g: GenerateParams, kernels: Path = KERNE
             raise FileNotFoundError(f"{f}: missing; run `dvc repro kernels` first")
         ks[d] = torch.load(f, weights_only=True)
     units = ("pair",) if v.translate == "pair" else CONV_LAYERS
-    gens, gen_files = {}, []
+    gens, init, gen_files = {}, {}, []
     for unit in units:
-        f = gans / variant / unit / "generators.pt"
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; run `dvc repro cyclegan` first")
-        gens[unit] = load_generators(f)
-        gen_files.append(f)
+        for name, into in (("generators.pt", gens), (INITIAL, init)):
+            f = gans / variant / unit / name
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: missing; run `dvc repro cyclegan` first")
+            into[unit] = load_generators(f)
+            gen_files.append(f)
     generated = generate(ks, gens, g.max_per_domain, g.bias)
+    untrained = generate(ks, init, g.max_per_domain, g.bias)
     with atomic_dir(out / variant) as tmp:
         save_torch(tmp / "models.pt", generated)
+        save_torch(tmp / "untrained.pt", untrained)
         (tmp / "ids.txt").write_text("\n".join(generated["ids"]) + "\n")
     log.info("generate %s: %d generated models (%d from A, %d from B)", variant, len(generated["ids"]),
              int((generated["source_domain"] == 0).sum()), int((generated["source_domain"] == 1).sum()))

@@ -10,8 +10,9 @@ were dropped. Two harvests of the same models:
   channels (with fc's input blocks) of each model to maximise its inner product with the reference. Each model
   still computes exactly the same function.
 
-Each file holds conv1 [N,6,3,5,5], conv2 [N,16,6,5,5], their biases, and `model_index` (the kept models' indices
-in their zoo, the ids of generated models later). Which harvest a translation variant uses is its
+Each file holds conv1 [N,6,3,5,5], conv2 [N,16,6,5,5], their biases, the softmax head fc.weight [N,2,400] and
+fc.bias [N,2] (the zoo-head baselines read it; the CycleGANs and generate read the conv tensors only), and
+`model_index` (the kept models' indices in their zoo, the ids of generated models later). Which harvest a translation variant uses is its
 `translation.<variant>.align`.
 """
 
@@ -26,7 +27,7 @@ import torch
 import zoofusion.layout as layout
 from zoofusion.config import DOMAINS
 from zoofusion.core.align import align_many, similarity
-from zoofusion.core.cnn import CONV_KEYS
+from zoofusion.core.cnn import CONV_KEYS, HEAD_KEYS
 from zoofusion.io import atomic_dir, load_npz, save_torch, write_json
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ def load_zoo(zoo: Path, domain: str) -> tuple[dict[str, torch.Tensor], np.ndarra
 
 
 def harvest(weights: dict[str, torch.Tensor], val_acc: np.ndarray, floor: float) -> dict[str, torch.Tensor]:
-    """The conv tensors of the models at or above the accuracy floor, with their zoo indices."""
+    """The conv tensors and heads of the models at or above the accuracy floor, with their zoo indices."""
     keep = np.flatnonzero(val_acc >= floor)
     idx = torch.from_numpy(keep)
-    out = {k: weights[k][idx].clone() for k in CONV_KEYS}
+    out = {k: weights[k][idx].clone() for k in (*CONV_KEYS, *HEAD_KEYS)}
     out["model_index"] = idx.to(torch.int64)
     return out
 
@@ -64,7 +65,7 @@ def aligned_harvest(weights: dict[str, torch.Tensor], val_acc: np.ndarray, floor
     """`harvest`, each kept model's channels first permuted to match `ref` (all its weights, fc included)."""
     keep = harvest(weights, val_acc, floor)["model_index"]
     aligned = align_many(ref, {k: w[keep] for k, w in weights.items()})
-    return {**{k: aligned[k].contiguous() for k in CONV_KEYS}, "model_index": keep}
+    return {**{k: aligned[k].contiguous() for k in (*CONV_KEYS, *HEAD_KEYS)}, "model_index": keep}
 
 
 def mean_similarity(ref: dict[str, torch.Tensor], h: dict[str, torch.Tensor]) -> float:

@@ -25,6 +25,8 @@ from zoofusion.render.kernel_grid import save_figure
 from zoofusion.render.figures import forest_plot
 from zoofusion.render.report import cyclegan_figure, md_table, md_to_html, zoo_figure
 from zoofusion.render.tables import KIND_NAMES, METHOD_TITLES, safe
+from zoofusion.reference import load_study
+from zoofusion.steps.report_sections import novelty_rows, novelty_text, our_best, side_by_side, study_text
 
 log = logging.getLogger(__name__)
 REPORTS = layout.REPORTS
@@ -33,7 +35,8 @@ TUNED = layout.TUNED_CSV
 # Files whose md5 the report prints: every file it reads (its declared DVC deps)
 READS = ("metrics/evaluate.json", "metrics/kernels.json", "metrics/zoo_black.json", "metrics/zoo_cat.json",
          "metrics/cyclegan_study.json", "metrics/cyclegan_aligned.json", "data/testset/test.npz",
-         "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv", str(layout.REPLICATION_JSON))
+         "data/prepared/val.npz", "data/tuned/tuned.csv", "reports/tables/baselines.csv", str(layout.REPLICATION_JSON),
+         "metrics/novelty.json", str(layout.STUDY_REFERENCE))
 
 
 def read_json(path: Path) -> dict:
@@ -80,6 +83,11 @@ def _kinds(kinds: list[str]) -> str:
     return KIND_NAMES.get(kinds[0], kinds[0]) if len(kinds) == 1 else f"{len(kinds)} kinds"
 
 
+ARM_WORDS = {"umap": "in the UMAP arm (the study's protocol: standardise, UMAP fitted on val, then the method)",
+             "direct": "in the no-UMAP arm (the method on the standardised features)",
+             "probe": "(a logistic regression fitted on val features)"}
+
+
 def primary_sentence(ev: dict, declared: str) -> str:
     """The report's first sentence: the primary endpoint, its difference and interval, the sources of variance
     included (and not), and what it means, with the smallest difference this test set could detect."""
@@ -90,6 +98,7 @@ def primary_sentence(ev: dict, declared: str) -> str:
                "none": "the interval includes 0, so this run shows no difference"}[p["outcome"]]
     left_out = ", ".join(SOURCE_NAMES[s] for s in p["not_included"])
     runs = p.get("umap_runs") or {}
+    arm = ARM_WORDS[p.get("arm", "umap")]
 
     def source(s: str) -> str:
         if s == "umap_replicates" and runs.get("candidates_with_runs", 0) < runs.get("candidates", 0):
@@ -97,7 +106,8 @@ def primary_sentence(ev: dict, declared: str) -> str:
                     "best on val in their kind; the others one run)")
         return SOURCE_NAMES[s]
 
-    return (f"**Primary endpoint** (params.yaml `verdict.primary`, {declared}): with {METHOD_TITLES[p['method']]}, "
+    return (f"**Primary endpoint** (params.yaml `verdict.primary`, {declared}): with {METHOD_TITLES[p['method']]} "
+            f"{arm}, "
             f"the test {metric} of the best-on-val generated model over {_kinds(p['generated']['kinds'])} "
             f"(`{p['generated']['id']}`) minus that of the best-on-val baseline over "
             f"{_kinds(p['comparator']['kinds'])} (`{p['comparator']['id']}`) is **{p['difference']:+.3f}** "
@@ -105,6 +115,26 @@ def primary_sentence(ev: dict, declared: str) -> str:
             f"{', '.join(source(s) for s in p['sources'])}" + (f" (not included: {left_out})" if left_out else "")
             + f"; {meaning}, and this test set can detect only differences of at least {p['mdd']:.3f} "
             f"({p['power']:.0%} power).")
+
+
+def arm_rows(kinds: list[dict]) -> list[dict]:
+    """Each kind at its best, arm by arm: the test verdict metric of the kind's best-on-val candidate per method
+    (one row per kind, one column per method; from reports/tables/kinds.csv)."""
+    out: dict[str, dict] = {}
+    for k in kinds:
+        out.setdefault(k["Kind"], {"Kind": k["Kind"]})[f"{k['Clustering']} ({k['Metric'].upper()})"] = k["Its test value"]
+    return list(out.values())
+
+
+ARMS_WHY = (  # two paragraphs
+    "Each candidate is scored in three arms. **UMAP** is the study's protocol (standardise, UMAP fitted on val, test "
+    "transformed, then KMeans / DBSCAN / the One-class SVM): the primary endpoint's arm. **No UMAP** runs the same "
+    "methods on the standardised features themselves (DBSCAN with eps from the val k-distance rule); a "
+    "one-dimensional feature (darkness) is its own score there, its direction and its threshold for the 0/1 calls "
+    "chosen on val.",
+    "The **linear probe** is a logistic regression fitted on the val features, its val score "
+    "cross-fitted: what a supervised reader of the same features finds, a control for what the unsupervised "
+    "methods miss. Selection is on val in every arm, by the method's verdict metric.")
 
 
 def breakdown_rows(ev: dict) -> list[dict]:
@@ -135,8 +165,11 @@ def verdict_text(ev: dict) -> list[str]:
     cs = v["comparisons"]
     held = [c for c in cs if c.get("adjusted_outcome") not in (None, "none")]
     fam = ev.get("primary", {}).get("secondary_family", "best_on_val")
+    n_methods = len({c["method"] for c in cs})
     out.append(f"Every other comparison is secondary: {len(cs)} best-on-val differences (each generated kind minus "
-               f"each other kind, per method), Holm-adjusted as one family (`{fam}`). After the adjustment "
+               f"each other kind, per method of every arm: {n_methods} methods through UMAP, without it and the "
+               f"linear probe), Holm-adjusted as one family (`{fam}`; one family over all arms keeps the family-wise "
+               "level for a claim from any arm, at the price of a stricter bar for each). After the adjustment "
                f"{len(held)} of {len(cs)} show a difference; the forest plot draws them in black, the others in grey.")
     return out
 
@@ -273,6 +306,8 @@ def build(params: Params, root: Path = Path(".")) -> str:
     kernels = read_json(root / "metrics/kernels.json")
     gans = {v: read_json(root / f"metrics/cyclegan_{v}.json") for v in VARIANTS}
     rep = read_json(root / layout.REPLICATION_JSON)
+    novelty = read_json(root / "metrics/novelty.json")
+    study = load_study(root / layout.STUDY_REFERENCE)
     versions = {f: file_md5(root / f) for f in READS}
     z, c, e = params.zoo, params.cyclegan, params.evaluate
     md = [
@@ -305,6 +340,12 @@ def build(params: Params, root: Path = Path(".")) -> str:
         "",
         *[x for t in replication_text(rep, ev) for x in (t, "")],
         *[x for t in METRICS_WHY for x in (t, "")],
+        "### Every kind at its best, arm by arm (test)",
+        "",
+        *[x for t in ARMS_WHY for x in (t, "")],
+        "The test value of each kind's best-on-val candidate, per method and arm:",
+        "",
+        md_table(arm_rows(read_csv(root / "reports/tables/kinds.csv"))),
         "### Every kind, same budget (test)",
         "",
         md_table(read_csv(root / "reports/tables/kinds.csv")),
@@ -315,10 +356,28 @@ def build(params: Params, root: Path = Path(".")) -> str:
         f"Degenerate: fewer than two clusters besides noise (all noise, or one cluster). Arm `study`: the study's "
         f"eps {e.clustering.dbscan_eps}; arm `val`: eps = the {e.clustering.dbscan_eps_quantile} quantile of each "
         f"candidate's val k-distance curve (k = min_samples {e.clustering.dbscan_min_samples}), chosen on val "
-        "without labels. The verdict's DBSCAN rows use the study arm.",
+        "without labels; arm `direct`: that eps rule on the standardised features without UMAP (a one-dimensional "
+        "feature's two clusters are its val threshold's). The verdict's DBSCAN rows use the study arm, its "
+        "no-UMAP DBSCAN rows the direct arm.",
         "",
         md_table(read_csv(root / "reports/tables/dbscan_arms.csv")),
         "",
+        "## Novelty: new models or near-copies of zoo models?",
+        "",
+        "After Zeng, Yin, Xu & Liu, \"Generative Modeling of Weights: Generalization or Memorization?\" "
+        "(arXiv 2506.07998): how near each model lies to its nearest zoo model, and how far its test mistakes "
+        "overlap that model's (stage `novelty`, reports/novelty/novelty.csv).",
+        "",
+        *novelty_text(novelty),
+        "",
+        md_table(novelty_rows(novelty)),
+        "![Test verdict metric against relative distance to the nearest zoo model, per kind](novelty/novelty.png)",
+        "",
+        "## The study side by side",
+        "",
+        *study_text(study),
+        "",
+        md_table(side_by_side(study, our_best(ev, root / "reports/tables", VARIANTS), test["labels"])),
         "## What was run",
         "",
         f"- seed `{params.seed}`: this report is ONE run, one draw of every random choice; `make replicate` runs "
@@ -338,7 +397,8 @@ def build(params: Params, root: Path = Path(".")) -> str:
         f"`{e.select_method}`); UMAP fitted on val, test transformed into it (inductive); UMAP n_neighbors {e.clustering.umap.n_neighbors}, min_dist "
         f"{e.clustering.umap.min_dist}; KMeans k {e.clustering.kmeans_k}; DBSCAN eps {e.clustering.dbscan_eps}, "
         f"min_samples {e.clustering.dbscan_min_samples}; One-class SVM nu {e.clustering.ocsvm_nu}, gamma "
-        f"{e.clustering.ocsvm_gamma}",
+        f"{e.clustering.ocsvm_gamma}; linear probe C {e.clustering.probe_c}, val cross-fitted over "
+        f"{e.clustering.probe_val_folds} folds",
         "",
         "Inputs of this report (md5):",
         "",

@@ -1,11 +1,15 @@
 """Step `scores`: every saved candidate through the study's protocol, and its per-image scores saved.
 
 Each candidate's val and test features (`steps.candidates.features`) go through `core.protocol.evaluate_features`
-(one UMAP per candidate, in worker processes). Written: a compact .npz with, per candidate, every metric
-(`<split>/<method>/<metric>`, float64, exact) and what the verdict and later steps resample without rerunning the
-protocol: the continuous black-cat scores (KMeans margin, One-class SVM decision function) and the cluster ids
-(KMeans, both DBSCAN arms; the SVM's 0/1 calls) of every val and test image, and the test embedding (for
-figures); and candidates.csv, the metrics as a table. Knows nothing of DVC or MLflow.
+(one UMAP per candidate, in worker processes; the no-UMAP arm and the linear probe on the same features, without
+one). Written: a compact .npz with, per candidate, every metric (`<split>/<method>/<metric>`, float64, exact) and
+what the verdict and later steps resample without rerunning the protocol, one entry per split and method of
+`core.protocol.ALL_METHODS` (every arm's methods: a method list enumerates the arms, `core.protocol.ARM` names
+each one's arm): ``score_<split>_<method>`` [n_candidates, n_split], the continuous black-cat scores of the
+methods in `core.protocol.SCORED_METHODS` (KMeans margin, One-class SVM decision function, in both arms; a
+one-dimensional feature's own score in the no-UMAP arm; the probe's log-odds), and ``clusters_<split>_<method>``,
+the cluster ids of every method (the SVM's and the probe's 0/1 calls) of every val and test image; the test
+embedding (for figures); and candidates.csv, the metrics as a table. Knows nothing of DVC or MLflow.
 
 Extra seed runs (`evaluate.umap_seeds` = S): the best-on-val candidate of every kind and method (core.selection,
 chosen from the main run's val numbers) runs through the protocol again with S more UMAP/clustering seeds, so a
@@ -16,7 +20,7 @@ bootstrap can include the UMAP seed's variance without refitting. In scores.npz 
 * ``seed_best`` [K*M] str ``<kind>|<method>|<id>``: which candidate is best on val for which kind and method;
 * ``seed_score_<split>_<method>`` [R, S, n_split] (kmeans, ocsvm): continuous black-cat scores;
 * ``seed_clusters_<split>_<method>`` [R, S, n_split] (kmeans, dbscan, ocsvm, dbscan_val_eps): cluster ids / 0/1
-  calls, as the main arrays;
+  calls, as the main arrays (the UMAP arm only: the other arms fit no UMAP);
 * ``seed_metric_keys`` [k], ``seed_metrics`` [R, S, k] float64: every metric of each seed run.
 
 :func:`load_seed_runs` reads them back.
@@ -34,7 +38,7 @@ import numpy as np
 from zoofusion.config import ClusteringParams
 from zoofusion.console import progress
 from zoofusion.core.candidates import Candidate
-from zoofusion.core.protocol import ALL_METHODS, METHODS, SPLITS
+from zoofusion.core.protocol import ALL_METHODS, METHODS, SCORED_METHODS, SPLITS, UMAP_METHODS
 from zoofusion.core.selection import rank_rows
 from zoofusion.core.seeds import derive_seed
 from zoofusion.executor import run_tasks
@@ -42,15 +46,16 @@ from zoofusion.io import atomic_path, load_npz, save_npz
 from zoofusion.steps.candidates import features
 
 log = logging.getLogger(__name__)
-SCORED = ("kmeans", "ocsvm")  # the methods with a continuous black-cat score
+SCORED = SCORED_METHODS  # the methods with a continuous black-cat score (every arm)
+SEED_SCORED = tuple(m for m in SCORED if m in UMAP_METHODS)  # ... of those the extra UMAP seeds rerun
 
 
 def _evaluate_one(task: tuple, shared: None = None) -> dict:
     from zoofusion.core.protocol import evaluate_features
 
-    cid, fv, yv, ft, yt, ukw, mp, seed = task[:8]
+    cid, fv, yv, ft, yt, ukw, mp, seed, methods = task[:9]
     t0 = time.perf_counter()
-    ev = evaluate_features(fv, yv, ft, yt, **ukw, p=mp, seed=seed)
+    ev = evaluate_features(fv, yv, ft, yt, **ukw, p=mp, seed=seed, methods=methods)
     return {"id": cid, "metrics": ev.metrics, "emb_val": ev.emb_val, "emb_test": ev.emb_test,
             "clusters": {f"{s}/{m}": v for (s, m), v in ev.clusters.items()},
             "scores": {f"{s}/{m}": v for (s, m), v in ev.scores.items()}, "seconds": time.perf_counter() - t0}
@@ -61,7 +66,7 @@ def evaluate_all(cands: list[Candidate], feats: list[np.ndarray], split: int, y_
                  address: str = "") -> list[dict]:
     """Run the protocol for every candidate, in `workers` processes (one UMAP per candidate)."""
     ukw, mp = c.umap_kwargs(), c.method_params()
-    tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, umap_seed(seed, 0))
+    tasks = [(cand.id, f[:split], y_val, f[split:], y_test, ukw, mp, umap_seed(seed, 0), ALL_METHODS)
              for cand, f in zip(cands, feats)]
     bar = progress(total=len(tasks), desc="evaluate", unit="model")
     results = []
@@ -97,7 +102,8 @@ def seed_runs(rows: list[dict], feats: list[np.ndarray], cands: list[Candidate],
         return out
     pos = {cand.id: j for j, cand in enumerate(cands)}
     ukw, mp = c.umap_kwargs(), c.method_params()
-    tasks = [(cid, feats[pos[cid]][:split], y_val, feats[pos[cid]][split:], y_test, ukw, mp, s)
+    # the UMAP arm only: the other arms fit no UMAP, so a UMAP seed does not move them
+    tasks = [(cid, feats[pos[cid]][:split], y_val, feats[pos[cid]][split:], y_test, ukw, mp, s, UMAP_METHODS)
              for cid in ids for s in seeds]
     res = {(r["id"], r["seed"]): r for r in run_tasks(_evaluate_seed, tasks, workers, backend=backend,
                                                         address=address)}
@@ -106,10 +112,10 @@ def seed_runs(rows: list[dict], feats: list[np.ndarray], cands: list[Candidate],
     out["seed_metric_keys"] = np.array(keys)
     out["seed_metrics"] = np.array([[[g["metrics"][k] for k in keys] for g in row] for row in grid])
     for sp in SPLITS:
-        for m in ALL_METHODS:
+        for m in UMAP_METHODS:
             out[f"seed_clusters_{sp}_{m}"] = _compact_ids(np.array([[g["clusters"][f"{sp}/{m}"] for g in row]
                                                                     for row in grid]))
-        for m in SCORED:
+        for m in SEED_SCORED:
             out[f"seed_score_{sp}_{m}"] = np.array([[g["scores"][f"{sp}/{m}"] for g in row] for row in grid])
     return out
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from zoofusion.config import ClusteringParams, TuneParams
-from zoofusion.core.candidates import BASELINE_KINDS, is_generated
+from zoofusion.core.candidates import is_generated
 from zoofusion.core.selection import rank_rows, select_key
 from zoofusion.io import atomic_path, load_npz, write_json
 from zoofusion.steps.candidates import pool_features
@@ -73,7 +73,7 @@ def choose_studies(rows: list[dict], by_method: dict[str, dict[str, list[str]]],
                     raise TuneError(f"selected model {cid!r} is not a {kind} model in candidates.csv; "
                                     "rerun `dvc repro evaluate`")
                 out.append(Study(method, cid, kind))
-        for kind in BASELINE_KINDS:
+        for kind in dict.fromkeys(r["kind"] for r in rows if not is_generated(r["kind"])):  # every baseline kind
             group = [r for r in rows if r["kind"] == kind]
             if group:
                 out.append(Study(method, rank_rows(group, method, seed)[0]["id"], kind))

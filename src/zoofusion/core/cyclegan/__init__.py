@@ -19,7 +19,8 @@ Pure: no files, MLflow or params. ``zoofusion.steps.cyclegan`` writes checkpoint
 from zoofusion.core.cyclegan.losses import ImagePool, adversarial_loss, cycle_loss, identity_loss, lr_factor
 from zoofusion.core.cyclegan.loop import (HEADROOM, KERNEL_SIZE, LOSS_NAMES, STATE_FORMAT, CycleGANConfig,
                                           CycleGANResult, KernelScaler, OnCheckpoint, OnEpoch, TrainingDiverged,
-                                          data_fingerprint, resume_mismatch, train_cyclegan, trajectory_fields,
+                                          data_fingerprint, initial_cyclegan, resume_mismatch,
+                                          train_cyclegan, trajectory_fields,
                                           translate)
 from zoofusion.core.cyclegan.nets import (ARCHS, DISC_OUTPUTS, Discriminator, Generator, SetDiscriminator,
                                           SetGenerator, make_discriminator, make_generator)
@@ -28,6 +29,7 @@ __all__ = [
     "ARCHS", "DISC_OUTPUTS", "HEADROOM", "KERNEL_SIZE", "LOSS_NAMES", "STATE_FORMAT", "CycleGANConfig",
     "CycleGANResult", "Discriminator", "Generator", "ImagePool", "KernelScaler", "OnCheckpoint", "OnEpoch",
     "SetDiscriminator", "SetGenerator", "TrainingDiverged", "adversarial_loss", "cycle_loss", "data_fingerprint",
+    "initial_cyclegan",
     "identity_loss", "lr_factor", "make_discriminator", "make_generator", "resume_mismatch", "train_cyclegan",
     "trajectory_fields", "translate",
 ]

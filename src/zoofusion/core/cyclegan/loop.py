@@ -358,6 +358,18 @@ def resume_mismatch(state: Mapping[str, Any], cfg: CycleGANConfig, A: Tensor, B:
     return None
 
 
+def initial_cyclegan(A: Tensor, B: Tensor, cfg: CycleGANConfig) -> CycleGANResult:
+    """The CycleGAN :func:`train_cyclegan` starts from, before any update (epoch 0): its nets built from
+    ``cfg.seed``'s init seed and its scaler fitted to ``A``, ``B``. Translating by its generators is the
+    translation control (kernels through an untrained CycleGAN); ``train_cyclegan`` builds its start here, so the
+    two share every init byte."""
+    _validate_pair(A, B)
+    A, B = A.detach().to(torch.float32), B.detach().to(torch.float32)
+    g_ab, g_ba, d_a, d_b = _build_nets(A.shape[1], cfg, _derive_seeds(cfg.seed)[0])
+    return CycleGANResult(G_A2B=g_ab, G_B2A=g_ba, D_A=d_a, D_B=d_b, scaler=KernelScaler.fit(A, B), config=cfg,
+                          sample_shape=tuple(A.shape[1:]))
+
+
 def train_cyclegan(
     A: Tensor,
     B: Tensor,
@@ -398,12 +410,12 @@ def train_cyclegan(
 
     A = A.detach().to(torch.float32)
     B = B.detach().to(torch.float32)
-    na, nb, channels = A.shape[0], B.shape[0], A.shape[1]
+    na, nb = A.shape[0], B.shape[0]
     data_meta = data_fingerprint(A, B)
 
-    init_seed, seed_a, seed_b, seed_pool = _derive_seeds(cfg.seed)
-    g_ab, g_ba, d_a, d_b = _build_nets(channels, cfg, init_seed)
-    scaler = KernelScaler.fit(A, B)
+    _, seed_a, seed_b, seed_pool = _derive_seeds(cfg.seed)
+    start = initial_cyclegan(A, B, cfg)  # the nets and scaler at initialisation: the translation control's
+    g_ab, g_ba, d_a, d_b, scaler = start.G_A2B, start.G_B2A, start.D_A, start.D_B, start.scaler
     opt_g = torch.optim.Adam(list(g_ab.parameters()) + list(g_ba.parameters()), lr=cfg.lr, betas=cfg.betas)
     opt_da = torch.optim.Adam(d_a.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_db = torch.optim.Adam(d_b.parameters(), lr=cfg.lr, betas=cfg.betas)
