@@ -30,9 +30,10 @@ run: setup source
 replicate: setup source
 	$(BIN)/python -m zoofusion.replicate all
 
-# Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once.
+# Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once; its file
+# comes first, so the longest file starts at once while the other worker takes the unit tests.
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/test_pipeline.py tests
 
 # The fast tier: every unit test, no end-to-end pipeline (under 2 minutes on 2 cores).
 test-fast: setup

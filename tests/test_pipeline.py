@@ -261,8 +261,10 @@ runs = c.search_runs([c.get_experiment_by_name(n).experiment_id for n in ("gener
                      max_results=1000)
 ctx = [sorted(t.value for d in r.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context") for r in runs]
 # its comparison tags are its own variant's: none compares it with itself, and all its kinds are there
-own = f"vs_generated-{{variant}}_"
-assert not any(k.startswith(own) for k in v.tags) and any(k.startswith("vs_random_") for k in v.tags), v.tags
+own = f"generated-{{variant}}="
+assert not any(own in v.tags[f"vs_{{m}}"] for m in ("kmeans", "dbscan", "ocsvm", "probe")), v.tags
+outcomes = {{m: dict(o.split("=") for o in v.tags[f"vs_{{m}}"].split(", ")) for m in ("kmeans", "probe")}}
+assert all(outcomes[m]["random"].split("/")[0] in ("generated", "baseline", "none") for m in outcomes), v.tags
 print(json.dumps([v.tags["model_id"], sel, list(out.shape), float(np.abs(out - ref).max()), "verdict" in v.tags,
                   sum(1 for c_ in ctx if not c_), sorted(set(tuple(c_) for c_ in ctx))]))
 """
