@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 TARBALL = SHARED / "cifar10-jpg.tar.gz"
 LABELS = SHARED / "blackcat_labels_train.csv"
+# The tiny pipeline's `generated-models` runs: the evaluate parent, 2 generated per variant (study, aligned);
+# baselines: 2 each of random, zoo-A, zoo-B, average, aligned, concat; pixels, darkness; 2 each of the literature's
+# avg-k, gauss-fit, noise-0.1, noise-0.5 and of head-A, head-B, experts, control-positive, control-head,
+# untrained-<variant>. tests/test_pipeline.py and tests/test_services.py both count them.
+TINY_EVALUATE_RUNS = 1 + 2 * 2 + 6 * 2 + 2 + 4 * 2 + 7 * 2
 
 
 @functools.cache

@@ -158,16 +158,22 @@ def _run_ray(fn: Callable, tasks: list, shared: Any, initializer: Callable[[], N
         ref = ray.put(shared)  # once, through the object store
         pending = [remote.remote(fn, t, ref, initializer) for t in tasks]
         nodes: set[str] = set()
+        done = 0
         try:
             for i, p in enumerate(pending, 1):
                 result, node = ray.get(p)
+                done = i
                 if node not in nodes:  # one line per node that took part, so a user sees the work spread
                     nodes.add(node)
                     log.info("ray: node %s took part in this stage's work (task %d of %d)", node[:12], i, len(tasks))
                 yield result
         finally:
-            for p in pending:
-                ray.cancel(p, force=True)
+            # Stopped early (an error, a time limit): cancel only what has not finished. Cancelling a finished
+            # task races with its completion callback and can abort the driver (ray-project/ray#54527).
+            if done < len(pending):
+                _, unfinished = ray.wait(pending[done:], num_returns=len(pending) - done, timeout=0)
+                for p in unfinished:
+                    ray.cancel(p, force=True)
     finally:
         if started:
             ray.shutdown()
