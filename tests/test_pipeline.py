@@ -249,7 +249,7 @@ from zoofusion.io import load_npz
 mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r})
 c = mlflow.MlflowClient()
 v = c.get_model_version_by_alias("zoofusion-generated", "champion")
-sel = json.load(open("data/evaluate/selected.json"))["selected"][0]
+sel = json.load(open("data/evaluate/selected.json"))["champion"]  # best on val over every generated kind
 x = load_npz("data/testset/test.npz")["images"][:5]
 out = np.asarray(mlflow.pyfunc.load_model("models:/zoofusion-generated@champion").predict(x))
 variant, mid = sel.split("/", 1)  # e.g. aligned/0/A: the variant's own models file
