@@ -8,7 +8,8 @@ the candidate pool (steps/candidates.py -> data/evaluate/candidates.pt), the pro
 data/evaluate/scores.npz, candidates.csv), selection and verdict (steps/evaluate.py `judge` -> verdict.json,
 selected.json), and rendering (`render` -> reports/tables/, reports/figures/, metrics/evaluate.json).
 Here: the MLflow experiment `generated-models`, a parent run per evaluation and a child run per candidate, and the
-selected models as registered pyfunc models (alias `champion`: the best on val over every generated kind, selected.json's `champion`).
+selected models as registered pyfunc models (alias `champion`: selected.json's `champion`, the best on val over
+every generated kind).
 """
 
 from __future__ import annotations
