@@ -31,13 +31,14 @@ replicate: setup source
 	$(BIN)/python -m zoofusion.replicate all
 
 # Two pytest workers (one per core); a test file stays on one worker, so the tiny pipeline runs once; its file
-# comes first, so the longest file starts at once while the other worker takes the unit tests.
+# comes first (--no-loadscope-reorder: xdist would otherwise start the files with the most tests first), so the
+# longest file starts at once and its worker takes no other file until it is nearly done.
 test: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/test_pipeline.py tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests/test_pipeline.py tests
 
 # The fast tier: every unit test, no end-to-end pipeline (under 2 minutes on 2 cores).
 test-fast: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow and not services and not ray and not repro and not replicate and not e2e"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not services and not ray and not repro and not replicate and not e2e"
 
 # The `repro` tier: two scratch clones run the tiny pipeline at once; every DVC output must be the same bytes.
 test-repro: setup

@@ -116,7 +116,8 @@ def small_data_params(source: Path, labels: Path, **over) -> dict:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The end-to-end files first: under `-n 2 --dist loadfile` each file goes to one worker in collection order,
-    so the tiny pipeline (the longest file) starts at once while the other worker takes the unit tests."""
+    """The end-to-end files first: under `-n 2 --dist loadfile --no-loadscope-reorder` each file goes to one worker
+    in collection order (xdist's default reorder would put the files with the most tests first), so the tiny
+    pipeline (the longest file) starts at once while the other worker takes the unit tests."""
     first = [i for i in items if i.get_closest_marker("e2e") and i.fspath.basename == "test_pipeline.py"]
     items[:] = first + [i for i in items if i not in set(first)]

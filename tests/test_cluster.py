@@ -36,7 +36,7 @@ from conftest import method_params
 from zoofusion.render.figures import cosine_heatmap, tsne_scatter, umap_scatter
 from zoofusion.core.metrics import METRIC_KEYS
 
-UMAP_KW = dict(standardize=True, n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean")
+UMAP_KW = dict(standardize=True, n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean", n_epochs=None)
 N_CONST = 50  # constant columns: standardising them must not produce NaN
 
 
@@ -187,6 +187,7 @@ def _small():
         (dict(metric="euclidian"), "metric must be one of"),
         (dict(min_dist=1.5), "min_dist must be in"),
         (dict(n_components=0), "n_components must be"),
+        (dict(n_epochs=2), "n_epochs must be None"),
         (dict(methods=("kmeans", "hdbscan")), r"unknown method\(s\) \['hdbscan'\]"),
         (dict(methods=()), "methods is empty"),
     ],

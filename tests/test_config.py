@@ -154,6 +154,7 @@ UMAP_ALLOWED = ", ".join(map(repr, sorted(UMAP_METRICS)))
 @pytest.mark.parametrize(("over", "line"), [
     ({"evaluate": {"clustering": {"umap": {"metric": "euclidian"}}}},
      f"evaluate.clustering.umap.metric: expected one of {UMAP_ALLOWED}, got 'euclidian'"),
+    ({"evaluate": {"clustering": {"umap": {"n_epochs": 2}}}}, "evaluate.clustering.umap.n_epochs: must be >= 3, got 2"),
     ({"evaluate": {"clustering": {"ocsvm_kernel": "rfb"}}},
      f"evaluate.clustering.ocsvm_kernel: must be one of {_OCSVM_KERNELS}, got 'rfb'"),
     ({"evaluate": {"clustering": {"ocsvm_gamma": "fast"}}},

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -371,11 +372,20 @@ def test_divergence_raises() -> None:
 def test_kernel_grid_figure_rows_and_save(tmp_path: Path, c: int, d: int, rgb: bool) -> None:
     panels = {"real A": _zoo(1, c, d)[0], "G_A2B(A)": _zoo(1, c, d, seed=1)[0], "real B": _zoo(1, c, d, seed=2)[0]}
     fig = kernel_grid_figure(panels, max_kernels=4, title="conv")
-    grid = [ax for ax in fig.axes if ax.get_subplotspec() is not None and ax.get_label() != "<colorbar>"]
-    assert len(grid) == 3 * 4
-    assert grid[0].get_subplotspec().get_gridspec().get_geometry() == (3, 4)
-    assert [grid[4 * r].get_ylabel() for r in range(3)] == list(panels)
-    assert (len(fig.axes) == 12) == rgb  # a colour bar only for the single-channel rendering
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(panels)  # a row per panel
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ch 0", "ch 1", "ch 2", "ch 3"]  # max_kernels columns
+    img = np.asarray(ax.images[0].get_array())
+    assert img.shape[:2] == (3 * 6 - 1, 4 * 6 - 1)  # 5x5 kernels, one blank pixel between them
+    vmax = max(float(w[:4].abs().max()) for w in panels.values())
+    if rgb:  # kernel (row 1, ch 2) in the mosaic: 0.5 + 0.5 w / vmax, opaque; the gaps transparent
+        want = np.clip(0.5 + 0.5 * panels["G_A2B(A)"][2].permute(1, 2, 0).numpy() / vmax, 0, 1)
+        np.testing.assert_allclose(img[6:11, 12:17, :3], want, rtol=1e-6)
+        assert (img[6:11, 12:17, 3] == 1).all() and (img[5, :, 3] == 0).all()
+    else:  # input channel 0 on one symmetric scale, NaN gaps
+        np.testing.assert_allclose(img[6:11, 12:17], panels["G_A2B(A)"][2, 0].numpy(), rtol=1e-6)
+        assert np.isnan(img[5]).all() and ax.images[0].get_clim() == pytest.approx((-vmax, vmax))
+    assert (len(fig.axes) == 1) == rgb  # a colour bar only for the single-channel rendering
     out = save_figure(fig, tmp_path / "figs" / "grid.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.parent.iterdir()) == ["grid.png"]

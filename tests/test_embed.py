@@ -19,7 +19,7 @@ import pytest
 
 from zoofusion.core.protocol import _distinct_rows, embed
 
-KW = dict(standardize=True, n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean", seed=0)
+KW = dict(standardize=True, n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean", n_epochs=None, seed=0)
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -76,7 +76,11 @@ from threadpoolctl import threadpool_limits
 with threadpool_limits(1):
     plain = umap.UMAP(n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean", random_state=0,
                       n_jobs=1).fit_transform(StandardScaler().fit_transform(d))
-np.savez({out!r}, rep1=rep1, rep2=rep2, tr1=tr1, ours=ours, plain=np.asarray(plain, dtype=np.float64))
+    plain30 = umap.UMAP(n_neighbors=15, min_dist=0.1, n_components=2, metric="euclidean", n_epochs=30,
+                        random_state=0, n_jobs=1).fit_transform(StandardScaler().fit_transform(d))
+ours30 = embed(d, None, **{{**KW, "n_epochs": 30}})[0]
+np.savez({out!r}, rep1=rep1, rep2=rep2, tr1=tr1, ours=ours, plain=np.asarray(plain, dtype=np.float64),
+         ours30=ours30, plain30=np.asarray(plain30, dtype=np.float64))
 """
 
 
@@ -114,3 +118,10 @@ def test_repeated_rows_embed_identically_across_fits_and_fresh_processes(two_pro
 def test_without_repeats_embed_is_the_plain_umap_fit(two_processes):
     for r in two_processes:
         np.testing.assert_array_equal(r["ours"], r["plain"])
+
+
+def test_n_epochs_reaches_umap(two_processes):
+    # umap.n_epochs (params.yaml) is umap-learn's n_epochs: 30 gives umap's 30-epoch layout, not its default one
+    for r in two_processes:
+        np.testing.assert_array_equal(r["ours30"], r["plain30"])
+        assert not np.allclose(r["ours30"], r["ours"])

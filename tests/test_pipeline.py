@@ -29,7 +29,8 @@ TINY = {
             "grid_models": 2},
     "kernels": {"min_val_accuracy": 0.0},
     "cyclegan": {"epochs": 3, "checkpoint_every": 2, "grid_every": 2, "hidden": 8},
-    "evaluate": {"n_selected": 1, "budget": 2, "n_boot": 200, "workers": 1, "umap_seeds": 1},
+    "evaluate": {"n_selected": 1, "budget": 2, "n_boot": 200, "workers": 1, "umap_seeds": 1,
+                 "clustering": {"umap": {"n_epochs": 30}}},  # plumbing, not science: a short UMAP layout
     "tune": {"n_trials": 2, "top_models": 1, "workers": 1, "methods": ["kmeans"]},  # other methods: tests/test_tune.py
 }
 

@@ -79,7 +79,7 @@ def test_shuffling_test_labels_leaves_every_val_metric_unchanged():
     yt = np.r_[np.ones(20, int), np.zeros(40, int)]
     xv = r.normal(size=(60, 12)) + yv[:, None]
     xt = r.normal(size=(60, 12)) + yt[:, None]
-    kw = dict(standardize=True, n_neighbors=10, min_dist=0.1, n_components=2, metric="euclidean",
+    kw = dict(standardize=True, n_neighbors=10, min_dist=0.1, n_components=2, metric="euclidean", n_epochs=None,
               p=method_params(), seed=3)
     a = evaluate_features(xv, yv, xt, yt, **kw)
     b = evaluate_features(xv, yv, xt, r.permutation(yt), **kw)

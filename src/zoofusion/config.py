@@ -222,6 +222,7 @@ class UmapParams(Section):
     min_dist: ClosedFraction
     n_components: Pos
     metric: Str
+    n_epochs: Annotated[int, Strict(), Field(ge=3)] | None  # None: umap-learn's own; test points get n_epochs // 3
 
     @field_validator("metric")
     @classmethod
@@ -283,7 +284,7 @@ class ClusteringParams(Section):
     def umap_kwargs(self) -> dict:
         u = self.umap
         return {"standardize": self.standardize, "n_neighbors": u.n_neighbors, "min_dist": u.min_dist,
-                "n_components": u.n_components, "metric": u.metric}
+                "n_components": u.n_components, "metric": u.metric, "n_epochs": u.n_epochs}
 
 
 class BaselineParams(Section):

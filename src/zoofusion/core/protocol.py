@@ -203,7 +203,8 @@ def _features(x: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
-def _check_umap_args(n_total: int, n_neighbors: int, min_dist: float, n_components: int, metric: str) -> None:
+def _check_umap_args(n_total: int, n_neighbors: int, min_dist: float, n_components: int, metric: str,
+                     n_epochs: int | None) -> None:
     if not (isinstance(n_neighbors, (int, np.integer)) and 2 <= n_neighbors < n_total):
         raise ValueError(f"n_neighbors must be an integer with 2 <= n_neighbors < number of points UMAP is fitted "
                          f"on (val = {n_total}), got {n_neighbors!r}; lower n_neighbors")
@@ -215,6 +216,9 @@ def _check_umap_args(n_total: int, n_neighbors: int, min_dist: float, n_componen
                          f"({n_total - 1}), got {n_components!r}")
     if metric not in UMAP_METRICS:
         raise ValueError(f"metric must be one of {sorted(UMAP_METRICS)}, got {metric!r}")
+    if n_epochs is not None and not (isinstance(n_epochs, (int, np.integer)) and n_epochs >= 3):
+        # umap transforms test points for n_epochs // 3 epochs, and divides by it
+        raise ValueError(f"n_epochs must be None (umap-learn's own schedule) or an integer >= 3, got {n_epochs!r}")
 
 
 def _distinct_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +258,8 @@ def umap_module():
 
 
 def embed(feats_val: np.ndarray, feats_test: np.ndarray | None, *, standardize: bool, n_neighbors: int,
-          min_dist: float, n_components: int, metric: str, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+          min_dist: float, n_components: int, metric: str, n_epochs: int | None,
+          seed: int) -> tuple[np.ndarray, np.ndarray | None]:
     """UMAP fitted on val alone, test transformed into it (inductive; labels unused): (emb_val, emb_test), float64.
     ``feats_test=None`` embeds val only (emb_test None).
 
@@ -266,7 +271,8 @@ def embed(feats_val: np.ndarray, feats_test: np.ndarray | None, *, standardize: 
     Test points are placed by ``UMAP.transform`` (each attracted to its nearest val points; the val layout stays
     fixed), so nothing about the test images moves a val coordinate. All-identical val rows, or no more distinct
     val rows than ``n_neighbors``, give an all-zero embedding of both splits (see module docstring).
-    Deterministic in ``seed`` (umap with random_state and n_jobs=1).
+    Deterministic in ``seed`` (umap with random_state and n_jobs=1). ``n_epochs`` None keeps umap-learn's own
+    schedule (below 10,000 points: 500 epochs fitting, 100 transforming); N gives N fitting and N // 3 transforming.
     """
     xv = _features(feats_val, "feats_val")
     xt = None if feats_test is None else _features(feats_test, "feats_test")
@@ -274,7 +280,7 @@ def embed(feats_val: np.ndarray, feats_test: np.ndarray | None, *, standardize: 
         raise ValueError(f"feats_val and feats_test must have the same number of features, "
                          f"got {xv.shape[1]} and {xt.shape[1]}")
     n = xv.shape[0]
-    _check_umap_args(n, n_neighbors, min_dist, n_components, metric)
+    _check_umap_args(n, n_neighbors, min_dist, n_components, metric, n_epochs)
 
     def zeros() -> tuple[np.ndarray, np.ndarray | None]:
         return (np.zeros((n, n_components)), None if xt is None else np.zeros((xt.shape[0], n_components)))
@@ -299,7 +305,8 @@ def embed(feats_val: np.ndarray, feats_test: np.ndarray | None, *, standardize: 
     umap = umap_module()
     t0 = time.perf_counter()
     reducer = umap.UMAP(n_neighbors=int(n_neighbors), min_dist=float(min_dist), n_components=int(n_components),
-                        metric=metric, random_state=int(seed), n_jobs=1)
+                        metric=metric, n_epochs=None if n_epochs is None else int(n_epochs),
+                        random_state=int(seed), n_jobs=1)
     with threadpool_limits(1):  # see _fit_predict; also pins BLAS summation order
         ev = np.asarray(reducer.fit_transform(xv[first]), dtype=np.float64)[inverse]
         et = None if xt is None else np.asarray(reducer.transform(xt), dtype=np.float64)
@@ -727,7 +734,7 @@ def evaluate_direct(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.nda
 
 def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.ndarray, y_test: np.ndarray, *,
                       standardize: bool, n_neighbors: int, min_dist: float, n_components: int, metric: str,
-                      p: MethodParams, seed: int,
+                      n_epochs: int | None, p: MethodParams, seed: int,
                       methods: Sequence[str] = ALL_METHODS) -> Evaluation:
     """The whole protocol: :func:`embed` (UMAP fitted on val, test transformed), then :func:`evaluate_embedding`
     (every UMAP-arm method fitted on val, applied to test), and the arms without UMAP (:func:`evaluate_direct`)
@@ -743,7 +750,7 @@ def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.n
     if xv.shape[1] != xt.shape[1]:
         raise ValueError(f"feats_val and feats_test must have the same number of features, "
                          f"got {xv.shape[1]} and {xt.shape[1]}")
-    _check_umap_args(xv.shape[0], n_neighbors, min_dist, n_components, metric)
+    _check_umap_args(xv.shape[0], n_neighbors, min_dist, n_components, metric, n_epochs)
     if {"ocsvm", "ocsvm_direct"} & set(m) and int((yv == 1).sum()) < p.ocsvm_val_folds:
         raise ValueError(f"ocsvm needs at least {p.ocsvm_val_folds} val black cats (y_val == 1): it is fitted on "
                          f"them and its val score is cross-fitted over ocsvm_val_folds={p.ocsvm_val_folds} folds; "
@@ -758,7 +765,7 @@ def evaluate_features(feats_val: np.ndarray, y_val: np.ndarray, feats_test: np.n
     out = Evaluation(metrics={}, emb_val=np.zeros((len(yv), 0)), emb_test=np.zeros((len(yt), 0)))
     if on_umap:
         ev, et = embed(xv, xt, standardize=standardize, n_neighbors=n_neighbors, min_dist=min_dist,
-                       n_components=n_components, metric=metric, seed=seed)
+                       n_components=n_components, metric=metric, n_epochs=n_epochs, seed=seed)
         out = evaluate_embedding(ev, yv, et, yt, p=p, seed=seed, methods=on_umap)
     t1 = time.perf_counter()
     if direct:
