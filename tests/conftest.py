@@ -6,11 +6,17 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import fcntl
 import functools
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +113,70 @@ def copy_project(work: Path, *extra: str) -> Path:
     return work
 
 
+# The tiny profile of the end-to-end files (tests/test_pipeline*.py): params.yaml with these values on top.
+TINY = {
+    "data": {"path": str(TARBALL), "labels": str(LABELS), "black_positive": 60, "black_negative": 60,
+             "cat_positive": 60, "cat_negative": 60, "negatives_per_positive": 1.0, "sheet_per_class": 10},
+    # one worker: the stage trains in its own process (spreading over processes: tests/test_zoo.py, test_cyclegan.py)
+    "zoo": {"n_models": {"black": 3, "cat": 3}, "epochs": 2, "group_size": 2, "shard_size": 2, "workers": 1,
+            "grid_models": 2},
+    "kernels": {"min_val_accuracy": 0.0},
+    "cyclegan": {"epochs": 3, "checkpoint_every": 2, "grid_every": 2, "hidden": 8, "workers": 1},
+    "evaluate": {"n_selected": 1, "budget": 2, "n_boot": 200, "workers": 1, "umap_seeds": 1,
+                 "clustering": {"umap": {"n_epochs": 30}}},  # plumbing, not science: a short UMAP layout
+    "tune": {"n_trials": 2, "top_models": 1, "workers": 1, "methods": ["kmeans"]},  # other methods: tests/test_tune.py
+}
+
+
+def sh(args: list[str], cwd: Path, env: dict) -> str:
+    """Run a command; its stdout + stderr, or a failed assertion quoting their tails."""
+    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p.stdout + p.stderr
+
+
+def tiny_env(work: Path) -> dict:
+    """The environment a scratch project's commands run in: its venv first, its own code (PYTHONPATH, so a test
+    may edit it) and its own MLflow store."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(work / "src"), "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by an earlier test's run
+        env.pop(leaked, None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory, worker_id) -> tuple[Path, str]:
+    """The tiny pipeline, run once per session for every end-to-end file and pytest worker: (a pristine scratch
+    project after `dvc repro`, the repro's output). Nobody changes the pristine project: each file works in its
+    own copy (:func:`copy_tiny`). Under xdist the first worker to ask runs it, under a file lock in the session's
+    shared temp folder (each worker's basetemp is a folder in it); a worker that asks meanwhile waits for it."""
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    work, log = root / "tiny" / "pristine", root / "tiny" / "repro.log"
+    with open(root / "tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not log.is_file():
+            if work.exists():
+                pytest.fail("the tiny pipeline failed in another pytest worker: see that worker's error")
+            work.mkdir(parents=True)
+            copy_project(work, "MLproject", "conda.yaml", "scripts")  # the MLflow project too (`mlflow run`)
+            (work / "params.yaml").write_text(yaml.safe_dump(deep_merge(_profile(), TINY), sort_keys=False))
+            env = tiny_env(work)
+            sh(["dvc", "init", "--no-scm", "-q"], work, env)
+            sh(["dvc", "remote", "add", "-d", "scratch", str(work.parent / "remote")], work, env)
+            log.write_text(sh(["dvc", "repro"], work, env))
+    return work, log.read_text()
+
+
+def copy_tiny(tiny: tuple[Path, str], dst: Path) -> tuple[Path, dict, str]:
+    """A file's own copy of the tiny pipeline's project: (its folder, its environment, the repro's output). Its MLflow
+    runs logged by the pipeline keep their artifacts in the pristine project (the store holds absolute paths)."""
+    shutil.copytree(tiny[0], dst, symlinks=True)
+    return dst, tiny_env(dst), tiny[1]
+
+
 def small_data_params(source: Path, labels: Path, **over) -> dict:
     d = dict(path=str(source), labels=str(labels), black_positive=8, black_negative=8, cat_positive=8,
              cat_negative=8, negatives_per_positive=1.0, darkness_threshold=0.6,
@@ -116,8 +186,10 @@ def small_data_params(source: Path, labels: Path, **over) -> dict:
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The end-to-end files first: under `-n 2 --dist loadfile --no-loadscope-reorder` each file goes to one worker
-    in collection order (xdist's default reorder would put the files with the most tests first), so the tiny
-    pipeline (the longest file) starts at once while the other worker takes the unit tests."""
+    """The tiny pipeline's file first and its second file last: under `-n 2 --dist loadfile --no-loadscope-reorder`
+    each file goes to one worker in collection order (xdist's default reorder would put the files with the most tests
+    first), so the tiny pipeline (the longest file) starts at once while the other worker takes the unit tests, then
+    the second file's edits of a copy of the pipeline (tests/test_pipeline_edits.py) by whichever worker is free."""
     first = [i for i in items if i.get_closest_marker("e2e") and i.fspath.basename == "test_pipeline.py"]
-    items[:] = first + [i for i in items if i not in set(first)]
+    last = [i for i in items if i.fspath.basename == "test_pipeline_edits.py"]
+    items[:] = first + [i for i in items if i not in set(first + last)] + last

@@ -1,69 +1,29 @@
 """End to end: the real DVC pipeline on a tiny profile, in a scratch copy of the project.
 
-Runs `dvc repro` for real (every stage, the real image tarball), then checks the outputs, that a second
-`dvc repro` does nothing, that a changed data param makes the data stage stale, that MLflow runs carry their
+Runs `dvc repro` for real (every stage, the real image tarball; once per session, conftest.tiny_pipeline, shared
+with tests/test_pipeline_edits.py), then checks the outputs, that a second `dvc repro` does nothing, that a changed data param makes the data stage stale, that MLflow runs carry their
 code and data versions, and that `dvc push` / `dvc pull` restore the datasets.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import LABELS, ROOT, TARBALL, TINY_EVALUATE_RUNS, copy_project
+from conftest import TARBALL, TINY_EVALUATE_RUNS, copy_tiny, sh
 
-BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data beside the repo"), pytest.mark.e2e]
-
-TINY = {
-    "data": {"path": str(TARBALL), "labels": str(LABELS), "black_positive": 60, "black_negative": 60,
-             "cat_positive": 60, "cat_negative": 60, "negatives_per_positive": 1.0, "sheet_per_class": 10},
-    "zoo": {"n_models": {"black": 3, "cat": 3}, "epochs": 2, "group_size": 2, "shard_size": 2, "workers": 2,
-            "grid_models": 2},
-    "kernels": {"min_val_accuracy": 0.0},
-    "cyclegan": {"epochs": 3, "checkpoint_every": 2, "grid_every": 2, "hidden": 8},
-    "evaluate": {"n_selected": 1, "budget": 2, "n_boot": 200, "workers": 1, "umap_seeds": 1,
-                 "clustering": {"umap": {"n_epochs": 30}}},  # plumbing, not science: a short UMAP layout
-    "tune": {"n_trials": 2, "top_models": 1, "workers": 1, "methods": ["kmeans"]},  # other methods: tests/test_tune.py
-}
-
-
-def deep_update(base: dict, over: dict) -> dict:
-    for k, v in over.items():
-        base[k] = deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
-    return base
-
-
-def sh(args: list[str], cwd: Path, env: dict) -> str:
-    p = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(args)} failed:\n{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
-    return p.stdout + p.stderr
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A scratch copy of the project (no git), run once through `dvc repro` on the tiny profile."""
-    work = tmp_path_factory.mktemp("project")
-    copy_project(work, "MLproject", "conda.yaml", "scripts")  # the MLflow project too (`mlflow run` below)
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # PYTHONPATH: the stages run the scratch copy's code, so a test may edit it
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PYTHONPATH": str(work / "src"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set by an earlier test's run
-        env.pop(leaked, None)
-    sh(["dvc", "init", "--no-scm", "-q"], work, env)
-    sh(["dvc", "remote", "add", "-d", "scratch", str(work.parent / f"{work.name}-remote")], work, env)
-    out = sh(["dvc", "repro"], work, env)
-    return work, env, out
+def project(tiny_pipeline, tmp_path_factory):
+    """This file's copy of the tiny pipeline's scratch project (conftest.tiny_pipeline: `dvc repro` run once)."""
+    return copy_tiny(tiny_pipeline, tmp_path_factory.mktemp("pipeline") / "project")
 
 
 def test_pipeline_outputs(project):
@@ -125,40 +85,6 @@ def test_second_repro_does_nothing(project):
     out = sh(["dvc", "repro"], work, env)
     assert "Running stage" not in out, out
     assert "up to date" in sh(["dvc", "status"], work, env)
-
-
-def test_mlflow_run_reruns_a_stage_through_dvc_and_fails_a_refused_launch(project):
-    """`mlflow run -e testset -P force=true` reruns testset through DVC (same bytes: dvc.lock unchanged), the
-    launcher run is FINISHED with dvc.lock and params.yaml attached; a refused params_file ends FAILED."""
-    work, env, _ = project
-    lock_text = (work / "dvc.lock").read_text()
-
-    def mlflow_run(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["mlflow", "run", ".", "-e", "testset", "--env-manager", "local",
-                               "--experiment-name", "launches", *extra],
-                              cwd=work, env=env, capture_output=True, text=True, timeout=300)
-
-    p = mlflow_run("-P", "force=true")
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "Running stage 'testset'" in p.stdout + p.stderr
-    assert (work / "dvc.lock").read_text() == lock_text
-    refused = mlflow_run("-P", "params_file=conda.yaml")
-    assert refused.returncode != 0 and "DVC reads params.yaml only" in refused.stderr
-    assert (work / "dvc.lock").read_text() == lock_text
-
-    import mlflow
-
-    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("launches")
-    runs = {r.data.params["params_file"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"params.yaml", "conda.yaml"}
-    ok, bad = runs["params.yaml"], runs["conda.yaml"]
-    assert ok.info.status == "FINISHED" and bad.info.status == "FAILED"
-    assert ok.data.tags["mlflow.project.entryPoint"] == "testset"
-    assert {a.path for a in client.list_artifacts(ok.info.run_id, "dvc")} == {"dvc/dvc.lock", "dvc/params.yaml"}
-    (dst := work.parent / f"{work.name}-launch-artifacts").mkdir(exist_ok=True)
-    local = Path(client.download_artifacts(ok.info.run_id, "dvc/dvc.lock", str(dst)))
-    assert local.read_text() == lock_text
 
 
 def test_changed_data_param_makes_data_stale(project):
@@ -304,28 +230,3 @@ def test_a_params_typo_fails_repro_in_one_line(project):
         assert "Running stage 'data'" not in p.stdout
     finally:
         (work / "params.yaml").write_text(good)
-
-
-def test_a_code_edit_makes_what_runs_it_stale_and_retrains_the_zoo(project):
-    """Fresh: editing the CNN's code makes every stage that runs it stale and retrains the zoo for real (no stale
-    shard); restoring the code restores the old results from the cache, byte for byte."""
-    work, env, _ = project
-    cnn = work / "src/zoofusion/core/cnn.py"
-    original = cnn.read_text()
-    before = (work / "data/zoo/black/weights.pt").read_bytes()
-    assert "DATA_SEED_OFFSET = 1_000_003" in original
-    cnn.write_text(original.replace("DATA_SEED_OFFSET = 1_000_003", "DATA_SEED_OFFSET = 1_000_033"))
-    try:
-        stale = sh(["dvc", "status"], work, env)  # DVC sees the edit in every stage that runs the CNN's code
-        assert all(f"{st}:" in stale for st in ("zoo@black", "zoo@cat", "generate@study", "evaluate")), stale
-        # --single-item: only the zoo reruns (validate and data, stale too, would give the same bytes)
-        out = sh(["dvc", "repro", "--single-item", "zoo@black"], work, env)
-        assert "Running stage 'zoo@black'" in out and "(0 cached, 2 to train)" in out, out[-3000:]
-        assert (work / "data/zoo/black/weights.pt").read_bytes() != before, "the zoo did not change with the code"
-    finally:
-        cnn.write_text(original)
-    out = sh(["dvc", "repro", "--single-item", "zoo@black"], work, env)
-    assert "(2 cached, 0 to train)" in out
-    assert (work / "data/zoo/black/weights.pt").read_bytes() == before
-    # everything up to the kernels is as before
-    assert "up to date" in sh(["dvc", "status", "kernels"], work, env)

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TARBALL, copy_project
-from test_pipeline import TINY, deep_update, sh
+from conftest import ROOT, TARBALL, TINY, copy_project, deep_merge, sh
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.ray, pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data beside the repo")]
@@ -57,8 +56,8 @@ def test_tiny_pipeline_spreads_its_work_over_two_nodes(tmp_path, monkeypatch):
     try:
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        over = deep_update(dict(TINY), {"executor": {"backend": "ray", "address": cluster.address}})
-        params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
+        over = deep_merge(dict(TINY), {"executor": {"backend": "ray", "address": cluster.address}})
+        params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
                "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}

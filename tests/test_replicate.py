@@ -151,12 +151,12 @@ def test_one_queued_experiment_runs_in_its_temp_copy_and_its_results_resolve(tmp
     `dvc exp run --queue` + `dvc queue start` runs the pipeline in .dvc/tmp/exps/...; the experiment finishes,
     its metrics resolve through `dvc exp show --json` into the aggregate, its MLflow runs land in the clone's
     mlflow.db tagged with the experiment's name, and the zoo's cache in the clone's data/cache."""
-    from test_pipeline import TINY, deep_update
+    from conftest import TINY, deep_merge
 
     work = tmp_path / "clone"
     work.mkdir()
     copy_project(work, ".gitignore", ".dvcignore")
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params["data"].update(path="data/source/cifar10-jpg.tar.gz", labels="data/source/blackcat_labels_train.csv")
     params["replicate"] = {"seeds": [5, 6], "profile": {}}
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import LABELS, ROOT, TARBALL, copy_project
-from test_pipeline import TINY, deep_update
+from conftest import LABELS, ROOT, TARBALL, TINY, copy_project, deep_merge
 
 BIN = Path(sys.executable).parent
 pytestmark = [pytest.mark.repro, pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data")]
@@ -25,7 +24,7 @@ pytestmark = [pytest.mark.repro, pytest.mark.skipif(not TARBALL.is_file(), reaso
 def scratch(work: Path) -> dict:
     work.mkdir(parents=True)
     copy_project(work)
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    params = deep_merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params["data"].update(path=str(TARBALL), labels=str(LABELS))
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",

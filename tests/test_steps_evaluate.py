@@ -27,6 +27,8 @@ from zoofusion.steps.scores import _compact_scores, best_on_val_ids, load_scores
 VARIANTS = ("study", "aligned")
 SEED = 5
 BASELINES = make_params({}).evaluate.baselines  # the literature's baselines as params.yaml sets them
+# params.yaml's clustering with a short UMAP layout: these tests check how scores are stored and read, not UMAP
+CLUSTERING = make_params({"evaluate": {"clustering": {"umap": {"n_epochs": 30}}}}).evaluate.clustering
 KINDS = kinds_of(VARIANTS, BASELINES.noise_sigmas)
 UMAP_SEEDS = 2
 
@@ -80,7 +82,7 @@ def scored(tmp_path_factory):
     paths = make_inputs(root)
     pool = pool_of(root, paths, budget=1)
     out = root / "data/evaluate"
-    rows, _ = score(pool, paths["val"], paths["test"], out / "scores.npz", out / "candidates.csv", make_params({}).evaluate.clustering,
+    rows, _ = score(pool, paths["val"], paths["test"], out / "scores.npz", out / "candidates.csv", CLUSTERING,
                     SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
     return root, paths, pool, rows
 
@@ -123,7 +125,7 @@ def test_scores_hold_the_evaluations_per_image_scores(scored):
     loaded = load_scores(root / "data/evaluate/scores.npz")
     assert [r["id"] for r in loaded] == [c.id for c in pool]
     v, t = load_npz(paths["val"]), load_npz(paths["test"])
-    c = make_params({}).evaluate.clustering
+    c = CLUSTERING
     i = next(j for j, cand in enumerate(pool) if cand.kind == "generated-aligned")
     f = features([pool[i]], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
     ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
@@ -229,13 +231,13 @@ def test_tune_reads_the_saved_pool_without_generated_models_or_kernels(scored, t
     (proj / "data/val_only").mkdir()
     shutil.move(proj / "data/test.npz", proj / "data/val_only/test.npz")  # tune must not need the test split
     best, metrics = tune(ev / "candidates.pt", ev / "candidates.csv", ev / "selected.json", proj / "data/val.npz",
-                         proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, make_params({}).evaluate.clustering,
+                         proj / "data/tune/best_params.json", proj / "metrics/tune.json", tp, CLUSTERING,
                          SEED, 64, 70)
     cands = best["methods"]["kmeans"]["candidates"]
     assert {e["kind"] for e in cands.values()} == set(KINDS)
     assert json.loads((proj / "data/tune/best_params.json").read_text()) == best
     out = tuned(proj / "data/tune/best_params.json", ev / "candidates.pt", ev / "candidates.csv", proj / "data/val.npz",
-                proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", make_params({}).evaluate.clustering, SEED, 64, 70)
+                proj / "data/val_only/test.npz", proj / "data/tuned/tuned.csv", CLUSTERING, SEED, 64, 70)
     assert {r["Model"] for r in out} == set(cands)
     # the untuned configuration (trial 0) through tuned's protocol reproduces evaluate's test numbers
     by_id = {r["id"]: r for r in rows}
@@ -261,7 +263,7 @@ def test_extra_umap_seed_runs_of_the_best_on_val_candidates_are_stored(scored):
     # one stored run is the protocol with that seed, exactly
     cid = runs["ids"][0]
     cand = next(c for c in pool if c.id == cid)
-    c = make_params({}).evaluate.clustering
+    c = CLUSTERING
     f = features([cand], np.concatenate([v["images"], t["images"]]), 64, 70)[0]
     # the extra seeds rerun the UMAP arm only (the other arms fit no UMAP)
     ev = evaluate_features(f[:45], v["labels"], f[45:], t["labels"], **c.umap_kwargs(), p=c.method_params(),
@@ -298,7 +300,7 @@ def test_shuffling_test_labels_changes_no_selection_mapping_or_val_number(scored
     save_npz(shuffled, images=t["images"], labels=np.random.default_rng(1).permutation(t["labels"]), ids=t["ids"])
     out = tmp_path / "ev"
     rows2, _ = score(pool, paths["val"], shuffled, out / "scores.npz", out / "candidates.csv",
-                     make_params({}).evaluate.clustering, SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
+                     CLUSTERING, SEED, 64, 70, workers=1, umap_seeds=UMAP_SEEDS)
     for a, b in zip(rows, rows2):
         assert a["id"] == b["id"]
         # assert_equal: NaN equals NaN (a one-dimensional feature's no-UMAP DBSCAN has no eps)

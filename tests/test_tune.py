@@ -325,7 +325,8 @@ def make_project(root: Path, storage: str) -> Path:
         "by_method": {m: {"generated-study": ["study/0/B", "study/0/A"],
                           "generated-aligned": ["aligned/0/A", "aligned/0/B"]} for m in METHODS}}))
     p = root / "params.yaml"
-    p.write_text(yaml.safe_dump(params_dict({"seed": 7, "evaluate": {"budget": 0, "workers": 1},
+    p.write_text(yaml.safe_dump(params_dict({"seed": 7, "evaluate": {"budget": 0, "workers": 1,  # a short UMAP layout
+                                                          "clustering": {"umap": {"n_epochs": 30}}},
                                              "tune": {"n_trials": 2, "top_models": 1, "methods": ["kmeans", "ocsvm"],
                                                       "storage": storage}})))
     return p
