@@ -147,13 +147,13 @@ def tiny_env(work: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory, worker_id) -> tuple[Path, str]:
+def tiny_pipeline(tmp_path_factory) -> tuple[Path, str]:
     """The tiny pipeline, run once per session for every end-to-end file and pytest worker: (a pristine scratch
     project after `dvc repro`, the repro's output). Nobody changes the pristine project: each file works in its
     own copy (:func:`copy_tiny`). Under xdist the first worker to ask runs it, under a file lock in the session's
     shared temp folder (each worker's basetemp is a folder in it); a worker that asks meanwhile waits for it."""
     root = tmp_path_factory.getbasetemp()
-    root = root if worker_id == "master" else root.parent
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
     work, log = root / "tiny" / "pristine", root / "tiny" / "repro.log"
     with open(root / "tiny.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
