@@ -230,3 +230,20 @@ def test_a_params_typo_fails_repro_in_one_line(project):
         assert "Running stage 'data'" not in p.stdout
     finally:
         (work / "params.yaml").write_text(good)
+
+
+def test_bench_project_reads_the_runs_per_task_times(project):
+    """`bench project` reads the pipeline's per-task times from MLflow and prints every step's hours per machine
+    count (from the tiny profile the numbers mean nothing; from a 1/8-scale study they project the study)."""
+    work, env, _ = project
+    out = sh([sys.executable, "-m", "zoofusion.bench", "project", "--machines", "1,4"], work, env)
+    lines = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    assert float(lines["measured_zoo_core_seconds_per_model_black"]) > 0
+    assert {f"measured_cyclegan_seconds_per_step_{u}" for u in ("study_conv1", "study_conv2", "aligned_pair")} <= set(lines)
+    assert float(lines["measured_evaluate_core_seconds_per_candidate"]) > 0
+    assert int(lines["study_zoo_models"]) == 2749 + 1749
+    for k in (1, 4):
+        hours = {s: float(lines[f"projected_hours_{s}_{k}_machines"]) for s in ("zoo", "cyclegan", "evaluate", "other")}
+        assert float(lines[f"projected_hours_total_{k}_machines"]) == pytest.approx(sum(hours.values()), abs=0.02)
+    assert float(lines["projected_hours_zoo_4_machines"]) < float(lines["projected_hours_zoo_1_machines"])
+

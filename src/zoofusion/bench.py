@@ -373,6 +373,12 @@ def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
     the run's metric `stage_seconds` (the stage process's age when its run ended, `tracking.stage_run`), else the
     run's end minus its start. Read from MLflow, never from a DVC output. `runs`: MLflow Run objects; `dvc_exp`:
     only runs tagged with that DVC experiment name (tracking's `dvc_exp` tag)."""
+    return {stage: float(r.data.metrics.get("stage_seconds", (r.info.end_time - r.info.start_time) / 1000))
+            for stage, r in stage_runs(runs, dvc_exp).items()}
+
+
+def stage_runs(runs: list, dvc_exp: str | None = None) -> dict[str, object]:
+    """The latest finished top-level MLflow run of each DVC stage (see :func:`stage_seconds`), in run order."""
     latest: dict[str, object] = {}
     for r in runs:
         t = r.data.tags
@@ -384,39 +390,114 @@ def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
         old = latest.get(t["dvc_stage"])
         if old is None or rank > ("stage_seconds" in old.data.metrics, old.info.start_time):
             latest[t["dvc_stage"]] = r
-    ordered = sorted(latest.items(), key=lambda kv: kv[1].info.start_time)
-    return {stage: float(r.data.metrics.get("stage_seconds", (r.info.end_time - r.info.start_time) / 1000))
-            for stage, r in ordered}
+    return dict(sorted(latest.items(), key=lambda kv: kv[1].info.start_time))
 
 
-def run_stages(args: argparse.Namespace) -> list[str]:
-    """Each stage's wall seconds from the MLflow store (MLFLOW_TRACKING_URI, else the project's mlflow.db)."""
+def _finished_runs(client, query: str = "attributes.status = 'FINISHED'") -> list:
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while exp_ids:  # top-level runs carry no parent tag; MLflow cannot filter on a missing tag, so page through
+        page = client.search_runs(exp_ids, query, max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def _client():
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     from zoofusion.tracking import tracking_uri
 
-    client = mlflow.MlflowClient(tracking_uri())
-    exp_ids = [e.experiment_id for e in client.search_experiments()]
-    runs, token = [], None
-    while exp_ids:  # top-level runs carry no parent tag; MLflow cannot filter on a missing tag, so page through
-        page = client.search_runs(exp_ids, "attributes.status = 'FINISHED'", max_results=1000, page_token=token)
-        runs += page
-        token = page.token
-        if not token:
-            break
+    return mlflow.MlflowClient(tracking_uri()), tracking_uri()
+
+
+def run_stages(args: argparse.Namespace) -> list[str]:
+    """Each stage's wall seconds from the MLflow store (MLFLOW_TRACKING_URI, else the project's mlflow.db)."""
+    client, uri = _client()
+    runs = _finished_runs(client)
     seconds = stage_seconds(runs, args.dvc_exp)
     if not seconds:
         raise SystemExit(f"bench stages: no finished stage runs{f' tagged dvc_exp={args.dvc_exp}' if args.dvc_exp else ''}"
-                         f" in {tracking_uri()}; run the pipeline (`make run`, `make study`) first")
+                         f" in {uri}; run the pipeline (`make run`, `make study`) first")
     own = {r.data.tags.get("dvc_stage") for r in runs if "stage_seconds" in r.data.metrics}
     lines = [f"stage_seconds_{stage}: {s:.1f}" + ("" if stage in own else "  (a run's open time only: the stage logs "
                                                  "no stage_seconds of its own)") for stage, s in seconds.items()]
     return lines + [f"stage_seconds_total: {sum(seconds.values()):.1f}"]
 
 
+def _children(client, parent) -> list:
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+                              max_results=50000)
+
+
+def read_measured(client, runs: list, dvc_exp: str | None = None):
+    """The per-task costs of the latest run of every stage (projection.Measured), from MLflow: the zoo stages'
+    training core-seconds and models, each CycleGAN unit's seconds per step (its child run), each evaluate
+    candidate's protocol seconds (its child run), and every other stage's wall seconds."""
+    import math
+
+    from zoofusion.projection import Measured
+
+    by_stage = stage_runs(runs, dvc_exp)
+    need = {"zoo@black", "zoo@cat", "cyclegan", "evaluate"}
+    if not need <= set(by_stage):
+        raise SystemExit(f"bench project: no finished run of {', '.join(sorted(need - set(by_stage)))} in the "
+                         "MLflow store; run the pipeline (`make run`, `make study`) first")
+    zoo = {d: by_stage[f"zoo@{d}"] for d in ("black", "cat")}
+    units = _children(client, by_stage["cyclegan"])
+    step = {}
+    for u in units:
+        mt, pr = u.data.metrics, u.data.params
+        trained = mt["epochs"] - mt.get("resumed_at", 0)
+        if trained > 0:
+            steps = trained * math.ceil(max(int(pr["n_A"]), int(pr["n_B"])) / int(pr["batch_size"]))
+            step[f"{pr['variant']}/{pr['unit']}"] = mt["seconds"] / steps
+    ev = by_stage["evaluate"]
+    cands = _children(client, ev)
+    per = [c.data.metrics["protocol_seconds"] for c in cands if "protocol_seconds" in c.data.metrics]
+    if not step or not per:
+        raise SystemExit("bench project: the latest cyclegan run trained no epoch, or the latest evaluate run logged "
+                         "no protocol_seconds per candidate; rerun them (`dvc repro -f cyclegan evaluate`)")
+    kinds: dict[str, int] = {}
+    for c in cands:
+        kinds[c.data.params["kind"]] = kinds.get(c.data.params["kind"], 0) + 1
+    other = {k: v for k, v in stage_seconds(runs, dvc_exp).items() if k not in need}
+    return Measured(
+        zoo_core_seconds_per_model={d: r.data.metrics["train_seconds_summed_over_workers"] / r.data.metrics["count"]
+                                    for d, r in zoo.items()},
+        zoo_models={d: int(r.data.metrics["count"]) for d, r in zoo.items()},
+        group_size=int(zoo["black"].data.params["group_size"]), cyclegan_step_seconds=step,
+        cyclegan_batch_size=int(units[0].data.params["batch_size"]),
+        evaluate_core_seconds_per_candidate=sum(per) / len(per),
+        evaluate_feature_seconds_per_candidate=ev.data.metrics["seconds_features"] / len(cands),
+        evaluate_candidates=kinds, stage_seconds=other)
+
+
+def run_project(args: argparse.Namespace) -> list[str]:
+    """The study's full-scale hours per machine count, from the per-task times of the latest measured run."""
+    from zoofusion.projection import Study, project, study_candidates
+
+    client, _ = _client()
+    m = read_measured(client, _finished_runs(client), args.dvc_exp)
+    s = Study(zoo_models=dict(zip(("black", "cat"), STUDY_ZOO_SIZES)), shard_size=args.shard_size,
+              zoo_workers=args.zoo_workers, cyclegan_epochs=args.cyclegan_epochs, budget=args.budget)
+    lines = [f"measured_zoo_core_seconds_per_model_{d}: {v:.2f}" for d, v in m.zoo_core_seconds_per_model.items()]
+    lines += [f"measured_cyclegan_seconds_per_step_{u.replace('/', '_')}: {v:.4f}"
+              for u, v in m.cyclegan_step_seconds.items()]
+    lines += [f"measured_evaluate_core_seconds_per_candidate: {m.evaluate_core_seconds_per_candidate:.3f}",
+              f"measured_evaluate_feature_seconds_per_candidate: {m.evaluate_feature_seconds_per_candidate:.4f}",
+              f"measured_other_stage_seconds: {sum(m.stage_seconds.values()):.1f}",
+              f"study_zoo_models: {sum(s.zoo_models.values())}", f"study_candidates: {study_candidates(m, s)}"]
+    for k, hours in project(m, s, args.machines, args.cores).items():
+        lines += [f"projected_hours_{step}_{k}_machines: {h:.2f}" for step, h in hours.items()]
+    return lines
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """CLI: the ``zoo``, ``mlflow`` and ``stages`` subcommands."""
+    """CLI: the ``zoo``, ``mlflow``, ``stages`` and ``project`` subcommands."""
     parser = argparse.ArgumentParser(prog="python -m zoofusion.bench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     z = sub.add_parser("zoo", help="zoo training throughput of every training path, and the one calibration picks")
@@ -451,6 +532,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("stages", help="each stage's wall seconds, read from its MLflow run (timings are not DVC outputs)")
     st.add_argument("--dvc-exp", default=None, help="only the runs of this DVC experiment (e.g. study; workspace = "
                     "`dvc repro`); default: the latest run of each stage")
+    pj = sub.add_parser("project", help="the study's full-scale hours per machine count, from a measured run's "
+                        "per-task times in MLflow")
+    pj.add_argument("--dvc-exp", default=None, help="the runs of this DVC experiment (default: each stage's latest)")
+    pj.add_argument("--machines", type=_positive_int_list, default=[1, 4, 16], help="machine counts, a comma list")
+    pj.add_argument("--cores", type=_positive_int, default=os.cpu_count() or 1, help="cores per machine")
+    pj.add_argument("--shard-size", type=_positive_int, default=64, help="the study's zoo.shard_size")
+    pj.add_argument("--zoo-workers", type=_positive_int, default=2, help="zoo.workers (the shards' layout)")
+    pj.add_argument("--cyclegan-epochs", type=_positive_int, default=200, help="the study's cyclegan.epochs")
+    pj.add_argument("--budget", type=int, default=0, help="evaluate.budget (0: every generated model)")
     return parser
 
 
@@ -568,6 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line, flush=True)
     elif args.command == "stages":
         for line in run_stages(args):
+            print(line)
+    elif args.command == "project":
+        for line in run_project(args):
             print(line)
     return 0
 

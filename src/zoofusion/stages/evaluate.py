@@ -73,7 +73,8 @@ def run(params: Params) -> dict:
                   VARIANTS, kinds(params), {**seconds, "features": seconds["features"] + t_pool})
     timings = {"seconds_features": seconds["features"] + t_pool, "seconds_protocol": seconds["protocol"],
                "seconds_bootstrap": j.seconds}  # to MLflow, not into metrics/evaluate.json
-    log_runs(params, j.rows, {c.id: c for c in pool}, [r["id"] for r in j.selected], figs,
+    took = {r["id"]: r["seconds"] for r in rows}  # each candidate's protocol seconds: its MLflow run only
+    log_runs(params, [{**r, "seconds": took[r["id"]]} for r in j.rows], {c.id: c for c in pool}, [r["id"] for r in j.selected], figs,
              load_npz(TEST)["images"][:4], j.comparisons, j.summary, timings, j.champion)
     log.info("evaluate: %d candidates in %.1fs; selected on val: %s", len(rows), time.perf_counter() - t0,
              ", ".join(sorted(r["id"] for r in j.selected)))
@@ -124,9 +125,8 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                                       "selected_on_val": str(r["id"] in sel_ids).lower(),
                                       **{f"best_on_val_{m}": str(r["id"] == best[(r["kind"], m)]).lower()
                                          for m in METHODS}}) as child:
-                    now = int(time.time() * 1000)
-                    client.log_batch(child.info.run_id,
-                                     metrics=[Metric(k, float(v), now, 0) for k, v in r["metrics"].items()],
+                    now, ms = int(time.time() * 1000), {**r["metrics"], "protocol_seconds": r["seconds"]}
+                    client.log_batch(child.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in ms.items()],
                                      params=[Param(k, str(v)) for k, v in {
                                          "model_id": r["id"], "kind": r["kind"],
                                          "variant": r["kind"].removeprefix("generated-") if is_generated(r["kind"]) else "-",
