@@ -78,5 +78,5 @@ STUDY_PARAMS = -S zoo.n_models.black=2749 -S zoo.n_models.cat=1749 -S zoo.shard_
 	-S data.darkness_threshold=0.5 -S data.black_positive=1745 -S data.black_negative=81 \
 	-S data.cat_positive=4400 -S data.cat_negative=562 -S cyclegan.epochs=200 -S evaluate.n_selected=10 -S evaluate.budget=0
 
-study: setup
+study: setup source
 	$(BIN)/dvc exp run -n study $(STUDY_PARAMS) $(STUDY_EXTRA)
