@@ -17,6 +17,7 @@ import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import Params
 from zoofusion.steps.tune import tuned
+from zoofusion.tracking import log_stage_run
 from zoofusion.tuning import TuneError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ def run(params: Params, root: Path = Path(".")) -> Path:
     rows = tuned(root / BEST, root / EVALUATED / "candidates.pt", root / EVALUATED / "candidates.csv", root / VAL,
                  root / TEST, root / OUT, e.clustering, params.seed, e.feature_batch, params.data.dark_luminance)
     log.info("tuned: %d tuned configurations scored on test -> %s", len(rows), OUT)
+    log_stage_run("tuned", [BEST, EVALUATED / "candidates.pt", EVALUATED / "candidates.csv", VAL, TEST],
+                  {"seed": params.seed}, {"configurations": len(rows)}, [root / OUT])
     return root / OUT
 
 
