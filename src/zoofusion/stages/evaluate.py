@@ -22,16 +22,16 @@ import numpy as np
 
 import zoofusion.layout as layout
 from zoofusion.cli import stage_main
-from zoofusion.config import DOMAINS, METHODS, VARIANTS, Params
-from zoofusion.core.candidates import generated_kind, is_generated, kinds_of
+from zoofusion.config import DOMAINS, VARIANTS, Params
+from zoofusion.core.candidates import generated_kind, kinds_of
 from zoofusion.core.verdict import Comparison
 from zoofusion.executor import check_backend
 from zoofusion.io import load_npz
 from zoofusion.steps.candidates import build_pool
 from zoofusion.steps.evaluate import judge, render
 from zoofusion.steps.scores import best_on_val_ids, score
-from zoofusion.registry import log_pyfunc, register_champion, verdict_metrics
-from zoofusion.tracking import dataset_inputs, run_tags, setup_mlflow, stage_run
+from zoofusion.registry import log_candidates, log_pyfunc, register_champion, verdict_metrics
+from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow, stage_run
 
 log = logging.getLogger(__name__)
 GENERATED = layout.GENERATED
@@ -83,10 +83,11 @@ def run(params: Params) -> dict:
 
 def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str], figs: dict, example: np.ndarray,
              comparisons: list[Comparison], ev_verdict: dict, timings: dict[str, float], champion: str) -> None:
-    """One MLflow child run per candidate under a parent run, so the UI's compare view lines them up."""
+    """One MLflow child run per candidate under a parent run, so the UI's compare view lines them up: logged in bulk
+    (registry.log_candidates), then each selected model's pyfunc into its candidate's run, and the champion."""
     import tempfile
 
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
 
     mlflow = setup_mlflow("generated-models")
     inputs = {**{GENERATED / v / f: "train" for v in VARIANTS for f in ("models.pt", "untrained.pt")},
@@ -118,25 +119,13 @@ def log_runs(params: Params, rows: list[dict], by_id: dict, selected: list[str],
                                              f"minus best-on-val {pr['comparator']['id']}",
                          "primary_outcome": pr["outcome"], "primary_declared_in": pr["declared_in"] or "uncommitted",
                          "primary_sources": ",".join(pr["sources"])})
+        ids = dict(zip((r["id"] for r in rows), log_candidates(  # in bulk; figures under `figures`
+            BatchLogger(mlflow, parent.info.run_id, tags, datasets[-2:]), rows, sel_ids, best, figs,
+            params.evaluate.clustering.umap_kwargs())))
         with tempfile.TemporaryDirectory() as tmp:
-            for r in rows:
-                cand = by_id[r["id"]]
-                with mlflow.start_run(run_name=r["id"], nested=True, tags={**tags, "kind": r["kind"],
-                                      "selected_on_val": str(r["id"] in sel_ids).lower(),
-                                      **{f"best_on_val_{m}": str(r["id"] == best[(r["kind"], m)]).lower()
-                                         for m in METHODS}}) as child:
-                    now, ms = int(time.time() * 1000), {**r["metrics"], "protocol_seconds": r["seconds"]}
-                    client.log_batch(child.info.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in ms.items()],
-                                     params=[Param(k, str(v)) for k, v in {
-                                         "model_id": r["id"], "kind": r["kind"],
-                                         "variant": r["kind"].removeprefix("generated-") if is_generated(r["kind"]) else "-",
-                                         "source_domain": r["source_domain"] or "-",
-                                         "source_index": r["source_index"], **params.evaluate.clustering.umap_kwargs()}.items()])
-                    client.log_inputs(child.info.run_id, datasets=datasets[-2:])  # val and test
-                    for p in figs.get(r["id"], []):
-                        client.log_artifact(child.info.run_id, str(p), "figures")
-                    if r["id"] in sel_ids and cand.weights is not None:
-                        versions[r["id"]] = str(log_pyfunc(mlflow, cand, example, Path(tmp)).version)
+            for cid in (r["id"] for r in rows if r["id"] in sel_ids and by_id[r["id"]].weights is not None):
+                with mlflow.start_run(run_id=ids[cid], nested=True):  # the model goes into the candidate's run
+                    versions[cid] = str(log_pyfunc(mlflow, by_id[cid], example, Path(tmp)).version)
         if versions:
             register_champion(client, versions, champion if champion in versions else selected[0], ev_verdict)
 
