@@ -7,7 +7,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # DVC runs each stage's `python -m ...` from PATH: the venv must come first.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup source run replicate test test-fast test-repro test-replicate test-ray test-services test-ui ui ui-check plots-template study
+.PHONY: setup source run replicate test test-fast test-repro test-replicate test-gpu-script test-ray test-services test-ui ui ui-check plots-template study study-params
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,7 +38,7 @@ test: setup
 
 # The fast tier: every unit test, no end-to-end pipeline (under 2 minutes on 2 cores).
 test-fast: setup
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not services and not ray and not repro and not replicate and not e2e"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not services and not ray and not repro and not replicate and not gpu_script and not e2e"
 
 # The `repro` tier: two scratch clones run the tiny pipeline at once; every DVC output must be the same bytes.
 test-repro: setup
@@ -48,6 +48,11 @@ test-repro: setup
 # data/source, the MLflow store and the caches). CI runs it after `make test`.
 test-replicate: setup
 	$(BIN)/python -m pytest -q -m replicate
+
+# The `gpu_script` tier: scripts/gpu_study.sh (the study on a lent GPU through DVC + MLflow) run tiny on CPU in a
+# git-less copy of the tracked files, stopped by its call limit, then resumed to the end
+test-gpu-script: setup
+	$(BIN)/python -m pytest -q -m gpu_script
 
 # The `ray` tier: zoo shards through Ray equal local ones; the tiny pipeline on a two-node cluster spreads its work
 # over both nodes. CI runs it after `make test`.
@@ -80,3 +85,7 @@ STUDY_PARAMS = -S zoo.n_models.black=2749 -S zoo.n_models.cat=1749 -S zoo.shard_
 
 study: setup source
 	$(BIN)/dvc exp run -n study $(STUDY_PARAMS) $(STUDY_EXTRA)
+
+# The study's overrides alone, for scripts that run the study elsewhere (scripts/gpu_study.sh on a lent GPU)
+study-params:
+	@echo $(STUDY_PARAMS)

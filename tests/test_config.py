@@ -354,3 +354,19 @@ def test_the_control_section_is_checked():
     with pytest.raises(ConfigError, match=r"control\.positive_min_darkness: must be above "
                                           r"data\.nonblack_cat_max_darkness \(0\.15\)"):
         make_params({"control": {"positive_min_darkness": 0.1}})
+
+
+def test_cuda_device_turns_tf32_off(monkeypatch):
+    """fp32 arithmetic on a GPU as on CPU: speed may not silently change the numbers (cuDNN defaults to TF32)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        assert make_params({"device": "cpu"}).torch_device() == "cpu"
+        assert torch.backends.cudnn.allow_tf32  # cpu leaves the flags alone
+        assert make_params({"device": "auto"}).torch_device() == "cuda"
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

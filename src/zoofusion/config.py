@@ -511,12 +511,14 @@ class Params(Section):
         """`device` as torch names it; `cuda` on a machine without one is refused here, before any work."""
         import torch
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device: cuda, but torch sees no CUDA GPU on this machine; set device: cpu "
                               "(or auto) in params.yaml")
-        return self.device
+        if device == "cuda":  # float32 arithmetic, as on CPU: cuDNN would otherwise run convolutions in TF32
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
+        return device
 
 
 def _key(loc: tuple) -> str:
