@@ -451,6 +451,7 @@ class BatchLogger:
         self.reused: set[str] = set()  # earlier runs this logger found instead of logging again
         self._known: dict[tuple, set[str]] = {}  # tag values already in the experiment (`known`)
         self._unanalyzed: int | None = None  # runs `children` inserted since its last ANALYZE (None: none yet)
+        self._analyzed = 0  # runs `children` inserted up to its last ANALYZE
 
     def find(self, tag: str, value: str) -> str | None:
         """The id of a finished run in this experiment tagged `tag=value` (e.g. a content hash), else None."""
@@ -552,10 +553,13 @@ class BatchLogger:
                                  {k: str(v) for k, v in params.items()}, all_tags, metrics, artifacts))
         bulk.insert_runs(store, self.exp_id, made, start_ms or now, end_ms or now, self.datasets,
                          tracking_uri=self.client.tracking_uri)
-        # planner statistics (`analyze_store`) after the first batch and then every 1000 runs, not every shard:
-        # ANALYZE costs ~0.1 s at the study's size, a zoo stage makes ~40 shards, and `stage_run` ends with one
-        if self._unanalyzed is None or self._unanalyzed + len(made) >= 1000:
+        # planner statistics (`analyze_store`) after the first batch, then once the runs since the last ANALYZE reach
+        # 1000 or as many as before it, not every shard: ANALYZE costs ~0.1 s at the zoo's size and grows with the
+        # store (evaluate's candidates carry ~157 metrics each), a zoo stage makes ~40 shards, evaluate up to ~77
+        # chunks; `stage_run` ends with one. Statistics at most 2x behind, O(log n) ANALYZEs.
+        if self._unanalyzed is None or self._unanalyzed + len(made) >= max(1000, self._analyzed):
             analyze_store(self.client)
+            self._analyzed += (self._unanalyzed or 0) + len(made)
             self._unanalyzed = 0
         else:
             self._unanalyzed += len(made)
