@@ -6,8 +6,10 @@ runs, through DVC and MLflow (`make study`): every stage logs its own seconds to
 
 ``python -m zoofusion.bench mlflow --runs 4498`` logs the study's zoos (2749 + 1749 CNNs) as synthetic child runs
 into a fresh sqlite store through the zoo stage's own code path (`tracking.log_cnns` per shard: content dedupe,
-weights as model.pt, dataset inputs), after a sample logged one call per run as before (projected), then serves the
-store with ``mlflow server`` on 127.0.0.1 and times the REST calls the UI's runs list and compare view make.
+weights as model.pt, dataset inputs), after a sample logged one call per run as before (projected), then the study's
+generated models (``--candidates``, 2 x 4498) as evaluate's candidate child runs (`registry.log_candidates`: every
+protocol metric, figures of the selected), then serves the store with ``mlflow server`` on 127.0.0.1 and times the
+REST calls the UI's runs list and compare view make, in both experiments.
 
 Everything printed is one ``name: value`` per line so numbers can be quoted directly.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -199,21 +202,23 @@ def _call(url: str, path: str, body: dict | None = None, query: dict | None = No
     return time.perf_counter() - t0, out
 
 
-def time_ui_calls(url: str, experiment_id: str, metric: str = "final_val_acc", compare: int = 5) -> list[str]:
-    """The runs list (runs/search: 100 runs, by start time as it opens, then sorted by a metric) and the compare
-    view of `compare` runs (runs/get and metrics/get-history each), as the UI calls them; a line per call."""
+def time_ui_calls(url: str, experiment_id: str, metric: str = "final_val_acc", compare: int = 5,
+                  history: str = "val_acc", name: str = "ui") -> list[str]:
+    """The runs list (runs/search: 100 runs, by start time as it opens, then sorted by `metric`) and the compare
+    view of `compare` runs (runs/get and metrics/get-history of `history` each), as the UI calls them; a line per
+    call, each named `<name>_...`."""
     lines = []
     search = {"experiment_ids": [experiment_id], "max_results": 100, "run_view_type": "ACTIVE_ONLY", "filter": ""}
     for what, order in (("start_time", "attributes.start_time DESC"), ("metric", f"metrics.`{metric}` DESC")):
         for attempt in ("first", "again"):
             s, out = _call(url, "/ajax-api/2.0/mlflow/runs/search", {**search, "order_by": [order]})
-            lines.append(f"ui_runs_search_by_{what}_{attempt}_seconds: {s:.3f} ({len(out.get('runs', []))} runs)")
+            lines.append(f"{name}_runs_search_by_{what}_{attempt}_seconds: {s:.3f} ({len(out.get('runs', []))} runs)")
     ids = [r["info"]["run_id"] for r in out["runs"][:compare]]
     for i, run_id in enumerate(ids):
         s, _ = _call(url, "/ajax-api/2.0/mlflow/runs/get", query={"run_id": run_id})
-        lines.append(f"ui_runs_get_{i}_seconds: {s:.3f}")
-        s, h = _call(url, "/ajax-api/2.0/mlflow/metrics/get-history", query={"run_id": run_id, "metric_key": "val_acc"})
-        lines.append(f"ui_metric_history_{i}_seconds: {s:.3f} ({len(h.get('metrics', []))} points)")
+        lines.append(f"{name}_runs_get_{i}_seconds: {s:.3f}")
+        s, h = _call(url, "/ajax-api/2.0/mlflow/metrics/get-history", query={"run_id": run_id, "metric_key": history})
+        lines.append(f"{name}_metric_history_{i}_seconds: {s:.3f} ({len(h.get('metrics', []))} points)")
     return lines
 
 
@@ -287,16 +292,129 @@ def _log_one_by_one(mlflow, shards: list[tuple[int, dict]], datasets: list, epoc
     return seconds / max(n, 1)
 
 
+def study_clustering():
+    """params.yaml's `evaluate.clustering` (the repository's; the cwd's dvc.yaml root)."""
+    from zoofusion.config import load_params
+    from zoofusion.io import repo_root
+
+    return load_params(repo_root() / "params.yaml").evaluate.clustering
+
+
+@functools.lru_cache(maxsize=1)
+def candidate_metric_keys() -> tuple[str, ...]:
+    """The metric keys of a real evaluate candidate (`val/kmeans/auroc`, `test/dbscan/ari`, ...), from the protocol's
+    own code: every UMAP-arm method on an embedding (`core.protocol.evaluate_embedding`) and the arms without UMAP
+    (`evaluate_direct`) of 90 synthetic points, with params.yaml's clustering; no UMAP is fitted."""
+    from zoofusion.core.protocol import DIRECT_METHODS, PROBE, UMAP_METHODS, evaluate_direct, evaluate_embedding
+
+    p = study_clustering().method_params()
+    rng = np.random.default_rng(0)
+    y = (np.arange(90) % 3 == 0).astype(np.int64)
+    xv, xt = rng.normal(size=(90, 8)) + y[:, None], rng.normal(size=(90, 8)) + y[:, None]
+    emb = evaluate_embedding(xv[:, :2], y, xt[:, :2], y, p, 0, methods=UMAP_METHODS).metrics
+    direct = evaluate_direct(xv, y, xt, y, standardize=True, p=p, seed=0, methods=(*DIRECT_METHODS, PROBE)).metrics
+    return tuple({**emb, **direct})
+
+
+def study_candidates(n: int, keys: Sequence[str], seed: int = 0) -> list[dict]:
+    """`n` synthetic generated models as evaluate's rows (id, kind, source_domain, source_index, metrics, seconds):
+    half per variant (kinds generated-study / generated-aligned), each variant's translations of the black zoo
+    (`<variant>/<index>/A`) and of the cat zoo (`.../B`) in the study's proportion (2749 : 1749); every metric key of
+    `keys` (values in [0, 1], whole numbers for n_clusters), protocol seconds as measured (~2-6 s)."""
+    from zoofusion.config import VARIANTS
+
+    rng = np.random.default_rng(seed)
+    values = rng.random((n, len(keys)))
+    for j, k in enumerate(keys):
+        if k.endswith("/n_clusters"):
+            values[:, j] = rng.integers(1, 6, n)
+    seconds = rng.uniform(2, 6, n)
+    rows = []
+    for v, m in zip(VARIANTS, (n - n // 2, n // 2)):
+        a = round(m * STUDY_ZOO_SIZES[0] / sum(STUDY_ZOO_SIZES))
+        for letter, count in (("A", a), ("B", m - a)):
+            for i in range(count):
+                j = len(rows)
+                rows.append({"id": f"{v}/{i}/{letter}", "kind": f"generated-{v}", "source_domain": letter,
+                             "source_index": i, "metrics": dict(zip(keys, values[j].tolist())),
+                             "seconds": float(seconds[j])})
+    return rows
+
+
+# what the evaluate stage reads (stages.evaluate.log_runs): its run's data tags and dataset inputs
+EVALUATE_INPUTS = {**{f"data/generated/{v}/{f}": "train" for v in ("study", "aligned")
+                      for f in ("models.pt", "untrained.pt")},
+                   "data/kernels/raw/black.pt": "train", "data/kernels/raw/cat.pt": "train",
+                   "data/control/weights.pt": "train", "data/prepared/val.npz": "val", "data/testset/test.npz": "test"}
+
+
+def _counts(rows: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r["kind"]] = out.get(r["kind"], 0) + 1
+    return out
+
+
+def _count_children(client, parent_id: str) -> int:
+    """How many runs of the store name `parent_id` their parent (one SQL count; search_runs would load them all)."""
+    from mlflow.store.tracking.dbmodels.models import SqlTag
+
+    import zoofusion.tracking_bulk as bulk
+
+    with bulk.sql_store(client).ManagedSessionMaker() as session:
+        return session.query(SqlTag).filter(SqlTag.key == "mlflow.parentRunId", SqlTag.value == parent_id).count()
+
+
+def log_study_candidates(mlflow, rows: list[dict], run_params: dict, seed: int = 0) -> tuple[str, str, list[str], float]:
+    """evaluate's MLflow logging of `rows` into the experiment `generated-models`: a parent run `evaluate` with the
+    stage's tags (`tracking.run_tags`) and dataset inputs, then every candidate's child run through
+    `registry.log_candidates` as the stage calls it (a BatchLogger with the stage's tags and the val and test
+    datasets; selected: each generated kind's best on val by KMeans, with 4 figures each). Returns the experiment's
+    id, the parent's, the children's, and the seconds `log_candidates` took."""
+    from pathlib import Path
+
+    from zoofusion.registry import log_candidates
+    from zoofusion.render.tables import safe
+    from zoofusion.steps.scores import best_on_val_ids
+    from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags
+
+    for f in EVALUATE_INPUTS:  # small stand-ins: their md5s become data tags
+        Path(f).parent.mkdir(parents=True, exist_ok=True)
+        Path(f).write_bytes(f.encode() * 100)
+    tags, datasets = run_tags("evaluate", list(EVALUATE_INPUTS)), dataset_inputs(EVALUATE_INPUTS, root=Path.cwd())
+    exp = mlflow.set_experiment("generated-models").experiment_id
+    best = {(k, m): i for k, m, i in best_on_val_ids(rows, seed)}
+    selected = [best[(k, "kmeans")] for k in dict.fromkeys(r["kind"] for r in rows)]
+    figs = {}
+    rng = np.random.default_rng(seed)
+    for cid in selected:
+        figs[cid] = [Path("reports/figures") / f"{safe(cid)}_{what}.png" for what in ("umap", "tsne", "kernels", "cosine")]
+        for f in figs[cid]:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(rng.bytes(30_000))
+    with mlflow.start_run(run_name="evaluate", tags=tags) as parent:
+        mlflow.MlflowClient().log_inputs(parent.info.run_id, datasets=datasets)
+        logger = BatchLogger(mlflow, parent.info.run_id, tags, datasets[-2:])
+        t0 = time.perf_counter()
+        ids = log_candidates(logger, rows, selected, best, figs, run_params)
+        seconds = time.perf_counter() - t0
+    return exp, parent.info.run_id, ids, seconds
+
+
 def run_mlflow(args: argparse.Namespace) -> list[str]:
     """Log `--runs` synthetic CNNs into a fresh sqlite store through the zoo stage's own code path (a parent run per
     domain with its dataset inputs, `tracking.log_cnns` per shard: content dedupe, weights as model.pt, dataset
     inputs), after a sample logged call by call as the zoo did before (projected to all); then the same stages
-    again (a rerun: nothing new), then serve the store and time the UI's calls. Targets: logging < 60 s, each call
-    < 5 s."""
+    again (a rerun: nothing new); then `--candidates` generated models as evaluate logs its candidates
+    (`log_study_candidates`); then serve the store and time the UI's calls in both experiments. Targets: each
+    logging < 60 s, each call < 5 s."""
     from pathlib import Path
 
+    from zoofusion.registry import CANDIDATE_CHUNK
     from zoofusion.tracking import dataset_inputs
 
+    if args.candidates:  # read in the repository, before the scratch store's folder becomes the cwd
+        clustering, keys = study_clustering(), candidate_metric_keys()
     specs = study_runs(args.runs, args.epochs)
     n_metrics = len(specs[0][2])
     lines = [f"runs: {args.runs} (black {sum(s[1]['domain'] == 'black' for s in specs)}, "
@@ -337,13 +455,29 @@ def run_mlflow(args: argparse.Namespace) -> list[str]:
                      f"shards again, one content lookup per stage)")
         for p, _ in again:
             client.delete_run(p)  # the rerun's empty parents (the stage deletes them as duplicates)
+        if args.candidates:
+            rows = study_candidates(args.candidates, keys)
+            cand_exp, parent, ids, seconds = log_study_candidates(mlflow, rows, clustering.umap_kwargs())
+            kids = _count_children(client, parent)
+            lines += [f"candidates: {len(rows)} ({', '.join(f'{k} {n}' for k, n in _counts(rows).items())}; each "
+                      f"{len(rows[0]['metrics']) + 1} metrics (every protocol metric + protocol_seconds), "
+                      f"{5 + len(clustering.umap_kwargs())} params, the stage's tags, val and test dataset inputs)",
+                      f"candidates_seconds: {seconds:.1f} ({kids} child runs + 1 parent in experiment generated-models, "
+                      f"registry.log_candidates as evaluate calls it, {CANDIDATE_CHUNK} runs per BatchLogger.children; "
+                      f"target < 60: {'pass' if seconds < 60 else 'FAIL'})",
+                      f"candidates_seconds_per_run: {seconds / max(len(ids), 1):.4f}",
+                      f"candidates_runs_per_second: {len(ids) / seconds:.0f}"]
         if args.no_server:
             return lines
         with tempfile.TemporaryDirectory(prefix="zoofusion-bench-art-") as art, mlflow_server(store, art) as (url, up, pgid):
             lines.append(f"server_start_seconds: {up:.1f} (mlflow server on {url}, process group {pgid})")
             calls = time_ui_calls(url, exp)
+            if args.candidates:
+                calls += time_ui_calls(url, cand_exp, metric="test/kmeans/auroc", history="test/kmeans/auroc",
+                                       name="ui_candidates")
         worst = max(float(x.split(": ")[1].split()[0]) for x in calls)
-        lines += calls + [f"ui_slowest_call_seconds: {worst:.3f} (target < 5: {'pass' if worst < 5 else 'FAIL'})",
+        lines += calls + [f"ui_slowest_call_seconds: {worst:.3f} (of {len(calls)} calls"
+                          f"{', both experiments' if args.candidates else ''}; target < 5: {'pass' if worst < 5 else 'FAIL'})",
                           f"server_stopped: yes (process group {pgid} is gone)"]
     return lines
 
@@ -356,6 +490,16 @@ def _positive_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"group sizes must be ints >= 1; got {text!r}")
     return values
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0; got {text!r}") from exc
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an int >= 0; got {v}")
+    return v
 
 
 def _positive_int(text: str) -> int:
@@ -521,13 +665,16 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--device", default="cpu", help="cpu | cuda: where to train (the same code runs on both)")
     z.add_argument("--no-logging", action="store_true", help="skip timing the MLflow logging of the zoo")
-    m = sub.add_parser("mlflow", help="MLflow at the study's size: logging thousands of CNN runs, the UI's calls")
+    m = sub.add_parser("mlflow", help="MLflow at the study's size: logging thousands of CNN and candidate runs, the UI's calls")
     m.add_argument("--runs", type=_positive_int, default=sum(STUDY_ZOO_SIZES), help="synthetic CNN runs (study: 4498)")
     m.add_argument("--epochs", type=_positive_int, default=5, help="per-epoch values of each of the 4 curves")
     m.add_argument("--sample", type=int, default=200,
                    help="runs logged one call each first, to project the one-by-one time (0: skip)")
     m.add_argument("--shard-size", type=_positive_int, default=64,
                    help="CNNs per zoo shard, each logged in one transaction (study: zoo.shard_size=64)")
+    m.add_argument("--candidates", type=_nonnegative_int, default=2 * sum(STUDY_ZOO_SIZES),
+                   help="synthetic generated models logged as evaluate's candidate runs (study: 8996, every generated "
+                        "model of both variants; evaluate.budget 0 with every kind: 76476; 0: skip)")
     m.add_argument("--no-server", action="store_true", help="skip the mlflow server and the UI's calls")
     st = sub.add_parser("stages", help="each stage's wall seconds, read from its MLflow run (timings are not DVC outputs)")
     st.add_argument("--dvc-exp", default=None, help="only the runs of this DVC experiment (e.g. study; workspace = "
