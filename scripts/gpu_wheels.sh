@@ -31,6 +31,7 @@ print(f"gpu_wheels: {len(kept)} wheels in .whl/ ({sum(w.stat().st_size for w in 
       f"{len(list(Path(sys.argv[1]).glob('*.whl'))) - len(kept)} left out: the GPU has them)")
 PY
 [ -f data/source/cifar10-jpg.tar.gz ] || PATH="$(dirname "$PY"):$PATH" bash scripts/source.sh  # the images travel too
-tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+tree=$(git ls-files -z 2>/dev/null | xargs -0 -r du -cb 2>/dev/null | tail -1 | cut -f1)
+tree=${tree:-0}
 extra=$(du -cb .whl data/source/cifar10-jpg.tar.gz data/source/blackcat_labels_train.csv | tail -1 | cut -f1)
 echo "gpu_wheels: a call carries $(( (tree + extra) / 1048576 )) MiB (working tree, .whl, data/source; at most 64)"
