@@ -36,6 +36,10 @@ saves FAILED_<check>.png); the exit status is 1 if any failed.
 - plots.png                   --plots-html (a `dvc plots show` page) opened as file://: at least one Vega chart
                               drawn, and no http(s) request (all are blocked and reported): the page works offline
 
+With --timing it only times, in the browser, the generated models' runs list (until its top run by test/kmeans/auroc
+shows) and the compare view of the top 5, and prints the seconds (target < 5 s): for a store of the study's size,
+`python -m zoofusion.bench mlflow --keep DIR` (4498 CNNs and 8996 generated models).
+
 The two optuna_* shots are skipped, with a note, when the --optuna-storage sqlite file does not exist; plots.png
 without --plots-html.
 
@@ -502,6 +506,40 @@ def shoot_compare(page, base: str, picked, out: Path) -> list[Path]:
     return [top, screenshot(page, out / "compare_runs_metrics.png")]
 
 
+def time_pages(page, base: str, client, target: float = 5.0) -> list[str]:
+    """Seconds until the generated models' runs list (the latest `evaluate` run's children, sorted by a test metric)
+    shows its top run, and until the compare view of its top 5 shows them all: what a user waits for, in the
+    browser, on a store of the study's size (`bench mlflow --keep DIR`). Printed, not asserted."""
+    exp_id = experiment_id(client, EXPERIMENT)
+    parent = client.search_runs([exp_id], "attributes.run_name = 'evaluate'", order_by=["attributes.start_time DESC"],
+                                max_results=1)
+    if not parent:
+        raise RuntimeError(f"no `evaluate` run in experiment {EXPERIMENT!r}")
+    where = f"tags.mlflow.parentRunId = '{parent[0].info.run_id}'"
+    metric = SHOW_METRICS[1]
+    top = client.search_runs([exp_id], where, order_by=[f"metrics.`{metric}` DESC"], max_results=5)
+    best = {r.info.run_name for r in top if r.data.metrics.get(metric) == top[0].data.metrics.get(metric)}
+    page.goto(base + "#/experiments")  # the UI's code loaded once, as a user opens it first
+    visible(page.get_by_role("link", name=EXPERIMENT, exact=True), f"experiment {EXPERIMENT} in the list")
+    t0 = time.time()
+    page.goto(runs_url(base, exp_id, where, f"metrics.`{metric}`"))
+    until(lambda: top_run(page) in best, f"the runs list sorted by {metric} ({min(best)} first)")
+    listed = time.time() - t0
+    ids = json.dumps([r.info.run_id for r in top], separators=(",", ":"))
+    t0 = time.time()
+    page.goto(f"{base}#/compare-runs?runs={urllib.parse.quote(ids)}"
+              f"&experiments={urllib.parse.quote(json.dumps([exp_id]))}")
+    visible(page.get_by_role("heading", name=re.compile(rf"^Comparing {len(top)} Runs")), "the compare view")
+    for r in top:
+        visible(page.get_by_role("cell", name=r.info.run_name, exact=True), f"run {r.info.run_name} compared")
+    compared = time.time() - t0
+    worst = max(listed, compared)
+    return [f"browser_runs_list_seconds: {listed:.2f} (children of evaluate in {EXPERIMENT}, sorted by {metric}, "
+            f"until the top run shows)",
+            f"browser_compare_seconds: {compared:.2f} (compare view of the top {len(top)}, until every run shows)",
+            f"browser_slowest_seconds: {worst:.2f} (target < {target:g}: {'pass' if worst < target else 'FAIL'})"]
+
+
 def shoot_zoo_runs(page, base: str, picked, out: Path) -> list[Path]:
     exp_id, search, children = picked
     page.goto(runs_url(base, exp_id, search, f"metrics.`{ZOO_METRICS[-1]}`"))
@@ -669,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="Optuna storage for optuna-dashboard (default: sqlite:///<repo>/optuna.db); the dashboard "
                          "shots are skipped if its sqlite file does not exist")
     ap.add_argument("--plots-html", type=Path, help="a `dvc plots show` HTML page to check offline (plots.png)")
+    ap.add_argument("--timing", action="store_true", help="only time the generated models' runs list and compare "
+                    "view in the browser (a store of the study's size: bench mlflow --keep DIR); no screenshots")
     args = ap.parse_args(argv)
     # The servers run in a temporary folder: make sqlite paths absolute (sqlite:///rel.db is relative to the cwd).
     (args.store, store), (args.optuna_storage, storage) = sqlite_file(args.store), sqlite_file(args.optuna_storage)
@@ -724,6 +764,13 @@ def main(argv: list[str] | None = None) -> int:
         base = f"http://127.0.0.1:{port}/"
         try:
             with mlflow_ui(args.store, port, Path(tmp)):
+                if args.timing:
+                    try:
+                        print("\n".join(time_pages(page, base, client)), flush=True)
+                        return 0
+                    except Exception as e:
+                        print(f"FAILED timing: {failure(e)}", flush=True)
+                        return 1
                 check("experiments", shoot_experiments, page, base, args.out, page=page)
                 check("generated_models_runs", lambda: shoot_runs_table(page, base, evaluate_runs(), args.out),
                       page=page)

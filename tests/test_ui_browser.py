@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -174,6 +175,23 @@ def test_every_page_shows_what_it_should(stores, tmp_path: Path, capsys):
         assert png.is_file() and Image.open(png).size == (1600, 1000), name
     # No server outlives the script.
     assert not processes_mentioning(store.removeprefix("sqlite:///")), "a server on the test store is still running"
+
+
+@pytest.mark.slow
+def test_timing_finds_the_top_generated_model_in_a_bench_store(tmp_path: Path, capsys):
+    """--timing on a store `bench mlflow --keep` made (CI: the study's size): the runs list shows the top run by the
+    test metric and the compare view its top 5, each timed."""
+    needs_browser()
+    keep = tmp_path / "store"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    subprocess.run([sys.executable, "-m", "zoofusion.bench", "mlflow", "--runs", "8", "--candidates", "30",
+                    "--sample", "0", "--no-server", "--keep", str(keep)], env=env, check=True, capture_output=True)
+    rc = ui.main(["--timing", "--store", f"sqlite:///{keep / 'mlflow.db'}", "--chromium", str(CHROMIUM)])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    seconds = {k: float(v) for k, v in re.findall(r"^browser_(\w+)_seconds: ([\d.]+)", printed, re.M)}
+    assert set(seconds) == {"runs_list", "compare", "slowest"} and seconds["slowest"] == max(seconds.values()), printed
+    assert not processes_mentioning(str(keep)), "a server on the bench store is still running"
 
 
 @pytest.mark.slow

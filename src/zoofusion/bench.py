@@ -72,10 +72,14 @@ def _sync(device: str) -> None:
 
 
 @contextlib.contextmanager
-def _scratch_mlflow():
-    """A throw-away MLflow store (sqlite + artifacts in a temp folder), as the zoo stage uses one."""
+def _scratch_mlflow(keep: str | None = None):
+    """A throw-away MLflow store (sqlite + artifacts in a temp folder), as the zoo stage uses one; or, with `keep`,
+    a fresh store in that (new or empty) folder, left there."""
     old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    with tempfile.TemporaryDirectory(prefix="zoofusion-bench-") as tmp:
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+    with (contextlib.nullcontext(os.path.abspath(keep)) if keep else
+          tempfile.TemporaryDirectory(prefix="zoofusion-bench-")) as tmp:
         os.chdir(tmp)  # the default artifact root is relative to the cwd
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         try:
@@ -413,6 +417,9 @@ def run_mlflow(args: argparse.Namespace) -> list[str]:
     from zoofusion.registry import CANDIDATE_CHUNK
     from zoofusion.tracking import dataset_inputs
 
+    if args.keep and os.path.isdir(args.keep) and os.listdir(args.keep):
+        raise SystemExit(f"bench mlflow: --keep {args.keep} is not empty; give a new or empty folder (the store is "
+                         f"made fresh there)")
     if args.candidates:  # read in the repository, before the scratch store's folder becomes the cwd
         clustering, keys = study_clustering(), candidate_metric_keys()
     specs = study_runs(args.runs, args.epochs)
@@ -422,7 +429,7 @@ def run_mlflow(args: argparse.Namespace) -> list[str]:
              f"per_run: {len(specs[0][1])} params, {n_metrics} metric values ({len(CURVES)} curves x {args.epochs} "
              f"epochs + {len(CURVES)} final), tags, dataset input, weights model.pt"]
     shards = study_shards(specs, args.shard_size)
-    with _scratch_mlflow() as mlflow:
+    with _scratch_mlflow(args.keep) as mlflow:
         store = os.environ["MLFLOW_TRACKING_URI"]
         exp = mlflow.get_experiment_by_name("bench-zoo").experiment_id
         datasets = {}
@@ -676,6 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic generated models logged as evaluate's candidate runs (study: 8996, every generated "
                         "model of both variants; evaluate.budget 0 with every kind: 76476; 0: skip)")
     m.add_argument("--no-server", action="store_true", help="skip the mlflow server and the UI's calls")
+    m.add_argument("--keep", metavar="DIR", default=None, help="make the store in DIR (new or empty) and leave it "
+                   "there, e.g. for the browser's timing: scripts/ui_screenshot.py --timing --store sqlite:///DIR/mlflow.db")
     st = sub.add_parser("stages", help="each stage's wall seconds, read from its MLflow run (timings are not DVC outputs)")
     st.add_argument("--dvc-exp", default=None, help="only the runs of this DVC experiment (e.g. study; workspace = "
                     "`dvc repro`); default: the latest run of each stage")
