@@ -499,24 +499,20 @@ def _positive_int_list(text: str) -> list[int]:
     return values
 
 
-def _nonnegative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0; got {text!r}") from exc
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0; got {v}")
-    return v
+def _int_at_least(low: int):
+    """An argparse type: an int >= `low`, else one line saying so."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}; got {text!r}") from exc
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}; got {v}")
+        return v
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1; got {text!r}") from exc
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected an int >= 1; got {v}")
-    return v
+_nonnegative_int, _positive_int = _int_at_least(0), _int_at_least(1)
 
 
 def stage_seconds(runs: list, dvc_exp: str | None = None) -> dict[str, float]:
