@@ -111,9 +111,14 @@ def test_separable_blobs_are_separated(blob_eval):
 
 def test_noise_features_are_near_chance(noise_eval):
     ev, _, _ = noise_eval
-    for split in ("val", "test"):
-        # majority mapping guarantees >= 0.5; no structure means not much more
-        assert 0.5 <= ev.metrics[f"{split}/kmeans/accuracy"] <= 0.7
+    m = ev.metrics
+    # val's calls use val's own majority mapping (accuracy = purity >= 0.5); no structure means not much more
+    assert 0.5 <= m["val/kmeans/accuracy"] <= 0.7
+    # test is called by val's mapping, so chance lies on either side of 0.5 (0.47 on an AMD EPYC, above it on a
+    # Xeon): within 0.2 of it, ranking included; its own majority (purity) is again >= 0.5 and not much more
+    for k in ("accuracy", "balanced_accuracy", "auroc"):
+        assert abs(m[f"test/kmeans/{k}"] - 0.5) <= 0.2, k
+    assert 0.5 <= m["test/kmeans/purity"] <= 0.7
 
 
 def test_same_seed_same_result(blob_eval, blob_data):
