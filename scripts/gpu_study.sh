@@ -53,8 +53,10 @@ git rev-parse -q --verify HEAD >/dev/null || { git add -A && git commit -qm "wor
   { say "could not commit this copy's working tree (dvc exp run needs a commit)"; exit 2; }
 study=$(make -s study-params) || { say "make -s study-params failed (is make installed?)"; exit 2; }
 gpu=()
-if [ "$device" = cuda ]; then  # one H200/H100: 64 models a group, 256 a shard; 16 cores for evaluate and tune
-  gpu=(-S zoo.path=batched_g64 -S zoo.group_size=64 -S zoo.shard_size=256 -S evaluate.workers=16 -S tune.workers=16)
+if [ "$device" = cuda ]; then  # one H200/H100: 64 models a group, 256 a shard; 3 CycleGANs sharing the GPU at once;
+  # 16 cores for evaluate and tune
+  gpu=(-S zoo.path=batched_g64 -S zoo.group_size=64 -S zoo.shard_size=256 -S cyclegan.workers=3 -S evaluate.workers=16
+       -S tune.workers=16)
 fi
 # shellcheck disable=SC2086
 args=(exp run -n "$exp" $study -S "device=$device" -S evaluate.budget=48 "${gpu[@]}" "$@")

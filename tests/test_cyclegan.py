@@ -311,6 +311,29 @@ def test_units_side_by_side_give_the_same_bytes_at_any_number_of_workers(tmp_pat
     assert _tree(tmp_path / "again") == outs[1] and {r.resumed_at for rs in again.values() for r in rs} == {2}
 
 
+
+def test_a_unit_worker_turns_tf32_off_when_its_unit_trains_on_a_gpu(tmp_path: Path, monkeypatch) -> None:
+    """Units share a GPU as worker processes: each sets its own (process-global) fp32 flags before training."""
+    import dataclasses
+
+    import zoofusion.steps.cyclegan as step
+    from conftest import make_params
+
+    p = make_params({"cyclegan": {"epochs": 1, "batch_size": 4, "hidden": 4}})
+    task = plan_units({"study": p.translation.variant("study")}, p.cyclegan, p.seed, "cpu", _harvest(tmp_path),
+                      tmp_path / "cache")[0]
+    seen = []
+    monkeypatch.setattr(step, "train_unit", lambda unit, variant, cfg, *a, **k: seen.append(
+        (cfg.device, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        step.train_task(task)
+        step.train_task(dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, device="cuda")))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    assert seen == [("cpu", True, True), ("cuda", False, False)]  # cpu leaves the flags alone
+
 def test_save_torch_gives_the_same_bytes_at_any_path(tmp_path: Path) -> None:
     obj = {"w": torch.arange(6.0).reshape(2, 3), "meta": {"epochs": 3}}
     save_torch(tmp_path / "a.pt", obj)

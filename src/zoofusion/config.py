@@ -515,9 +515,9 @@ class Params(Section):
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device: cuda, but torch sees no CUDA GPU on this machine; set device: cpu "
                               "(or auto) in params.yaml")
-        if device == "cuda":  # float32 arithmetic, as on CPU: cuDNN would otherwise run convolutions in TF32
-            torch.backends.cudnn.allow_tf32 = False
-            torch.backends.cuda.matmul.allow_tf32 = False
+        from zoofusion.core.device import fp32_only
+
+        fp32_only(device)
         return device
 
 

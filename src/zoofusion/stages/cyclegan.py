@@ -11,7 +11,7 @@ A unit's CycleGAN is seeded by the unit (`derive_seed(seed, "cyclegan", unit)`),
 variants that differ only in a setting start from the same draw.
 
 Every (variant, unit) is one task (steps/cyclegan.py `train_units`): `cyclegan.workers` local processes of one
-thread each (or Ray tasks, `executor.backend`), results written in task order, so the bytes do not depend on the
+thread each, sharing the GPU on `device: cuda` (or Ray tasks, `executor.backend`), results written in task order, so the bytes do not depend on the
 number of workers. Outputs data/cyclegan/<variant>/<unit>/ (unit: conv1 and conv2, or pair): `generators.pt`
 (G_A2B, G_B2A, scaler), `history.json` (per-epoch losses), `losses.csv`, `final_grid.png`, `generators_init.pt` (the
 generators at initialisation, same seed: the translation control); and per variant
@@ -83,7 +83,6 @@ def run(params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = 
     variants = {name: params.translation.variant(name) for name in VARIANTS}
     tasks = plan_units(variants, params.cyclegan, params.seed, device, kernels, cache, params.executor.time_limit_s)
     files = sorted({f for t in tasks for f in t.files})
-    workers = params.cyclegan.workers if device == "cpu" else 1  # a GPU trains one unit at a time
     mlflow = setup_mlflow("cyclegan")
     tags = run_tags("cyclegan", files)
     with stage_run(mlflow, "cyclegan", "cyclegan", files) as parent:
@@ -101,7 +100,7 @@ def run(params: Params, kernels: Path = KERNELS, out: Path = OUT, cache: Path = 
 
         t0 = time.perf_counter()
         try:
-            runs = train_units(tasks, out, workers, params.executor.backend, params.executor.address, on_unit)
+            runs = train_units(tasks, out, params.cyclegan.workers, params.executor.backend, params.executor.address, on_unit)
         except TrainingDiverged as e:
             mlflow.set_tag("failed", str(e))
             raise

@@ -37,6 +37,7 @@ from torch import nn
 from zoofusion.core.cyclegan import (CycleGANConfig, CycleGANResult, KernelScaler, OnEpoch, initial_cyclegan,
                                      make_generator, resume_mismatch, train_cyclegan, translate)
 from zoofusion.core.cnn import CONV_LAYERS
+from zoofusion.core.device import fp32_only
 from zoofusion.core.kernel_stats import kernel_stat_distance
 from zoofusion.core.pair import fit_scales, pack, unpack
 from zoofusion.core.seeds import derive_seed
@@ -358,6 +359,7 @@ def train_task(task: UnitTask, shared: Any = None) -> UnitRun | UnitStopped:
     files = [task.root / f for f in task.files]  # absolute paths stay as they are
     black, cat = load_kernels(files)
     unit = next(u for u in units(task.v, black, cat) if u.name == task.unit)
+    fp32_only(task.cfg.device)  # a worker process on a GPU: its own flags
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
