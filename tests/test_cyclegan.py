@@ -311,7 +311,6 @@ def test_units_side_by_side_give_the_same_bytes_at_any_number_of_workers(tmp_pat
     assert _tree(tmp_path / "again") == outs[1] and {r.resumed_at for rs in again.values() for r in rs} == {2}
 
 
-
 def test_a_unit_worker_turns_tf32_off_when_its_unit_trains_on_a_gpu(tmp_path: Path, monkeypatch) -> None:
     """Units share a GPU as worker processes: each sets its own (process-global) fp32 flags before training."""
     import dataclasses
