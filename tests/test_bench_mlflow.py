@@ -89,6 +89,7 @@ def test_study_candidates_are_both_variants_in_the_zoos_proportion():
 
 def test_bench_candidates_are_logged_as_evaluate_logs_them():
     from zoofusion.core.protocol import METHODS
+    from zoofusion.registry import is_headline
 
     keys = bench.candidate_metric_keys()
     rows = bench.study_candidates(20, keys)
@@ -101,7 +102,8 @@ def test_bench_candidates_are_logged_as_evaluate_logs_them():
         assert len(kids) == len(ids) == 20 and bench._count_children(c, parent) == 20
         assert sorted(k.info.run_name for k in kids) == sorted(r["id"] for r in rows)
         k = next(k for k in kids if k.info.run_name == "aligned/3/B")
-        assert set(k.data.metrics) == {*keys, "protocol_seconds"} and len(k.data.params) == 11
+        assert set(k.data.metrics) == {*filter(is_headline, keys), "protocol_seconds"} and len(k.data.params) == 11
+        assert set(mlflow.artifacts.load_dict(f"runs:/{k.info.run_id}/protocol/metrics.json")) == set(keys)
         assert k.data.params["variant"] == "aligned" and k.data.params["source_domain"] == "B"
         assert {f"best_on_val_{m}" for m in METHODS} | {"kind", "selected_on_val", "dvc_stage"} <= set(k.data.tags)
         assert len(k.data.tags) >= 20  # the stage's tags (git, data md5s, dvc_exp, ...) as a real candidate's
@@ -114,7 +116,8 @@ def test_bench_candidates_are_logged_as_evaluate_logs_them():
 def test_bench_mlflow_logs_the_candidates_under_one_parent(capsys):
     assert bench.main(["mlflow", "--runs", "8", "--sample", "0", "--candidates", "20", "--no-server"]) == 0
     out = _lines(capsys.readouterr().out)
-    assert out["candidates"].startswith("20 (generated-study 10, generated-aligned 10; each 157 metrics")
+    assert out["candidates"].startswith("20 (generated-study 10, generated-aligned 10; each 41 metrics (the headline "
+                                        "protocol metrics + protocol_seconds; all 156 in protocol/metrics.json)")
     assert out["candidates_seconds"].split(" (")[1].startswith(
         "20 child runs + 1 parent in experiment generated-models, registry.log_candidates")
     assert out["candidates_seconds"].endswith("target < 60: pass)")

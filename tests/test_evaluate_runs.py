@@ -3,12 +3,14 @@ BatchLogger.children), and the selected models registered from their candidates'
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from conftest import make_params
 from zoofusion.core.candidates import CONV_KEYS, Candidate
 from zoofusion.core.cnn import init_weights
-from zoofusion.registry import REGISTERED_MODEL, candidate_runs, log_candidates
+from zoofusion.registry import REGISTERED_MODEL, candidate_runs, is_headline, log_candidates
 from zoofusion.tracking import CONTENT_TAG, KEY_TAG
 
 PARAMS = make_params({})
@@ -22,7 +24,8 @@ def _rows() -> list[dict]:
     r = np.random.default_rng(0)
     return [{"id": cid, "kind": kind, "source_domain": dom, "source_index": idx, "seconds": 1.5 + j,
              "metrics": {"val/kmeans/auroc": auc, "val/dbscan/ari": 0.1 * j, "val/ocsvm/auroc": 1 - auc,
-                         "test/kmeans/auroc": float(r.uniform()), "test/dbscan/ari": float(r.uniform())}}
+                         "test/kmeans/auroc": float(r.uniform()), "test/dbscan/ari": float(r.uniform()),
+                         "val/kmeans/accuracy": 0.5, "test/kmeans_direct/purity": float("nan")}}  # in the file only
             for j, (cid, kind, dom, idx, auc) in enumerate(CANDS)]
 
 
@@ -39,12 +42,28 @@ def test_candidate_runs_are_what_a_child_run_holds():
     assert params == {"model_id": "study/1/B", "kind": "generated-study", "variant": "study", "source_domain": "B",
                       "source_index": 1, **UMAP} and len(params) == 11
     assert metrics[0] == ("val/kmeans/auroc", 0.9, 0) and metrics[-1] == ("protocol_seconds", 2.5, 0)
-    assert len(metrics) == 5 + 1 and all(step == 0 for _, _, step in metrics)
+    assert len(metrics) == 5 + 1 and all(step == 0 for _, _, step in metrics)  # the headline metrics only
     assert tags == {"kind": "generated-study", "selected_on_val": "true", "best_on_val_kmeans": "true",
                     "best_on_val_dbscan": "true", "best_on_val_ocsvm": "false"}
-    assert artifacts == [("f.png", "figures")] and runs[0][4] == []
+    assert [(a[0], a[-1]) for a in artifacts] == [("metrics.json", "protocol"), ("f.png", "figures")]
+    assert json.loads(artifacts[0][1]) == {**_rows()[1]["metrics"], "test/kmeans_direct/purity": None}  # NaN: null
+    assert [a[0] for a in runs[0][4]] == ["metrics.json"]  # not selected: no figures
     assert runs[3][1]["variant"] == "-" and runs[3][1]["source_domain"] == "-"  # a baseline
     assert runs[3][3]["selected_on_val"] == "false" and runs[3][3]["best_on_val_kmeans"] == "true"
+
+
+def test_a_candidate_run_shows_the_study_methods_on_test_and_every_verdict_metric():
+    from zoofusion.bench import candidate_metric_keys
+    from zoofusion.core.selection import VERDICT_METRIC, select_key
+
+    keys = candidate_metric_keys()  # a real candidate's, from the protocol's code
+    shown = {k for k in keys if is_headline(k)}
+    assert {select_key(m) for m in VERDICT_METRIC} <= shown  # what selection reads on val
+    assert {f"test/{m}/{VERDICT_METRIC[m]}" for m in VERDICT_METRIC} <= shown  # and the verdict on test
+    assert {f"test/kmeans/{k}" for k in ("accuracy", "precision", "recall", "entropy", "purity", "balanced_accuracy",
+                                         "average_precision")} <= shown  # the study's five, prevalence-free two
+    assert not {"val/kmeans/accuracy", "test/dbscan_val_eps/ari", "test/kmeans_direct/purity"} & shown
+    assert len(shown) == 40 and len(keys) == 156  # a UI column per headline metric: < 1/3 of them
 
 
 class _Logger:  # records the children calls
@@ -104,7 +123,10 @@ def test_evaluate_logs_its_candidates_in_bulk_and_registers_from_their_runs(tmp_
     assert k.info.status == "FINISHED" and k.data.params == {
         "model_id": "study/1/B", "kind": "generated-study", "variant": "study", "source_domain": "B",
         "source_index": "1", **{n: str(v) for n, v in UMAP.items()}}
-    assert k.data.metrics == {**_rows()[1]["metrics"], "protocol_seconds": 2.5}
+    assert k.data.metrics == {**{m: v for m, v in _rows()[1]["metrics"].items() if is_headline(m)},
+                              "protocol_seconds": 2.5}
+    every = mlflow.artifacts.load_dict(f"runs:/{k.info.run_id}/protocol/metrics.json")
+    assert every == {**_rows()[1]["metrics"], "test/kmeans_direct/purity": None} and len(every) == 7
     assert [m.step for m in c.get_metric_history(k.info.run_id, "test/kmeans/auroc")] == [0]
     t = k.data.tags
     assert (t["kind"], t["selected_on_val"], t["dvc_stage"]) == ("generated-study", "true", "evaluate")

@@ -117,8 +117,8 @@ print(json.dumps(out))
                                      check=True).stdout.strip().splitlines()[-1])
     assert len(runs["zoo"]) == 2 + 6  # a parent per domain, a child per CNN
     # every stage that makes something logs it: those without runs of their own log one in `pipeline`
-    assert {t["dvc_stage"] for t in runs["pipeline"]} >= {"data", "testset", "kernels", "control", "novelty", "tuned",
-                                                          "report"}
+    assert {t["dvc_stage"] for t in runs["pipeline"]} >= {"data", "testset", "kernels", "control", "novelty", "tune",
+                                                          "tuned", "report"}
     assert len(runs["generated-models"]) == TINY_EVALUATE_RUNS
     assert {t["dvc_stage"] for t in runs["cyclegan"]} == {"cyclegan", "generate@study", "generate@aligned"}
     # the cyclegan stage: a parent run and a child run per unit (study conv1, conv2; aligned pair)

@@ -379,6 +379,11 @@ def test_stage_end_to_end_without_a_test_split(tmp_path, monkeypatch):
     assert {"method", "candidate", "kind", "objective", "n_trials", "sampler"} <= set(p.data.params)
     assert p.data.tags["dvc_stage"] == "tune" and "best_value" in p.data.metrics
     assert all(c.info.status == "FINISHED" and "objective" in c.data.metrics for c in children)
+    # and the stage's own run, as every stage that makes something: its params, metrics/tune.json, its seconds
+    (own,) = mlflow.search_runs(experiment_names=["pipeline"], output_format="list")
+    assert own.data.tags["dvc_stage"] == "tune" and own.data.params["n_trials"] == "2" and own.data.params["seed"] == "7"
+    assert own.data.metrics["kmeans.generated-aligned"] == metrics["kmeans"]["generated-aligned"]
+    assert own.data.metrics["stage_seconds"] > 0
 
 
 def test_a_storage_password_never_enters_params_and_env_names_the_url(monkeypatch, tmp_path):

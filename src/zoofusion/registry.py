@@ -1,9 +1,12 @@
-"""The MLflow side of `evaluate`: a child run per candidate, logged in bulk (`candidate_runs`, `log_candidates`);
-selected generated models as pyfunc models from code (zoofusion/serving.py), a new version only for new content, the
-alias `champion`, each version tagged with its verdict; and the primary endpoint's numbers as MLflow metrics."""
+"""The MLflow side of `evaluate`: a child run per candidate, logged in bulk (`candidate_runs`, `log_candidates`),
+its headline metrics as MLflow metrics and all of them in its protocol/metrics.json (`is_headline`); selected
+generated models as pyfunc models from code (zoofusion/serving.py), a new version only for new content, the alias
+`champion`, each version tagged with its verdict; and the primary endpoint's numbers as MLflow metrics."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
@@ -12,20 +15,42 @@ import torch
 
 from zoofusion.core.candidates import CONV_KEYS, Candidate, generated_kind, is_generated
 from zoofusion.core.cnn import preprocess
+from zoofusion.core.protocol import METHODS
+from zoofusion.core.selection import VERDICT_METRIC
 from zoofusion.render.tables import safe
 from zoofusion.tracking import content_hash, register_version
 
 REGISTERED_MODEL = "zoofusion-generated"
 CANDIDATE_CHUNK = 1000  # candidate runs per `BatchLogger.children` call (one transaction each; bounded memory)
+PROTOCOL_FILE = ("metrics.json", "protocol")  # a candidate run's artifact with every protocol metric: (name, folder)
+
+
+def is_headline(key: str) -> bool:
+    """Whether the protocol metric `key` (``<split>/<method>/<metric>``) is one of a candidate run's MLflow metrics,
+    the columns the UI's runs list and compare view lay out: every metric of the study's three methods
+    (core.protocol.METHODS) on test, and each verdict method's verdict metric (core.selection.VERDICT_METRIC) on val
+    and test; 40 of the 156. The rest (val's other metrics, DBSCAN's val-eps arm, the arms without UMAP beyond their
+    verdict metric) are in the run's protocol/metrics.json: with all 156 as columns the UI took 5-7 s to show 100
+    candidates on a 2-core AMD EPYC (issue 23: < 5 s)."""
+    split, method, metric = key.split("/", 2)
+    return (split == "test" and method in METHODS) or VERDICT_METRIC.get(method) == metric
+
+
+def metrics_json(metrics: Mapping[str, float]) -> bytes:
+    """A candidate's protocol/metrics.json: every protocol metric by key, sorted; NaN (a split of one class) as
+    null, which JSON has where it has no NaN."""
+    return json.dumps({k: None if math.isnan(v) else v for k, v in sorted((k, float(v)) for k, v in metrics.items())},
+                      indent=1, allow_nan=False).encode()
 
 
 def candidate_runs(rows: list[dict], selected: Collection[str], best: Mapping[tuple[str, str], str],
                    figs: Mapping[str, list], run_params: Mapping[str, object]) -> list[tuple]:
     """evaluate's child run of each candidate of `rows` (id, kind, source_domain, source_index, metrics, seconds), as
     `tracking.BatchLogger.children` takes them: (name: the candidate's id; params: model_id, kind, variant,
-    source_domain, source_index and `run_params` (the UMAP settings); metrics at step 0: every protocol metric and
-    `protocol_seconds`; tags: kind, selected_on_val, best_on_val_<method> for every method of `best` ((kind, method)
-    -> the id best on val); artifacts: the candidate's `figs` under `figures`). Pure: no tracking call."""
+    source_domain, source_index and `run_params` (the UMAP settings); metrics at step 0: the headline protocol
+    metrics (:func:`is_headline`) and `protocol_seconds`; tags: kind, selected_on_val, best_on_val_<method> for every
+    method of `best` ((kind, method) -> the id best on val); artifacts: every protocol metric as
+    protocol/metrics.json (:func:`metrics_json`), the candidate's `figs` under `figures`). Pure: no tracking call."""
     methods = list(dict.fromkeys(m for _, m in best))
     sel = set(selected)
     out = []
@@ -33,10 +58,12 @@ def candidate_runs(rows: list[dict], selected: Collection[str], best: Mapping[tu
         cid, kind = r["id"], r["kind"]
         params = {"model_id": cid, "kind": kind, "variant": kind.removeprefix("generated-") if is_generated(kind) else "-",
                   "source_domain": r["source_domain"] or "-", "source_index": r["source_index"], **run_params}
-        metrics = [(k, float(v), 0) for k, v in r["metrics"].items()] + [("protocol_seconds", float(r["seconds"]), 0)]
+        metrics = [(k, float(v), 0) for k, v in r["metrics"].items() if is_headline(k)]
+        metrics.append(("protocol_seconds", float(r["seconds"]), 0))
         tags = {"kind": kind, "selected_on_val": str(cid in sel).lower(),
                 **{f"best_on_val_{m}": str(best.get((kind, m)) == cid).lower() for m in methods}}
-        out.append((cid, params, metrics, tags, [(p, "figures") for p in figs.get(cid, [])]))
+        out.append((cid, params, metrics, tags, [(PROTOCOL_FILE[0], metrics_json(r["metrics"]), PROTOCOL_FILE[1]),
+                                                 *((p, "figures") for p in figs.get(cid, []))]))
     return out
 
 

@@ -555,7 +555,7 @@ class BatchLogger:
                          tracking_uri=self.client.tracking_uri)
         # planner statistics (`analyze_store`) after the first batch, then once the runs since the last ANALYZE reach
         # 1000 or as many as before it, not every shard: ANALYZE costs ~0.1 s at the zoo's size and grows with the
-        # store (evaluate's candidates carry ~157 metrics each), a zoo stage makes ~40 shards, evaluate up to ~77
+        # store (evaluate's candidates carry 41 metrics each), a zoo stage makes ~40 shards, evaluate up to ~77
         # chunks; `stage_run` ends with one. Statistics at most 2x behind, O(log n) ANALYZEs.
         if self._unanalyzed is None or self._unanalyzed + len(made) >= max(1000, self._analyzed):
             analyze_store(self.client)

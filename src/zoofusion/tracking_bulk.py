@@ -6,7 +6,7 @@ history and latest values, their dataset inputs (the `datasets`, `inputs` and `i
 so the UI's Datasets column and `run.inputs.dataset_inputs` show them alike), and their artifacts through each run's
 artifact repository (for a local store a file copy; no tracking call); the rows through the driver's own
 `executemany` (`_insert`), on sqlite with a larger page cache. About 1 ms a run of the zoo (~3 ms a run of evaluate's
-~157 metrics), where MLflow's calls cost ~50-100 ms a run on sqlite. Also the one query that lists a tag's values
+41 metrics and metrics.json), where MLflow's calls cost ~50-100 ms a run on sqlite. Also the one query that lists a tag's values
 over an experiment's finished runs (`tag_values`), so content dedupe costs one query per stage, not one search per
 run.
 """

@@ -8,8 +8,8 @@ Outputs: data/tune/best_params.json (per method and candidate: best params, best
 method's `generated` entry: per generated kind, its tuned model with the best val value), metrics/tune.json (per
 method: the best val objective of each generated kind's model vs the tuned best-on-val model of each baseline
 kind), Optuna studies `zoofusion/<method>/<candidate>` in `tune.storage`, and here the MLflow experiment
-`tuning` (a parent run per study, one nested child run per trial). The `tuned` stage then scores the best params
-on test.
+`tuning` (a parent run per study, one nested child run per trial) and the stage's own run `tune` in `pipeline` (its
+params, metrics/tune.json as metrics, its stage_seconds). The `tuned` stage then scores the best params on test.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import zoofusion.layout as layout
 from zoofusion.cli import stage_main
 from zoofusion.config import Params, TuneParams
 from zoofusion.steps.tune import tune
-from zoofusion.tracking import BatchLogger, dataset_inputs, run_tags, setup_mlflow
+from zoofusion.tracking import BatchLogger, dataset_inputs, log_stage_run, run_tags, setup_mlflow
 from zoofusion.tuning import Study, TuneError, check_storage, display_url, metric_prefix, objective_of, storage_url
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ def run(params: Params) -> dict:
              ", ".join(f"{m} " + " ".join(f"{k} {v:.4f}" for k, v in metrics[m].items() if k.startswith("generated-")
                                           and not k.endswith(("_untuned", "_baseline")))
                        + f" vs {metrics[m].get('best_baseline', 'n/a')}" for m in tp.methods))
+    log_stage_run("tune", inputs, {"seed": params.seed, **tp.model_dump()}, metrics, [OUT, METRICS_FILE])
     return best
 
 
