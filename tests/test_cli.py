@@ -39,6 +39,7 @@ def test_a_stage_process_prints_one_line_and_exits_1(tmp_path):
         "group_size, shard_size, workers, grid_models, data_order, path)"]
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_refused_up_front(tmp_path):
     """One line before any MLflow run or cache folder exists."""
@@ -52,6 +53,7 @@ def test_cuda_without_a_gpu_is_refused_up_front(tmp_path):
     assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.e2e
 def test_validate_stage_refuses_a_typo_nobody_reads(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text(yaml.safe_dump(params_dict({"zoo": {"epochs": 2, "epoch": 5}})))
@@ -62,6 +64,7 @@ def test_validate_stage_refuses_a_typo_nobody_reads(tmp_path):
     assert not (tmp_path / "data" / "validated.txt").exists()
 
 
+@pytest.mark.e2e
 def test_an_unreachable_ray_cluster_or_mlflow_server_stops_the_stage_before_any_work(tmp_path):
     """External addresses are checked at the start of each stage (validate does not rerun when only they change)."""
     import socket

@@ -330,6 +330,7 @@ def test_bench_flop_count_worked_example() -> None:
     assert bench.train_flop_per_image() == 593_600 * 6
 
 
+@pytest.mark.e2e
 def test_bench_zoo_cli_prints_quotable_lines(capsys: pytest.CaptureFixture[str]) -> None:
     from zoofusion import bench
 

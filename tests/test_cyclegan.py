@@ -281,6 +281,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.e2e
 def test_units_side_by_side_give_the_same_bytes_at_any_number_of_workers(tmp_path: Path) -> None:
     from conftest import make_params
 

@@ -94,6 +94,7 @@ def test_too_many_requested_fails_before_writing(synthetic_source, tmp_path):
     assert (out / "keep.txt").read_text() == "earlier result"
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not TARBALL.is_file(), reason="needs ../shared/data")
 def test_real_source_and_labels():
     src = load_split(TARBALL)

@@ -108,6 +108,7 @@ stage_main("zoo@black", run, ["--params", sys.argv[2]], description="", on_inter
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig", ["INT", "TERM"])
 def test_an_interrupted_stage_ends_every_run_killed(tmp_path, sig):
     """Ctrl-C or `kill`: the parent and its nested run end KILLED (not FAILED, not RUNNING forever)."""

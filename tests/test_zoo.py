@@ -122,6 +122,7 @@ def test_a_fixed_path_must_fit_the_data_order():
     assert _params(path="shared_g2", data_order="shared").zoo.path == "shared_g2"
 
 
+@pytest.mark.e2e
 def test_spreading_never_changes_the_bytes(domain, tmp_path, monkeypatch):
     """One worker or two, the same zoo to the byte: timing may spread the work, never change the arithmetic."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
