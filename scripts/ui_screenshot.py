@@ -19,6 +19,9 @@ saves FAILED_<check>.png); the exit status is 1 if any failed.
 - compare_runs.png            the compare view of the generated models selected on val and the best baseline of
                               each kind: parallel coordinates of kind and model_id against val and test AUROC
 - compare_runs_metrics.png    the same compare view scrolled to its Parameters and Metrics tables (test/kmeans)
+- candidate_metrics_json.png  the first of those runs' Artifacts tab at protocol/metrics.json: every protocol metric
+                              of the model (the run's MLflow metrics are the headline ones), one only the file holds
+                              shown
 - zoo_runs.png                `zoo`: the trained CNNs, i.e. the child runs of the latest finished `zoo-<domain>`
                               run of each domain (of one domain where no filter selects exactly all of them), with
                               columns domain, seed and final_{train,val}_acc, sorted by final_val_acc
@@ -506,6 +509,24 @@ def shoot_compare(page, base: str, picked, out: Path) -> list[Path]:
     return [top, screenshot(page, out / "compare_runs_metrics.png")]
 
 
+def shoot_candidate_metrics(page, base: str, picked, client, out: Path) -> list[Path]:
+    """The top generated model's Artifacts tab at protocol/metrics.json (every protocol metric; the run's MLflow
+    metrics are the headline ones): its path, and a metric only the file holds shown with its value."""
+    exp_id, _, _, chosen = picked
+    run = chosen[0]
+    name, art = run.info.run_name, "protocol/metrics.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        every = json.loads(Path(client.download_artifacts(run.info.run_id, art, tmp)).read_text())
+    only = sorted(k for k in every if k not in run.data.metrics)
+    if not only:
+        raise RuntimeError(f"{art} of {name} holds no metric beyond the run's own {len(run.data.metrics)}")
+    page.goto(f"{base}#/experiments/{exp_id}/runs/{run.info.run_id}/artifacts/{art}")
+    visible(page.get_by_role("tab", name="Artifacts", selected=True), f"the Artifacts tab of {name}")
+    visible(page.get_by_text(re.compile(rf"^Path: .*{re.escape(art)}$")), f"the path of artifact {art}")
+    visible(page.get_by_text(f'"{only[0]}"', exact=True), f"{only[0]} (not an MLflow metric of {name}) in {art}")
+    return [screenshot(page, out / "candidate_metrics_json.png")]
+
+
 def time_pages(page, base: str, client, target: float = 5.0) -> list[str]:
     """Seconds until the generated models' runs list (the latest `evaluate` run's children, sorted by a test metric)
     shows its top run, and until the compare view of its top 5 shows them all: what a user waits for, in the
@@ -727,6 +748,7 @@ def main(argv: list[str] | None = None) -> int:
     # A kill (CI timeout) must still run the `finally` blocks that stop the servers and Chromium.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per check, no progress bars
     from mlflow import MlflowClient
 
     client = MlflowClient(args.store, registry_uri=args.store)
@@ -775,6 +797,8 @@ def main(argv: list[str] | None = None) -> int:
                 check("generated_models_runs", lambda: shoot_runs_table(page, base, evaluate_runs(), args.out),
                       page=page)
                 check("compare_runs", lambda: shoot_compare(page, base, evaluate_runs(), args.out), page=page)
+                check("candidate_metrics", lambda: shoot_candidate_metrics(page, base, evaluate_runs(), client, args.out),
+                      page=page)
                 check("zoo_runs", lambda: shoot_zoo_runs(page, base, pick_zoo(client), args.out), page=page)
                 check("cyclegan", lambda: shoot_cyclegan(page, base, pick_cyclegan(client), args.out), page=page)
                 check("tuning_runs", lambda: shoot_tuning_runs(page, base, pick_tuning(client), args.out), page=page)

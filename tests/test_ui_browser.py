@@ -93,6 +93,8 @@ def build_store(root: Path) -> tuple[str, str]:
                         **{f"best_on_val_{m}": str(best).lower() for m in METHODS}})
         if N_GENERATED - 10 <= i < N_GENERATED:
             client.log_inputs(rid, [DatasetInput(dataset, [RunTag("mlflow.data.context", "validation")])])
+        if i == N_GENERATED - 1:  # the selected one: all its metrics in protocol/metrics.json, as evaluate logs them
+            client.log_dict(rid, {**metrics, "val/kmeans/entropy": 0.5}, "protocol/metrics.json")
     client.create_registered_model(ui.REGISTERED_MODEL)
     version = client.create_model_version(ui.REGISTERED_MODEL, f"runs:/{rid}/feature_extractor", run_id=rid)
     client.set_registered_model_alias(ui.REGISTERED_MODEL, ui.ALIAS, version.version)
@@ -168,8 +170,9 @@ def test_every_page_shows_what_it_should(stores, tmp_path: Path, capsys):
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "FAILED" not in printed and "skipped" not in printed, printed
-    want = ["experiments", "generated_models_runs", "compare_runs", "compare_runs_metrics", "zoo_runs",
-            "cyclegan_run", "cyclegan_artifacts", "tuning_runs", "model_registry", "optuna_dashboard", "optuna_study"]
+    want = ["experiments", "generated_models_runs", "compare_runs", "compare_runs_metrics", "candidate_metrics_json",
+            "zoo_runs", "cyclegan_run", "cyclegan_artifacts", "tuning_runs", "model_registry", "optuna_dashboard",
+            "optuna_study"]
     for name in want + (["plots"] if plots else []):
         png = out / f"{name}.png"
         assert png.is_file() and Image.open(png).size == (1600, 1000), name
