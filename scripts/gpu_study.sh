@@ -97,7 +97,11 @@ else
   setsid "$PY" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])' \
     dvc "${args[@]}" >> "$log" 2>&1 &
   pid=$!
-  ( sleep "$call_s"; kill -INT -- "-$pid" 2>/dev/null; sleep 30; kill -KILL -- "-$pid" 2>/dev/null ) &
+  # the watch: a Ctrl-C at the call's limit, a kill 30 s later; ended with the pipeline, its sleep with it (a sleep
+  # left behind would outlive the call)
+  ( s=; trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    sleep "$call_s" & s=$!; wait "$s"; kill -INT -- "-$pid" 2>/dev/null
+    sleep 30 & s=$!; wait "$s"; kill -KILL -- "-$pid" 2>/dev/null ) &
   watch=$!
   tail -n +1 -f --pid="$pid" "$log" &
   wait "$pid"; rc=$?
