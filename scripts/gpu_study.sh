@@ -104,8 +104,17 @@ else
     sleep 30 & s=$!; wait "$s"; kill -KILL -- "-$pid" 2>/dev/null ) &
   watch=$!
   tail -n +1 -f --pid="$pid" "$log" &
+  echo_log=$!
   wait "$pid"; rc=$?
+  # a stage may outlive dvc by a moment after a Ctrl-C: the call ends with dvc's whole group (killed after 30 s);
+  # zombies do not count (an init that reaps no orphans keeps them)
+  for _ in $(seq 150); do
+    ps -e -o pgid=,stat= 2>/dev/null | awk -v g="$pid" '$1 == g && $2 !~ /^Z/ {f = 1} END {exit !f}' || break
+    sleep 0.2
+  done
+  kill -KILL -- "-$pid" 2>/dev/null
   kill "$watch" 2>/dev/null; wait "$watch" 2>/dev/null
+  wait "$echo_log"  # tail sees dvc gone within a second, after printing the log's last lines
   say "dvc exp run: rc $rc after $(( $(date +%s) - t0 )) s"
   if [ "$rc" -ne 0 ]; then
     if [ $(( $(date +%s) - t0 )) -ge "$call_s" ] || grep -q "executor.time_limit_s" "$log"; then
